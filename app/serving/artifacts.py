@@ -1,0 +1,141 @@
+"""The model store: one directory per version, written atomically and content-hashed.
+
+A version directory holds `flywheel.json` (labels, kind, how to rebuild the encoder),
+`head.safetensors`, the tokenizer and either the full encoder (`encoder/`) or, for LoRA,
+only the adapter weights plus the path of the version that holds the base encoder.
+It is written under a temporary name and renamed into place, so a reader never sees a
+half-written version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoTokenizer
+
+from app.serving.model import Classifier, label_prompt
+
+META_FILE = "flywheel.json"
+HEAD_FILE = "head.safetensors"
+FORMAT = 1
+
+
+@dataclass
+class VersionMeta:
+    task: str
+    kind: str
+    labels: list[str]
+    encoder: dict[str, Any]  # {"kind": "full"} or {"kind": "lora", "base": "<dir of a full version>"}
+    base_model: str
+    max_seq_len: int = 128
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, **self.__dict__}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "VersionMeta":
+        data = {k: v for k, v in data.items() if k != "format"}
+        return cls(**data)
+
+
+def directory_sha256(path: Path) -> str:
+    """Hash of every file's relative name and bytes, in sorted order."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode())
+        h.update(b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def auto_encoder(path: str | Path) -> torch.nn.Module:
+    """A bare encoder; BERT-like models skip the pooler we never use."""
+    try:
+        return AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_pretrained(path, local_files_only=True)
+
+
+def load_base(base_model: str) -> tuple[torch.nn.Module, Any]:
+    """Encoder and tokenizer from a local path or an id already in the local cache (never downloads)."""
+    tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
+    return auto_encoder(base_model), tokenizer
+
+
+def build_zero_shot(
+    base_model: str, labels: Sequence[str], descriptions: dict[str, str] | None = None
+) -> tuple[Classifier, Any]:
+    encoder, tokenizer = load_base(base_model)
+    model = Classifier(encoder, len(labels))
+    model.eval()
+    descriptions = descriptions or {}
+    model.init_head_from_texts(tokenizer, [label_prompt(lab, descriptions.get(lab)) for lab in labels])
+    return model, tokenizer
+
+
+def save_version(model: Classifier, tokenizer: Any, meta: VersionMeta, root: Path, name: str) -> tuple[Path, str]:
+    """Write a version under `root/<name>-<sha12>`; returns (final path, sha256)."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        encoder = model.encoder
+        if meta.encoder["kind"] == "lora":
+            encoder.save_pretrained(tmp / "adapter")  # a PeftModel saves only its adapters
+        else:
+            encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        head = {k: v.detach().float().cpu().contiguous() for k, v in model.head.state_dict().items()}
+        save_file(head, str(tmp / HEAD_FILE))
+        (tmp / META_FILE).write_text(json.dumps(meta.to_json(), indent=2))
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with f.open("rb") as fh:
+                    os.fsync(fh.fileno())
+        sha = directory_sha256(tmp)
+        final = root / f"{name}-{sha[:12]}"
+        if final.exists():  # identical content already stored
+            shutil.rmtree(tmp)
+        else:
+            os.rename(tmp, final)
+        return final, sha
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_meta(path: Path) -> VersionMeta:
+    return VersionMeta.from_json(json.loads((path / META_FILE).read_text()))
+
+
+def load_version(path: Path, *, device: torch.device, trainable_lora: bool = False) -> tuple[Classifier, Any, VersionMeta]:
+    """Rebuild a stored version.  LoRA adapters are merged for serving unless training goes on."""
+    meta = read_meta(path)
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+    if meta.encoder["kind"] == "lora":
+        from peft import PeftModel
+
+        base_dir = Path(meta.encoder["base"])
+        encoder = auto_encoder(base_dir / "encoder")
+        encoder = PeftModel.from_pretrained(encoder, path / "adapter", is_trainable=trainable_lora)
+        if not trainable_lora:
+            encoder = encoder.merge_and_unload()
+    else:
+        encoder = auto_encoder(path / "encoder")
+    model = Classifier(encoder, len(meta.labels))
+    model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+    model.to(device)
+    model.eval()
+    return model, tokenizer, meta

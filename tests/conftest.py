@@ -1,0 +1,165 @@
+"""Shared fixtures: a tiny random BERT, a migrated database (SQLite or the real PostgreSQL),
+settings pointing at both, and the app behind a real HTTP-shaped client."""
+
+from __future__ import annotations
+
+import os
+import string
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+
+torch.set_num_threads(1)
+
+PG_ADMIN_URL = os.environ.get("FLYWHEEL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ADMIN_TOKEN = "test-admin-token"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+WORDS = """
+i my me you your we it is was are the a an and or not no yes to of in on for with at this that
+lost card credit stolen missing wallet bank account money charged twice bill billing invoice
+payment refund fee weather rain sunny cold hot tomorrow today forecast snow wind
+good great love loved wonderful excellent amazing best happy fun enjoyed brilliant
+bad terrible awful hate hated boring worst sad poor dull waste movie film plot acting
+please help can could would what why how when where who need want tell show find
+""".split()
+
+
+def _write_vocab(path: Path) -> None:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    pieces = [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    vocab = list(dict.fromkeys(specials + chars + pieces + WORDS))
+    path.write_text("\n".join(vocab) + "\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT (hidden 32) with a small word-piece vocab, saved like a hub model."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny-bert")
+    _write_vocab(root / "vocab.txt")
+    tokenizer = BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
+def _pg_available() -> bool:
+    try:
+        eng = create_engine(PG_ADMIN_URL)
+        with eng.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        eng.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str | None]:
+    """A fresh PostgreSQL database for this test run (dropped at the end), or None."""
+    if not _pg_available():
+        yield None
+        return
+    name = f"flywheel_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    from app.db.migrate import upgrade
+    from app.db.session import make_engine
+
+    eng = make_engine(url)
+    upgrade(eng)
+    eng.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_all(url: str) -> None:
+    from app.db.models import Base
+
+    eng = create_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with eng.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    eng.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test that takes this runs once on SQLite and once on the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'flywheel.db'}"
+        return
+    url = request.getfixturevalue("pg_database")
+    if url is None:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}; the SQLite variant of this test ran")
+    yield url
+    _truncate_all(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'flywheel.db'}"
+
+
+def make_settings(data_dir: Path, db_url: str, base_model: Path | str, **overrides: object) -> Settings:
+    values: dict[str, object] = dict(
+        data_dir=data_dir,
+        database_url=db_url,
+        base_model=str(base_model),
+        admin_token=ADMIN_TOKEN,
+        user_hash_key="test-user-hash-key",
+        embedded_worker=False,
+        watch_interval_s=0.1,
+        max_wait_ms=2.0,
+        max_seq_len=32,
+        torch_threads=1,
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, tiny_model_dir: Path) -> Settings:
+    return make_settings(tmp_path / "data", db_url, tiny_model_dir)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator["TestClient"]:  # noqa: F821
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(settings)) as c:
+        c.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+        yield c
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
