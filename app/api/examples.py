@@ -1,0 +1,78 @@
+"""POST /v1/tasks/{task}/examples: JSON {"examples": [...]} or a CSV with text,label."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+from pydantic import ValidationError
+
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import AdminDep, StateDep, load_task
+from app.api.problems import Problem
+from app.schemas import ExamplesOut, ExamplesRequest
+from app.services.examples import Row, import_examples, parse_csv, validate_rows
+
+router = APIRouter(tags=["examples"])
+
+EXAMPLES_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": ExamplesRequest.model_json_schema()},
+            "text/csv": {"schema": {"type": "string", "description": "CSV with a text,label header"}},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+        }
+    }
+}
+
+
+async def _rows_from_request(request: Request, limit: int) -> list[Row]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=1)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise Problem(422, "validation", "Invalid request", "The form needs a 'file' part holding the CSV.",
+                          field="file")
+        data = await upload.read(limit + 1)
+        return _limited_csv(data, limit)
+    body = await request.body()
+    if len(body) > limit:
+        raise Problem(413, "too-large", "Upload too large", f"The body exceeds {limit} bytes.", field="body")
+    if ctype in ("text/csv", "application/csv", "text/plain"):
+        return parse_csv(body)
+    if ctype in ("application/json", ""):
+        try:
+            parsed = ExamplesRequest.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "body"
+            malformed = err["type"] == "json_invalid"
+            raise Problem(422, "malformed-json" if malformed else "validation",
+                          "Malformed JSON" if malformed else "Invalid request",
+                          f"{loc}: {err['msg']}; nothing was imported.", field=loc) from None
+        return [Row(e.text, e.label.strip(), f"examples[{i}]") for i, e in enumerate(parsed.examples)]
+    raise Problem(415, "unsupported-media-type", "Unsupported media type",
+                  f"Send application/json, text/csv or multipart/form-data, not {ctype!r}.", field="Content-Type")
+
+
+def _limited_csv(data: bytes, limit: int) -> list[Row]:
+    if len(data) > limit:
+        raise Problem(413, "too-large", "Upload too large", f"The file exceeds {limit} bytes.", field="file")
+    return parse_csv(data)
+
+
+@router.post("/v1/tasks/{task}/examples", status_code=status.HTTP_201_CREATED, response_model=ExamplesOut,
+             openapi_extra=EXAMPLES_BODY)
+async def upload_examples(task: str, request: Request, _: AdminDep, state: StateDep) -> ExamplesOut:
+    """Import labelled examples; one bad row and nothing is imported (the row is named)."""
+    rows = await _rows_from_request(request, state.settings.max_upload_bytes)
+
+    def _import() -> dict[str, int]:
+        with state.sessions() as session, session.begin():
+            t = load_task(session, task)
+            validate_rows(rows, labels=t.labels, max_chars=state.settings.max_text_chars)
+            return import_examples(session, task=t, rows=rows)
+
+    return ExamplesOut(**await run_in_threadpool(_import))

@@ -1,0 +1,110 @@
+"""RFC 9457 problem+json for every error, with a stable `type` per kind of problem."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("flywheel.api")
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "urn:flywheel:problem:"
+
+_STATUS_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "too-large",
+    415: "unsupported-media-type",
+    422: "validation",
+    503: "unavailable",
+}
+
+
+class Problem(Exception):
+    """Raise from anywhere below a route to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.slug, self.title, self.detail = status, slug, title, detail
+        self.field, self.headers, self.extra = field, headers, extra
+
+
+def invalid(field: str, detail: str, slug: str = "validation") -> Problem:
+    return Problem(422, slug, "Invalid request", detail, field=field)
+
+
+def not_found(what: str, ident: object, field: str | None = None) -> Problem:
+    return Problem(404, f"unknown-{what}", f"Unknown {what}", f"No {what} {ident!r}.", field=field)
+
+
+def problem_response(
+    status: int, slug: str, title: str, detail: str, instance: str, *, field: str | None = None,
+    headers: dict[str, str] | None = None, **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail,
+                            "instance": instance}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.slug, exc.title, exc.detail, request.url.path,
+                                field=exc.field, headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _loc(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")} for e in exc.errors()]
+        json_error = any(e.get("type") == "json_invalid" for e in exc.errors())
+        first = errors[0] if errors else {"field": "body", "message": "invalid"}
+        if json_error:
+            first = {"field": "body", "message": first["message"]}
+            return problem_response(422, "malformed-json", "Malformed JSON",
+                                    f"The request body is not valid JSON: {first['message']}.", request.url.path,
+                                    field="body", errors=errors)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem_response(422, "validation", "Invalid request", detail, request.url.path,
+                                field=first["field"], errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = _STATUS_SLUGS.get(exc.status_code, "error")
+        title = slug.replace("-", " ").capitalize()
+        return problem_response(exc.status_code, slug, title, str(exc.detail), request.url.path,
+                                headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "internal", "Internal server error",
+                                "The server failed to handle this request; nothing was committed.", request.url.path)

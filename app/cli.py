@@ -1,0 +1,118 @@
+"""`flywheel serve | worker | migrate | retrain | bench | simulate`"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from app.config import Settings, get_settings
+
+cli = typer.Typer(help="Flywheel: a self-hosted model server that learns from its users.", no_args_is_help=True,
+                  add_completion=False)
+console = Console(stderr=True)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-5s %(name)s: %(message)s")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings, host: str) -> None:
+    """Without an admin token anyone who can connect is admin, so only loopback is allowed."""
+    if settings.admin_token is None and not is_loopback(host):
+        console.print(f"[red]Refusing to listen on {host}: FLYWHEEL_ADMIN_TOKEN is not set, so every caller would "
+                      "be admin. Set FLYWHEEL_ADMIN_TOKEN, or bind 127.0.0.1.[/red]")
+        raise typer.Exit(2)
+    if settings.admin_token is None:
+        console.print("[yellow]FLYWHEEL_ADMIN_TOKEN is not set: listening on loopback only, and calls without a "
+                      "token act as admin (development mode).[/yellow]")
+
+
+@cli.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="Address to bind (default FLYWHEEL_HOST, 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port (default FLYWHEEL_PORT, 8000)."),
+    worker: Optional[bool] = typer.Option(None, "--worker/--no-worker",
+                                          help="Start the training worker beside the API (default on)."),
+) -> None:
+    """Migrate the database, start the worker beside the API, and serve HTTP."""
+    import uvicorn
+
+    settings = get_settings()
+    _logging(settings.log_level)
+    host = host or settings.host
+    port = port or settings.port
+    check_bind(settings, host)
+    from app.db.migrate import upgrade
+    from app.db.session import make_engine
+
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    engine.dispose()
+    proc: subprocess.Popen | None = None
+    if settings.embedded_worker if worker is None else worker:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
+        console.print(f"worker started beside the API (pid {proc.pid})")
+    console.print(f"Flywheel on http://{host}:{port}  (docs at /docs; data in {settings.data_dir}; "
+                  f"database {settings.db_url.split('@')[-1]})")
+    from app.main import create_app
+
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level, access_log=False)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@cli.command()
+def worker() -> None:
+    """Run the training worker: retrain policy, run queue, heartbeats."""
+    settings = get_settings()
+    _logging(settings.log_level)
+    from app.runtime import configure_runtime
+    from app.worker import run_worker
+
+    configure_runtime(settings)
+    run_worker(settings)
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations up to the newest."""
+    settings = get_settings()
+    _logging(settings.log_level)
+    from app.db.migrate import upgrade
+    from app.db.session import make_engine
+
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    engine.dispose()
+    console.print(f"database at head: {settings.db_url.split('@')[-1]}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

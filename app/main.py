@@ -1,0 +1,91 @@
+"""FastAPI app factory; the lifespan owns start-up and shut-down of every moving part."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+
+from app import __version__
+from app.api import clients, examples, feedback, health, models, predict, problems, runs, tasks, users
+from app.config import Settings, get_settings
+from app.db.migrate import upgrade
+from app.db.session import make_engine, make_sessionmaker
+from app.metrics import Metrics, RunsCollector
+from app.runtime import configure_runtime
+from app.serving.registry import ModelRegistry
+from app.state import AppState
+
+log = logging.getLogger("flywheel")
+
+
+def build_state(settings: Settings) -> AppState:
+    engine = make_engine(settings.db_url)
+    sessions = make_sessionmaker(engine)
+    metrics = Metrics()
+    metrics.registry.register(RunsCollector(sessions))
+
+    def on_swap(loaded) -> None:  # noqa: ANN001
+        metrics.model_version.labels(loaded.task).set(loaded.version)
+        metrics.swaps.labels(loaded.task).inc()
+
+    registry = ModelRegistry(sessions, device=settings.device, max_len=settings.max_seq_len,
+                             chunk=settings.max_batch_size, on_swap=on_swap)
+    return AppState(settings=settings, engine=engine, sessions=sessions, registry=registry, metrics=metrics)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.flywheel
+    settings = state.settings
+    configure_runtime(settings)
+    log.info("migrating %s", state.engine.url.render_as_string(hide_password=True))
+    await run_in_threadpool(upgrade, state.engine)
+    log.info("loading active models (device %s)", state.registry.device)
+    await run_in_threadpool(state.registry.sync_once)
+    log.info("serving %d task(s); watching for new versions every %.1fs",
+             len(state.registry.loaded()), settings.watch_interval_s)
+    state.background.append(asyncio.create_task(state.registry.watch(settings.watch_interval_s), name="watcher"))
+    try:
+        yield
+    finally:
+        for t in state.background:
+            t.cancel()
+        await asyncio.gather(*state.background, return_exceptions=True)
+        for b in list(state.batchers.values()):
+            await b.close()
+        state.engine.dispose()
+        log.info("stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Flywheel",
+        version=__version__,
+        description="A model server that learns from its users' feedback.",
+        lifespan=lifespan,
+    )
+    app.state.flywheel = build_state(settings)
+    problems.install(app)
+    for module in (health, tasks, predict, feedback, examples, runs, models, clients, users):
+        app.include_router(module.router)
+
+    metrics = app.state.flywheel.metrics
+
+    @app.middleware("http")
+    async def _timing(request: Request, call_next):  # noqa: ANN001, ANN202
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.request_latency.labels(request.method, path, str(response.status_code)).observe(
+            time.perf_counter() - started)
+        return response
+
+    return app

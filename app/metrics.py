@@ -1,0 +1,81 @@
+"""Prometheus metrics of the API process.  Training-run figures come from the database at
+scrape time (see `RunsCollector`), so they are right however many workers there are."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import ModelVersion, Task, TrainingRun
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """One instance per app, on its own registry, so several apps in one process (tests) don't clash."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_latency = Histogram("flywheel_request_seconds", "HTTP request latency", ["method", "route", "status"],
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("flywheel_batch_texts", "Texts per forward batch", ["task"],
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.queue_depth = Gauge("flywheel_queue_texts", "Texts waiting for a forward", ["task"], registry=r)
+        self.predictions = Counter("flywheel_predictions_total", "Texts predicted", ["task"], registry=r)
+        self.rejected = Counter("flywheel_queue_rejections_total", "Predict calls shed with 503", ["task"], registry=r)
+        self.feedback = Counter("flywheel_feedback_total", "Feedback received", ["task", "signal"], registry=r)
+        self.model_version = Gauge("flywheel_model_version", "Version number this process serves", ["task"],
+                                   registry=r)
+        self.swaps = Counter("flywheel_model_swaps_total", "Hot swaps done by this process", ["task"], registry=r)
+
+
+class RunsCollector:
+    """Runs by status and the last gate verdict's metrics, read from the database on scrape."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+        runs = GaugeMetricFamily("flywheel_training_runs", "Training runs by status", labels=["task", "status"])
+        active = GaugeMetricFamily("flywheel_active_version", "Active version per task (database)", labels=["task"])
+        gate = GaugeMetricFamily("flywheel_last_gate_score", "Gate score of the last judged candidate and of the "
+                                 "active model it was compared with", labels=["task", "model"])
+        try:
+            with self._sessions() as s:
+                for name, status, n in s.execute(
+                    select(Task.name, TrainingRun.status, func.count())
+                    .join(TrainingRun, TrainingRun.task_id == Task.id)
+                    .group_by(Task.name, TrainingRun.status)
+                ):
+                    runs.add_metric([name, status], n)
+                for name, version in s.execute(
+                    select(Task.name, ModelVersion.version).join(ModelVersion, ModelVersion.task_id == Task.id)
+                    .where(ModelVersion.status == "active")
+                ):
+                    active.add_metric([name], version)
+                last = (
+                    select(Task.name, TrainingRun.gate)
+                    .join(TrainingRun, TrainingRun.task_id == Task.id)
+                    .where(TrainingRun.status.in_(["promoted", "rejected"]))
+                    .order_by(TrainingRun.finished_at.desc())
+                )
+                seen: set[str] = set()
+                for name, verdict in s.execute(last):
+                    if name in seen or not verdict:
+                        continue
+                    seen.add(name)
+                    for who in ("candidate", "active"):
+                        score = (verdict.get(who) or {}).get("score")
+                        if isinstance(score, (int, float)):
+                            gate.add_metric([name, who], float(score))
+        except Exception:  # a scrape must not fail because the DB blinked
+            return
+        yield runs
+        yield active
+        yield gate

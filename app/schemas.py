@@ -1,0 +1,166 @@
+"""Request and response bodies shared by the API modules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TASK_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class Policy(BaseModel):
+    """Retrain policy, gate limits and per-client cap of one task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_new_signals: int = Field(50, ge=1, description="Signals since the last run before a scheduled retrain.")
+    min_interval_s: float = Field(600, ge=0, description="Never retrain more often than this.")
+    max_interval_s: float | None = Field(86_400, gt=0, description="Retrain at least this often when anything is new.")
+    gate_tolerance: float = Field(0.01, ge=0, le=1, description="Candidate may score at most this much below active.")
+    max_recall_drop: float = Field(0.10, ge=0, le=1, description="No class's recall may drop by more than this.")
+    max_client_share: float = Field(0.5, gt=0, le=1, description="Largest share of feedback one client may carry.")
+    epochs: int = Field(3, ge=1, le=100)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    batch_size: int = Field(16, ge=1, le=1024)
+
+
+class TaskCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TASK_NAME, description="Lowercase letters, digits, '-' and '_'.")
+    kind: Literal["classification"] = "classification"
+    labels: list[str] = Field(min_length=2, max_length=1000)
+    descriptions: dict[str, str] = Field(default_factory=dict)
+    lambda_data: float = Field(0.5, ge=0, le=1, alias="lambda", description="λ in L = λ·L_data + (1−λ)·L_feedback")
+    feedback_loss: Literal["bounded", "signed"] = "bounded"
+    finetune: Literal["full", "lora"] = "full"
+    quantize: bool = Field(False, description="Serve with int8 dynamic quantisation (CPU).")
+    policy: Policy = Field(default_factory=Policy)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str]) -> list[str]:
+        cleaned = [lab.strip() for lab in v]
+        for i, lab in enumerate(cleaned):
+            if not lab or len(lab) > 128:
+                raise ValueError(f"label {i} must be 1 to 128 characters")
+        dupes = sorted({lab for lab in cleaned if cleaned.count(lab) > 1})
+        if dupes:
+            raise ValueError(f"labels must be unique; repeated: {', '.join(dupes)}")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _descriptions_name_labels(self) -> "TaskCreate":
+        unknown = sorted(set(self.descriptions) - set(self.labels))
+        if unknown:
+            raise ValueError(f"descriptions name unknown labels: {', '.join(unknown)}")
+        return self
+
+
+class VersionOut(BaseModel):
+    id: int
+    version: int
+    status: str
+    parent_id: int | None
+    sha256: str
+    training_run_id: int | None
+    metrics: dict[str, Any]
+    data_counts: dict[str, Any]
+    reason: str | None
+    created_at: datetime
+    activated_at: datetime | None
+
+
+class TaskOut(BaseModel):
+    name: str
+    kind: str
+    labels: list[str]
+    descriptions: dict[str, str]
+    lambda_: float = Field(serialization_alias="lambda")
+    feedback_loss: str
+    finetune: str
+    quantize: bool
+    policy: dict[str, Any]
+    active_version: VersionOut | None
+    counts: dict[str, Any]
+    created_at: datetime
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = None
+    texts: list[str] | None = None
+    user_id: str | None = Field(None, min_length=1, max_length=256, description="Your end user; stored hashed.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "PredictRequest":
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' or 'texts'")
+        return self
+
+
+class PredictionOut(BaseModel):
+    id: str
+    label: str
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model_version: int
+    predictions: list[PredictionOut]
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signal: Literal[1, -1] = Field(description="1: the answer was right; -1: it was wrong.")
+    correction: str | None = Field(None, description="The right label, when known.")
+    user_id: str | None = Field(None, min_length=1, max_length=256)
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    prediction_id: str
+    signal: int
+    correction: str | None
+    created_at: datetime
+
+
+class ExampleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    label: str
+
+
+class ExamplesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    examples: list[ExampleIn] = Field(min_length=1)
+
+
+class ExamplesOut(BaseModel):
+    imported: int
+    train: int
+    validation: int
+
+
+class ClientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+
+
+class ClientOut(BaseModel):
+    id: int
+    name: str
+    key_prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ClientCreated(ClientOut):
+    key: str = Field(description="Shown once; only its hash is stored.")

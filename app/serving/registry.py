@@ -1,0 +1,204 @@
+"""The models this API process serves, one active version per task, and the hot swap.
+
+A watcher polls the database for each task's active version.  When it changes, the new
+version is loaded and warmed on a loader thread, off the request path, and then one dict
+entry is replaced.  A forward reads the entry once at its start, so batches already in
+flight finish on the old model and every answer names the version that produced it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import ModelVersion, Task
+from app.serving.artifacts import load_version
+from app.serving.model import predict_proba, resolve_device
+
+log = logging.getLogger("flywheel.registry")
+
+
+@dataclass(frozen=True)
+class ActiveRow:
+    task_id: int
+    task: str
+    version_id: int
+    version: int
+    path: str
+    quantize: bool
+
+
+@dataclass
+class LoadedModel:
+    task_id: int
+    task: str
+    version_id: int
+    version: int
+    labels: list[str]
+    model: torch.nn.Module
+    tokenizer: Any
+    device: torch.device
+    max_len: int
+    quantized: bool = False
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One text's answer and the exact version that gave it."""
+
+    model: LoadedModel
+    label: str
+    scores: dict[str, float]
+
+
+def prepare_for_inference(model: torch.nn.Module, device: torch.device, quantize: bool) -> tuple[torch.nn.Module, bool]:
+    """fp16 on CUDA; optional int8 dynamic quantisation of the Linear layers on CPU."""
+    if device.type == "cuda":
+        return model.half(), False
+    if quantize:
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), True
+    return model, False
+
+
+def load_for_serving(row: ActiveRow, *, device: torch.device, max_len: int) -> LoadedModel:
+    model, tokenizer, meta = load_version(Path(row.path), device=device)
+    model, quantized = prepare_for_inference(model, device, row.quantize)
+    loaded = LoadedModel(
+        task_id=row.task_id,
+        task=row.task,
+        version_id=row.version_id,
+        version=row.version,
+        labels=list(meta.labels),
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        max_len=min(max_len, meta.max_seq_len or max_len),
+        quantized=quantized,
+    )
+    score_texts(loaded, ["warm up the kernels"], chunk=1)  # first call allocates; keep it off the request path
+    return loaded
+
+
+def score_texts(loaded: LoadedModel, texts: Sequence[str], *, chunk: int) -> list[Scored]:
+    """Forward in length-sorted chunks (less padding), answers back in the original order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: list[Scored | None] = [None] * len(texts)
+    labels = loaded.labels
+    for start in range(0, len(order), chunk):
+        idx = order[start : start + chunk]
+        probs = predict_proba(loaded.model, loaded.tokenizer, [texts[i] for i in idx],
+                              max_len=loaded.max_len, device=loaded.device)
+        for i, row in zip(idx, probs.tolist()):
+            best = max(range(len(row)), key=row.__getitem__)
+            out[i] = Scored(loaded, labels[best], {lab: round(p, 6) for lab, p in zip(labels, row)})
+    return out  # type: ignore[return-value]
+
+
+def active_rows(session: Session) -> list[ActiveRow]:
+    stmt = (
+        select(Task.id, Task.name, ModelVersion.id, ModelVersion.version, ModelVersion.path, Task.quantize)
+        .join(ModelVersion, (ModelVersion.task_id == Task.id) & (ModelVersion.status == "active"))
+        .order_by(Task.id)
+    )
+    return [ActiveRow(*r) for r in session.execute(stmt).all()]
+
+
+class ModelRegistry:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        device: str = "auto",
+        max_len: int = 128,
+        chunk: int = 32,
+        on_swap: Any = None,
+    ) -> None:
+        self._sessions = sessions
+        self.device = resolve_device(device)
+        self.max_len = max_len
+        self.chunk = chunk
+        self._models: dict[str, LoadedModel] = {}
+        self._load_lock = threading.Lock()
+        self._on_swap = on_swap
+        self.synced = False  # True once every active version seen at start is loaded
+
+    def current(self, task: str) -> LoadedModel | None:
+        return self._models.get(task)
+
+    def loaded(self) -> dict[str, LoadedModel]:
+        return dict(self._models)
+
+    def forward(self, task: str, texts: list[str]) -> list[Scored]:
+        """Runs on the inference thread.  Reads the model reference once: a swap mid-batch is harmless."""
+        loaded = self._models.get(task)
+        if loaded is None:
+            raise LookupError(f"no model loaded for task {task!r}")
+        return score_texts(loaded, texts, chunk=self.chunk)
+
+    def _install(self, loaded: LoadedModel) -> None:
+        old = self._models.get(loaded.task)
+        self._models[loaded.task] = loaded
+        log.info("task %s now serves version %d (id %d)%s", loaded.task, loaded.version, loaded.version_id,
+                 f", was {old.version}" if old else "")
+        if self._on_swap is not None:
+            self._on_swap(loaded)
+
+    def sync_once(self) -> int:
+        """Load every active version that differs from what is served; returns how many swapped."""
+        with self._sessions() as session:
+            rows = active_rows(session)
+        swapped = 0
+        for row in rows:
+            cur = self._models.get(row.task)
+            if cur is not None and cur.version_id == row.version_id and cur.task_id == row.task_id:
+                continue
+            with self._load_lock:
+                cur = self._models.get(row.task)
+                if cur is not None and cur.version_id == row.version_id:
+                    continue
+                started = time.perf_counter()
+                try:
+                    loaded = load_for_serving(row, device=self.device, max_len=self.max_len)
+                except Exception:
+                    log.exception("could not load version %d of task %s; still serving the old one",
+                                  row.version, row.task)
+                    continue
+                log.info("loaded %s v%d in %.2fs", row.task, row.version, time.perf_counter() - started)
+                self._install(loaded)
+                swapped += 1
+        known = {r.task for r in rows}
+        for name in [t for t in self._models if t not in known]:
+            self._models.pop(name, None)  # task deleted
+        self.synced = True
+        return swapped
+
+    async def ensure(self, task: str) -> LoadedModel | None:
+        """The task's model, loading it now if this process has not seen it yet."""
+        loaded = self._models.get(task)
+        if loaded is None:
+            await asyncio.to_thread(self.sync_once)
+            loaded = self._models.get(task)
+        return loaded
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll for new active versions until cancelled."""
+        while True:
+            try:
+                await asyncio.to_thread(self.sync_once)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("model watcher failed; retrying")
+            await asyncio.sleep(interval_s)
