@@ -7,7 +7,6 @@ import logging
 import signal
 import subprocess
 import sys
-import time
 from typing import Optional
 
 import typer
@@ -22,6 +21,18 @@ console = Console(stderr=True)
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-5s %(name)s: %(message)s")
+
+
+def _migrate(settings: Settings) -> None:
+    """Safe to call from every process at start: PostgreSQL serialises it with an advisory lock."""
+    from app.db.migrate import upgrade
+    from app.db.session import make_engine
+
+    engine = make_engine(settings.db_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 def is_loopback(host: str) -> bool:
@@ -59,12 +70,7 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     check_bind(settings, host)
-    from app.db.migrate import upgrade
-    from app.db.session import make_engine
-
-    engine = make_engine(settings.db_url)
-    upgrade(engine)
-    engine.dispose()
+    _migrate(settings)
     proc: subprocess.Popen | None = None
     if settings.embedded_worker if worker is None else worker:
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
@@ -93,6 +99,7 @@ def worker() -> None:
     from app.worker import run_worker
 
     configure_runtime(settings)
+    _migrate(settings)
     run_worker(settings)
 
 
@@ -101,12 +108,7 @@ def migrate() -> None:
     """Apply database migrations up to the newest."""
     settings = get_settings()
     _logging(settings.log_level)
-    from app.db.migrate import upgrade
-    from app.db.session import make_engine
-
-    engine = make_engine(settings.db_url)
-    upgrade(engine)
-    engine.dispose()
+    _migrate(settings)
     console.print(f"database at head: {settings.db_url.split('@')[-1]}")
 
 
