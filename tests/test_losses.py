@@ -1,0 +1,112 @@
+"""The combined loss on tiny tensors: each property the learning loop relies on."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from app.learning.losses import combined_loss, feedback_losses
+
+EMPTY_LOGITS = torch.zeros(0, 3)
+EMPTY_IDX = torch.zeros(0, dtype=torch.long)
+
+
+def _p_shown_after_one_step(signal: int, variant: str = "bounded") -> tuple[float, float]:
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, requires_grad=True)
+    shown = torch.tensor([1])
+    before = torch.softmax(logits, -1)[0, 1].item()
+    opt = torch.optim.SGD([logits], lr=0.5)
+    loss = combined_loss(EMPTY_LOGITS, EMPTY_IDX, logits, shown, torch.tensor([signal]), lam=0.0, variant=variant)
+    loss.backward()
+    opt.step()
+    return before, torch.softmax(logits, -1)[0, 1].item()
+
+
+def test_positive_signal_raises_p_of_shown_label() -> None:
+    before, after = _p_shown_after_one_step(+1)
+    assert after > before
+
+
+def test_negative_signal_lowers_p_of_shown_label() -> None:
+    before, after = _p_shown_after_one_step(-1)
+    assert after < before
+
+
+def test_bounded_negative_loss_is_finite_as_p_goes_to_one() -> None:
+    logits = torch.tensor([[200.0, 0.0, 0.0]], requires_grad=True)  # p(shown) == 1.0 in float32
+    assert torch.softmax(logits, -1)[0, 0].item() == 1.0
+    loss = feedback_losses(logits, torch.tensor([0]), torch.tensor([-1]), "bounded").sum()
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().max().item() <= 1.0 + 1e-6  # gradient of −log(1−p) stays bounded
+
+
+def test_lambda_one_ignores_feedback() -> None:
+    logits_d = torch.randn(2, 3)
+    targets = torch.tensor([0, 2])
+    logits_f = torch.randn(2, 3, requires_grad=True)
+    loss = combined_loss(logits_d, targets, logits_f, torch.tensor([0, 1]), torch.tensor([1, -1]), lam=1.0)
+    data_only = combined_loss(logits_d, targets, EMPTY_LOGITS, EMPTY_IDX, EMPTY_IDX, lam=1.0)
+    assert loss.item() == pytest.approx(data_only.item())
+    assert not loss.requires_grad or torch.autograd.grad(loss, logits_f, allow_unused=True)[0] is None
+
+
+def test_lambda_zero_ignores_data() -> None:
+    logits_d = torch.randn(2, 3, requires_grad=True)
+    logits_f = torch.randn(2, 3)
+    shown, signals = torch.tensor([0, 1]), torch.tensor([1, -1])
+    loss = combined_loss(logits_d, torch.tensor([0, 2]), logits_f, shown, signals, lam=0.0)
+    fb_only = combined_loss(EMPTY_LOGITS, EMPTY_IDX, logits_f, shown, signals, lam=0.0)
+    assert loss.item() == pytest.approx(fb_only.item())
+    assert not loss.requires_grad or torch.autograd.grad(loss, logits_d, allow_unused=True)[0] is None
+
+
+def test_missing_term_contributes_zero_not_nan() -> None:
+    logits_d = torch.randn(2, 3)
+    targets = torch.tensor([0, 2])
+    no_fb = combined_loss(logits_d, targets, EMPTY_LOGITS, EMPTY_IDX, EMPTY_IDX, lam=0.5)
+    expected = 0.5 * torch.nn.functional.cross_entropy(logits_d, targets).item()
+    assert no_fb.item() == pytest.approx(expected)
+    logits_f = torch.randn(1, 3)
+    no_data = combined_loss(EMPTY_LOGITS, EMPTY_IDX, logits_f, torch.tensor([1]), torch.tensor([1]), lam=0.5)
+    assert math.isfinite(no_data.item()) and no_data.item() > 0
+    nothing = combined_loss(EMPTY_LOGITS, EMPTY_IDX, EMPTY_LOGITS, EMPTY_IDX, EMPTY_IDX, lam=0.5)
+    assert nothing.item() == 0.0
+
+
+def test_weights_scale_each_rows_influence() -> None:
+    logits_d = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    targets = torch.tensor([0, 0])  # row 0 right (low CE), row 1 wrong (high CE)
+    right_only = combined_loss(logits_d, targets, EMPTY_LOGITS, EMPTY_IDX, EMPTY_IDX, lam=1.0,
+                               data_weights=torch.tensor([1.0, 0.0]))
+    assert right_only.item() == pytest.approx(torch.nn.functional.cross_entropy(logits_d[:1], targets[:1]).item())
+
+
+def test_signed_negative_is_unbounded_below_while_bounded_stays_non_negative() -> None:
+    def optimise(variant: str) -> list[float]:
+        logits = torch.zeros(1, 3, requires_grad=True)
+        opt = torch.optim.SGD([logits], lr=5.0)
+        values = []
+        for _ in range(200):
+            opt.zero_grad()
+            loss = combined_loss(EMPTY_LOGITS, EMPTY_IDX, logits, torch.tensor([0]), torch.tensor([-1]), 0.0, variant)
+            loss.backward()
+            opt.step()
+            values.append(loss.item())
+        return values
+
+    signed = optimise("signed")
+    bounded = optimise("bounded")
+    # signed: log p keeps falling, one nat after another, with no floor to stop it
+    assert signed[-1] < -20 and signed[-1] < signed[100] - 5
+    # bounded: −log(1−p) >= 0 always, and it settles near 0 once p(shown) is small
+    assert min(bounded) >= 0.0 and bounded[-1] < 0.01
+
+
+def test_unknown_variant_is_refused() -> None:
+    with pytest.raises(ValueError, match="variant"):
+        feedback_losses(torch.zeros(1, 2), torch.tensor([0]), torch.tensor([1]), "negated")
