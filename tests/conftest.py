@@ -52,7 +52,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny-bert")
     _write_vocab(root / "vocab.txt")
-    tokenizer = BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
+    vocab = str(root / "vocab.txt")
+    # transformers 5 reads `vocab` (and silently ignores `vocab_file`, leaving 5 tokens); 4 reads `vocab_file`.
+    tokenizer = BertTokenizerFast(vocab=vocab, vocab_file=vocab, do_lower_case=True)
+    assert tokenizer.vocab_size > 100, "tiny tokenizer lost its vocabulary"
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,
