@@ -1,0 +1,337 @@
+"""The worker on a real database with the tiny model: runs are claimed, trained, judged and
+promoted; poisoned feedback is rejected; the policy schedules runs; two worker processes never
+claim the same run; a worker killed mid-run has its run failed and requeued once by another."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.models import Task, TrainingRun, utcnow
+from app.db.session import transaction
+from app.learning.metrics import REGISTRY
+from app.learning.runs import enqueue_run
+from app.worker import Worker, claim_next, retrain_due
+from tests.learning_helpers import (
+    FAST_POLICY,
+    LABELS,
+    accuracy_of,
+    active,
+    add_client,
+    add_examples,
+    add_feedback,
+    create_task,
+    load,
+    migrated,
+    synthetic,
+    versions,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER_CMD = (
+    "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s');"
+    "from app.config import Settings; from app.worker import run_worker; run_worker(Settings())"
+)
+NEVER = {"min_new_signals": 1_000_000, "max_interval_s": None}  # the policy never schedules on its own
+
+
+@pytest.fixture
+def factory(db_url: str) -> sessionmaker[Session]:
+    return migrated(db_url)
+
+
+def wait_for(what: str, check: Callable[[], object], deadline_s: float = 120.0) -> object:
+    """Poll until `check()` is truthy.  The deadline only stops a broken test from hanging."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def get_run(factory: sessionmaker[Session], run_id: int) -> TrainingRun:
+    with factory() as s:
+        return s.get(TrainingRun, run_id)
+
+
+def enqueue(factory: sessionmaker[Session], task_id: int, trigger: str = "admin") -> int:
+    with transaction(factory) as s:
+        run, created = enqueue_run(s, s.get(Task, task_id), trigger)
+        assert created
+        return run.id
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start real `run_worker` processes; whatever is still alive at the end is killed."""
+    procs: list[subprocess.Popen] = []
+
+    def start(db_url: str, name: str, **settings: object) -> subprocess.Popen:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "FLYWHEEL_DATA_DIR": str(tmp_path / "data"), "FLYWHEEL_DATABASE_URL": db_url,
+               "FLYWHEEL_BASE_MODEL": str(tiny_model_dir), "FLYWHEEL_TORCH_THREADS": "1",
+               "FLYWHEEL_MAX_SEQ_LEN": "32"}
+        env.update({f"FLYWHEEL_{k.upper()}": str(v) for k, v in settings.items()})
+        log = (tmp_path / f"{name}.log").open("w")
+        proc = subprocess.Popen([sys.executable, "-c", WORKER_CMD], cwd=ROOT, env=env, stdout=log, stderr=log)
+        proc.log_path = tmp_path / f"{name}.log"  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def started(proc: subprocess.Popen) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"worker exited early:\n{proc.log_path.read_text()}")  # type: ignore[attr-defined]
+    return "started (poll" in proc.log_path.read_text()  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- in-process
+
+
+def test_queued_run_is_claimed_executed_and_promoted(factory: sessionmaker[Session], settings: Settings) -> None:
+    task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER))
+    v0 = active(factory, task_id)
+    pairs = synthetic(60, seed=4)
+    add_examples(factory, task_id, pairs)
+    add_feedback(factory, task_id, "rain and snow today", "weather", +1)
+    run_id = enqueue(factory, task_id)
+    worker = Worker(settings, factory=factory)
+    promoted_before = REGISTRY.get_sample_value("flywheel_worker_runs_total", {"task": "intent", "outcome": "promoted"})
+
+    assert worker.run_once() == "promoted"
+    assert worker.run_once() is None  # the queue is empty now
+    promoted_after = REGISTRY.get_sample_value("flywheel_worker_runs_total", {"task": "intent", "outcome": "promoted"})
+    assert promoted_after == (promoted_before or 0.0) + 1
+
+    run = get_run(factory, run_id)
+    new = active(factory, task_id)
+    assert run.status == "promoted" and run.attempts == 1 and run.worker_id == worker.worker_id
+    assert new.id == run.candidate_version_id and new.version == 1 and new.parent_id == v0.id
+    assert {v.status for v in versions(factory, task_id) if v.id == v0.id} == {"retired"}
+    assert run.gate["verdict"] == "promote" and run.gate["candidate"]["score"] >= run.gate["active"]["score"]
+    assert new.metrics == run.gate and new.training_run_id == run_id
+    assert run.data_counts["examples"] == 60 and run.data_counts["positive"] == 1
+    assert run.loss_curve and run.device == "cpu" and run.duration_s > 0 and run.finished_at is not None
+    assert run.watermark["example_id"] > 0 and run.progress["fraction"] == 1.0
+    model, tok = load(new.path)
+    assert accuracy_of(model, tok, pairs) > 0.9
+
+
+def test_enqueue_returns_the_open_run_instead_of_a_second(factory: sessionmaker[Session], settings: Settings) -> None:
+    task_id = create_task(factory, settings)
+    first = enqueue(factory, task_id)
+    with transaction(factory) as s:
+        run, created = enqueue_run(s, s.get(Task, task_id), "admin")
+    assert (run.id, created) == (first, False)
+
+
+def test_poisoned_feedback_is_rejected_and_the_active_stays(factory: sessionmaker[Session],
+                                                            settings: Settings) -> None:
+    task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER))
+    add_examples(factory, task_id, synthetic(60, seed=4))
+    worker = Worker(settings, factory=factory)
+    enqueue(factory, task_id)
+    assert worker.run_once() == "promoted"
+    good = active(factory, task_id)
+
+    hostile = add_client(factory, "hostile")
+    for text, label in synthetic(120, seed=9):
+        wrong = LABELS[1 - LABELS.index(label)]
+        add_feedback(factory, task_id, text, label, -1, client_id=hostile)  # the right answer, called wrong
+        add_feedback(factory, task_id, text + " please", wrong, +1, client_id=hostile)  # the wrong one, called right
+    run_id = enqueue(factory, task_id)
+    assert worker.run_once() == "rejected"
+
+    run = get_run(factory, run_id)
+    assert active(factory, task_id).id == good.id
+    candidate = next(v for v in versions(factory, task_id) if v.id == run.candidate_version_id)
+    assert candidate.status == "rejected" and candidate.reason == run.gate["reason"]
+    assert run.gate["verdict"] == "reject" and run.data_counts["negative"] > 0
+    assert "recall of 'weather' fell" in run.gate["reason"] or "below the active" in run.gate["reason"]
+
+
+def test_a_failing_run_is_failed_with_its_error_and_the_active_stays(factory: sessionmaker[Session],
+                                                                     settings: Settings) -> None:
+    task_id = create_task(factory, settings, policy=NEVER)
+    v0 = active(factory, task_id)
+    run_id = enqueue(factory, task_id)  # no examples, no feedback
+    assert Worker(settings, factory=factory).run_once() == "failed"
+    run = get_run(factory, run_id)
+    assert run.status == "failed" and "nothing to train on" in run.error
+    assert active(factory, task_id).id == v0.id and len(versions(factory, task_id)) == 1
+
+
+def test_retrain_policy_decides_when_a_run_is_due(factory: sessionmaker[Session], settings: Settings) -> None:
+    task_id = create_task(factory, settings, policy={"min_new_signals": 5, "min_interval_s": 600,
+                                                     "max_interval_s": 3600})
+    add_examples(factory, task_id, synthetic(3))
+    with factory() as s:
+        task = s.get(Task, task_id)
+        assert retrain_due(s, task) is None  # 3 < 5 new signals, and not an hour old yet
+        later = utcnow() + timedelta(seconds=3601)
+        assert "3600s" in retrain_due(s, task, now=later)  # max interval: anything new will do
+    add_examples(factory, task_id, synthetic(8)[3:])
+    with factory() as s:
+        assert "new signals" in retrain_due(s, s.get(Task, task_id))
+    run_id = enqueue(factory, task_id)
+    with factory() as s:
+        assert retrain_due(s, s.get(Task, task_id)) is None  # one is already queued
+    with transaction(factory) as s:  # it finished just now: the minimum interval holds the next one back
+        s.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(status="failed"))
+    with factory() as s:
+        assert retrain_due(s, s.get(Task, task_id)) is None
+
+
+def test_running_worker_schedules_and_promotes(factory: sessionmaker[Session], settings: Settings) -> None:
+    task_id = create_task(factory, settings, policy=dict(FAST_POLICY, min_new_signals=10, min_interval_s=0))
+    add_examples(factory, task_id, synthetic(60, seed=4))
+    worker = Worker(settings.model_copy(update={"worker_poll_s": 0.05}), factory=factory)
+    worker.start()
+    try:
+        def finished() -> TrainingRun | None:
+            with factory() as s:
+                return s.scalar(select(TrainingRun).where(TrainingRun.task_id == task_id,
+                                                          TrainingRun.status.not_in(("queued", "running"))))
+        run = wait_for("a scheduled run to finish", finished)
+    finally:
+        worker.stop()
+    assert run.trigger == "schedule" and run.status == "promoted"
+    assert active(factory, task_id).id == run.candidate_version_id
+    assert worker.schedule_due_runs() == []  # nothing new since that run
+
+
+def test_stopping_a_worker_mid_run_puts_the_run_back_in_the_queue(factory: sessionmaker[Session],
+                                                                  settings: Settings) -> None:
+    task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER, epochs=100, patience=100))
+    add_examples(factory, task_id, synthetic(40, seed=4))
+    run_id = enqueue(factory, task_id)
+    worker = Worker(settings.model_copy(update={"worker_poll_s": 0.05}), factory=factory)
+    worker.start()
+    try:
+        wait_for("training to start", lambda: get_run(factory, run_id).progress.get("step", 0) > 0)
+    finally:
+        worker.stop()
+    run = get_run(factory, run_id)
+    assert (run.status, run.worker_id, run.attempts) == ("queued", None, 0)
+    assert "interrupted" in run.error and len(versions(factory, task_id)) == 1
+
+
+def test_reaper_fails_a_silent_run_and_requeues_it_once(factory: sessionmaker[Session], settings: Settings) -> None:
+    task_id = create_task(factory, settings, policy=NEVER)
+    first = enqueue(factory, task_id)
+    reaper = Worker(settings.model_copy(update={"heartbeat_timeout_s": 30.0}), factory=factory)
+
+    def go_silent() -> int:
+        with transaction(factory) as s:
+            run_id = claim_next(s, "ghost")
+            s.execute(update(TrainingRun).where(TrainingRun.id == run_id)
+                      .values(heartbeat_at=utcnow().replace(year=2000)))
+        return run_id
+
+    assert go_silent() == first
+    assert reaper.reap_stale_runs() == [first]
+    failed = get_run(factory, first)
+    second = int(re.search(r"requeued as run (\d+)", failed.error).group(1))
+    again = get_run(factory, second)
+    assert failed.status == "failed" and "ghost stopped heartbeating" in failed.error
+    assert (again.status, again.trigger, again.attempts) == ("queued", "requeue", 1)
+
+    assert go_silent() == second
+    assert reaper.reap_stale_runs() == [second]
+    assert "not requeued" in get_run(factory, second).error
+    with factory() as s:
+        assert not s.scalars(select(TrainingRun).where(TrainingRun.status.in_(("queued", "running")))).all()
+
+
+def test_skip_locked_gives_concurrent_claimers_different_runs(db_url: str, factory: sessionmaker[Session],
+                                                               settings: Settings) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SKIP LOCKED is PostgreSQL's; on SQLite one writer at a time is the rule")
+    ids = [enqueue(factory, create_task(factory, settings, name=f"t{i}", policy=NEVER)) for i in range(2)]
+    with factory() as a, factory() as b:
+        with a.begin():
+            got_a = claim_next(a, "a")  # a holds its row lock until it commits
+            with b.begin():
+                got_b = claim_next(b, "b")
+    assert sorted([got_a, got_b]) == ids
+
+
+# ---------------------------------------------------------------- real processes
+
+
+def test_two_worker_processes_never_claim_the_same_run(db_url: str, factory: sessionmaker[Session],
+                                                       settings: Settings, spawn) -> None:  # noqa: ANN001
+    if not db_url.startswith("postgresql"):
+        pytest.skip("several workers share PostgreSQL; SQLite runs one worker")
+    task_id = create_task(factory, settings, policy=NEVER)  # no data: each run fails fast once claimed
+    workers = [spawn(db_url, f"w{i}", worker_poll_s=0.02, heartbeat_s=0.5) for i in range(2)]
+    wait_for("both workers to start", lambda: all(started(p) for p in workers))
+    with transaction(factory) as s:  # straight into the queue: 40 runs at once, all up for grabs together
+        s.add_all([TrainingRun(task_id=task_id, status="queued", trigger="admin") for _ in range(40)])
+
+    def all_done() -> bool:
+        with factory() as s:
+            return not s.scalars(select(TrainingRun.id).where(TrainingRun.status.in_(("queued", "running")))).all()
+
+    wait_for("every run to be handled", all_done)
+    claims = [[int(n) for n in re.findall(r"claimed run (\d+)", p.log_path.read_text())] for p in workers]
+    with factory() as s:
+        runs = s.scalars(select(TrainingRun).order_by(TrainingRun.id)).all()
+    assert not set(claims[0]) & set(claims[1])
+    assert sorted(claims[0] + claims[1]) == [r.id for r in runs]
+    assert all(r.attempts == 1 and r.status == "failed" for r in runs)
+    print(f"claims per worker: {[len(c) for c in claims]}")
+
+
+def test_killed_worker_run_is_failed_and_requeued_once_by_another(db_url: str, factory: sessionmaker[Session],
+                                                                  settings: Settings, spawn) -> None:  # noqa: ANN001
+    long_policy = dict(FAST_POLICY, **NEVER, epochs=100, patience=100)
+    task_id = create_task(factory, settings, policy=long_policy)
+    v0 = active(factory, task_id)
+    add_examples(factory, task_id, synthetic(40, seed=4))
+    first = enqueue(factory, task_id)
+    reaper = Worker(settings.model_copy(update={"heartbeat_timeout_s": 1.0}), factory=factory)
+
+    def kill_mid_run(run_id: int, name: str) -> None:
+        proc = spawn(db_url, name, worker_poll_s=0.05, heartbeat_s=0.2, heartbeat_timeout_s=600)
+        wait_for(f"{name} to be training run {run_id}",
+                 lambda: started(proc) and get_run(factory, run_id).progress.get("step", 0) > 0)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert get_run(factory, run_id).status == "running"  # nobody has told the database yet
+
+    kill_mid_run(first, "doomed")
+    assert wait_for("the reaper to fail the run", reaper.reap_stale_runs) == [first]
+    failed = get_run(factory, first)
+    assert failed.status == "failed" and "stopped heartbeating" in failed.error
+    second = int(re.search(r"requeued as run (\d+)", failed.error).group(1))
+    assert (get_run(factory, second).status, get_run(factory, second).trigger) == ("queued", "requeue")
+    assert active(factory, task_id).id == v0.id
+
+    kill_mid_run(second, "doomed-again")
+    assert wait_for("the reaper to fail the requeued run", reaper.reap_stale_runs) == [second]
+    assert "not requeued" in get_run(factory, second).error
+    with factory() as s:
+        assert not s.scalars(select(TrainingRun).where(TrainingRun.status.in_(("queued", "running")))).all()
+    assert active(factory, task_id).id == v0.id
+    assert [v.status for v in versions(factory, task_id)] == ["active"]
