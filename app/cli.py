@@ -112,6 +112,32 @@ def migrate() -> None:
     console.print(f"database at head: {settings.db_url.split('@')[-1]}")
 
 
+@cli.command()
+def retrain(
+    task: str = typer.Argument(..., help="Task name."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the run with a progress bar until it ends."),
+    url: Optional[str] = typer.Option(None, help="Server URL (default http://FLYWHEEL_HOST:FLYWHEEL_PORT)."),
+) -> None:
+    """Queue a training run for TASK through the API (admin), optionally waiting for its verdict."""
+    import httpx
+
+    from app.retrain_client import follow_run, request_retrain
+
+    settings = get_settings()
+    base = url or f"http://{settings.host}:{settings.port}"
+    headers = {"Authorization": f"Bearer {settings.admin_token}"} if settings.admin_token else {}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+        run_id, created = request_retrain(http, task)
+        console.print(f"run {run_id} {'queued' if created else 'already queued or running'} for task {task!r}")
+        if not wait:
+            return
+        run = follow_run(http, run_id, console)
+    console.print(f"run {run_id}: [bold]{run['status']}[/bold] {run.get('gate', {}).get('reason', '') or ''}")
+    if run["status"] == "failed":
+        console.print(f"[red]{run.get('error')}[/red]")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     cli()
 

@@ -11,7 +11,8 @@ TASK_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
 class Policy(BaseModel):
-    """Retrain policy, gate limits and per-client cap of one task."""
+    """Retrain policy, gate limits and per-client cap of one task (the API's view of
+    `app.learning.policy.Policy`; a test keeps the two in step)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -21,9 +22,13 @@ class Policy(BaseModel):
     gate_tolerance: float = Field(0.01, ge=0, le=1, description="Candidate may score at most this much below active.")
     max_recall_drop: float = Field(0.10, ge=0, le=1, description="No class's recall may drop by more than this.")
     max_client_share: float = Field(0.5, gt=0, le=1, description="Largest share of feedback one client may carry.")
+    feedback_validation_fraction: float = Field(0.2, ge=0, lt=1, description="Feedback texts held out for the gate.")
     epochs: int = Field(3, ge=1, le=100)
     learning_rate: float = Field(5e-5, gt=0, lt=1)
     batch_size: int = Field(16, ge=1, le=1024)
+    patience: int = Field(2, ge=1, le=100, description="Epochs without validation gain before stopping early.")
+    lora_r: int = Field(8, ge=1, le=256)
+    lora_alpha: int = Field(16, ge=1, le=1024)
 
 
 class TaskCreate(BaseModel):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, status
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from app.api.deps import AdminDep, SessionDep, load_task
 from app.api.problems import Problem
 from app.db.models import Task, TrainingRun
+from app.learning.runs import enqueue_run
 
 router = APIRouter(tags=["runs"])
 
@@ -39,6 +40,20 @@ class RunOut(BaseModel):
 def run_out(run: TrainingRun, task_name: str) -> RunOut:
     return RunOut.model_validate({**{c: getattr(run, c) for c in RunOut.model_fields if c != "task"},
                                   "task": task_name})
+
+
+@router.post("/v1/tasks/{task}/retrain", status_code=status.HTTP_202_ACCEPTED)
+def retrain(task: str, _: AdminDep, session: SessionDep) -> dict[str, object]:
+    """Queue a training run; a worker picks it up.  One open run per task at a time."""
+    with session.begin():
+        t = load_task(session, task)
+        run, created = enqueue_run(session, t, trigger="admin")
+        run_id, run_status = run.id, run.status
+    if not created:
+        raise Problem(409, "run-in-progress", "Run already open",
+                      f"Run {run_id} for task {task!r} is {run_status}; wait for it or follow it.",
+                      field="task", run_id=run_id, run_status=run_status)
+    return {"run_id": run_id, "status": run_status}
 
 
 @router.get("/v1/runs/{run_id}", response_model=RunOut)
