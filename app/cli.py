@@ -138,6 +138,11 @@ def retrain(
         raise typer.Exit(1)
 
 
+from app.simulate.command import simulate  # noqa: E402  (its heavy imports wait until it runs)
+
+cli.command()(simulate)
+
+
 def main() -> None:
     cli()
 

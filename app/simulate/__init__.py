@@ -1,0 +1,20 @@
+"""`flywheel simulate`: proof that the loop learns.
+
+Simulated users talk to a real Flywheel (API and worker processes, a fresh database per arm)
+over HTTP only: they predict a slice of traffic, judge each answer against the gold label,
+send +1 / -1 (and sometimes the right label), and the simulator retrains, waits for the gate
+and scores the active version on a held-out test set after every round.
+
+Modules, one job each:
+  data      read `text,label` CSVs into the traffic and test sets of one scenario
+  users     what a simulated user says about one answer (pure, seeded per text)
+  metrics   accuracy and macro-F1
+  arms      the experiment arms and how the task and users are set up for each
+  service   start and stop the API and worker processes on a free loopback port
+  api       a small httpx wrapper over the endpoints the simulator uses
+  runner    one arm end to end, and all arms in turn
+  checks    the issue's targets, measured on a result
+  report    markdown and PNG plots from the result JSON
+  progress  the rich progress display
+  command   the typer command
+"""

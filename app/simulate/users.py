@@ -1,0 +1,106 @@
+"""What a simulated user says about one answer: +1, -1, a correction, or nothing.
+
+An honest user compares the label shown with the gold label: +1 if it is right, -1 if it is
+wrong, and with probability `correction_rate` a wrong answer also gets the right label.  The
+oracle user (the `supervised` arm) gives every text its gold label as a correction.  Noise
+flips a signal: the user says the opposite of the truth.  The adversarial client flips every
+signal it sends.
+
+Every random draw for one text comes from a generator seeded by (seed, text index), so the
+same text gets the same draws in every arm: arms differ in what they do, not in their luck.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    correction_rate: float = 0.0  # chance that a -1 carries the right label
+    oracle: bool = False  # every answer gets the gold label as a correction (supervised)
+    send_negatives: bool = True  # False: a -1 without a correction is never sent (ignore-negatives)
+    noise: float = 0.0  # chance that one signal is flipped
+
+    def __post_init__(self) -> None:
+        for name in ("correction_rate", "noise"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class Signal:
+    """The body of one POST /v1/predictions/{id}/feedback."""
+
+    signal: int  # +1 or -1
+    correction: str | None = None
+
+    def body(self) -> dict[str, object]:
+        out: dict[str, object] = {"signal": self.signal}
+        if self.correction is not None:
+            out["correction"] = self.correction
+        return out
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The uniform draws one text gets, identical across arms."""
+
+    noise: float
+    correction: float
+    pick: float  # chooses the wrong label a lie names
+
+    @classmethod
+    def for_text(cls, seed: int, index: int) -> "Draws":
+        rng = random.Random(f"flywheel-simulate:{seed}:{index}")
+        return cls(rng.random(), rng.random(), rng.random())
+
+
+def truthful(shown: str, gold: str, behaviour: Behaviour, draws: Draws) -> Signal:
+    """What a user who knows the gold label and tells the truth says."""
+    right = shown == gold
+    if behaviour.oracle:
+        return Signal(1 if right else -1, gold)
+    if right:
+        return Signal(1)
+    return Signal(-1, gold if draws.correction < behaviour.correction_rate else None)
+
+
+def flip(sig: Signal, shown: str, labels: Sequence[str], draws: Draws) -> Signal:
+    """The opposite of `sig`: a +1 becomes a -1 (a correction becomes a wrong label); a -1 becomes a
+    +1 (a correction becomes the shown, wrong, label)."""
+    if sig.signal > 0:
+        if sig.correction is None:
+            return Signal(-1)
+        others = [lab for lab in labels if lab != shown]
+        return Signal(-1, others[int(draws.pick * len(others))])
+    return Signal(1, shown if sig.correction is not None else None)
+
+
+def decide(
+    shown: str, gold: str, *, behaviour: Behaviour, labels: Sequence[str], draws: Draws, hostile: bool = False
+) -> Signal | None:
+    """The signal one user sends about one answer, or None when it sends nothing."""
+    sig = truthful(shown, gold, behaviour, draws)
+    if hostile or draws.noise < behaviour.noise:
+        sig = flip(sig, shown, labels, draws)
+    if sig.signal < 0 and sig.correction is None and not behaviour.send_negatives:
+        return None
+    return sig
+
+
+def assign_clients(n: int, *, honest: int, adversarial_share: float, seed: int) -> list[int]:
+    """Which client sends each of `n` traffic texts: 0..honest-1 are honest users (round robin),
+    -1 is the adversary, which gets `adversarial_share` of the texts (exactly, rounded; seeded)."""
+    if honest < 1:
+        raise ValueError("need at least one honest user")
+    if not 0.0 <= adversarial_share < 1.0:
+        raise ValueError(f"adversarial_share must be in [0, 1), got {adversarial_share}")
+    owners = [i % honest for i in range(n)]
+    hostile = random.Random(f"flywheel-adversary:{seed}").sample(range(n), round(n * adversarial_share))
+    for i in hostile:
+        owners[i] = -1
+    return owners
