@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -145,8 +145,8 @@ def collate(rows: Sequence[Row], pad_id: int) -> Batch:
     )
 
 
-def make_batches(rows: Sequence[Row], batch_size: int, pad_id: int, rng: random.Random | None = None) -> list[Batch]:
-    """Group rows of similar length to limit padding.
+def batch_order(rows: Sequence[Row], batch_size: int, rng: random.Random | None = None) -> list[list[int]]:
+    """Row indices per batch, grouping rows of similar length to limit padding.
 
     Training (rng given): shuffle, sort by length inside windows of 8 batches, shuffle the
     batches.  Evaluation (no rng): sort everything by length.
@@ -162,7 +162,19 @@ def make_batches(rows: Sequence[Row], batch_size: int, pad_id: int, rng: random.
     chunks = [order[s: s + batch_size] for s in range(0, len(order), batch_size)]
     if rng is not None:
         rng.shuffle(chunks)
-    return [collate([rows[i] for i in chunk], pad_id) for chunk in chunks]
+    return chunks
+
+
+def iter_batches(rows: Sequence[Row], batch_size: int, pad_id: int, rng: random.Random | None = None
+                 ) -> Iterator[Batch]:
+    """Batches built as they are needed: on CUDA the CPU pads the next one while the GPU runs."""
+    for chunk in batch_order(rows, batch_size, rng):
+        yield collate([rows[i] for i in chunk], pad_id)
+
+
+def make_batches(rows: Sequence[Row], batch_size: int, pad_id: int, rng: random.Random | None = None) -> list[Batch]:
+    """All of an epoch's batches at once (validation, benchmarks)."""
+    return list(iter_batches(rows, batch_size, pad_id, rng))
 
 
 # ---------------------------------------------------------------- setup
@@ -347,7 +359,7 @@ def fit(
         model.train()
         running = torch.zeros((), device=state.device)
         n = 0
-        for batch in make_batches(state.train_rows, cfg.batch_size, state.pad_id, state.rng):
+        for batch in iter_batches(state.train_rows, cfg.batch_size, state.pad_id, state.rng):
             if should_stop is not None and should_stop():
                 raise TrainingInterrupted(f"stopped at epoch {epoch}, step {step}")
             running += train_step(state, batch.to(state.device))
