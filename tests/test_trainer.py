@@ -119,3 +119,11 @@ def test_progress_is_reported_with_steps_and_total(tiny_model_dir: Path) -> None
 def test_config_refuses_bad_values(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_a_diverging_run_fails_loudly_instead_of_saving_nan(tiny_model_dir: Path) -> None:
+    model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
+    with torch.no_grad():
+        model.head.log_scale.fill_(float("inf"))  # logits become inf/nan from the first step
+    with pytest.raises(FloatingPointError, match="diverged"):
+        train(model, tok, TRAIN, [], _config(epochs=1))

@@ -11,6 +11,7 @@ run is still this worker's, so a run the reaper has taken away is never promoted
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import threading
 import time
@@ -174,7 +175,7 @@ def execute_run(
 
         def on_progress(epoch: int, step: int, total: int, loss: float) -> None:
             progress = {"epoch": epoch, "epochs": config.epochs, "step": step, "total_steps": total,
-                        "fraction": round(step / total, 4), "loss": loss}
+                        "fraction": round(step / total, 4), "loss": loss if math.isfinite(loss) else None}
             if not _update_owned(factory, run_id, worker_id, progress=progress):
                 control.lost.set()
 

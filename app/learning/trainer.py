@@ -369,6 +369,8 @@ def fit(
                 on_progress(epoch, step, total_steps, (running / n).item())
                 last_report = time.monotonic()
         train_loss = (running / n).item()
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training diverged: the loss became {train_loss} in epoch {epoch}")
         val_loss = validate(state)
         entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
         curve.append(entry)
