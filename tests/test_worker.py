@@ -222,7 +222,7 @@ def test_running_worker_schedules_and_promotes(factory: sessionmaker[Session], s
 
 def test_stopping_a_worker_mid_run_puts_the_run_back_in_the_queue(factory: sessionmaker[Session],
                                                                   settings: Settings) -> None:
-    task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER, epochs=100, patience=100))
+    task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER, epochs=1000, patience=1000))
     add_examples(factory, task_id, synthetic(40, seed=4))
     run_id = enqueue(factory, task_id)
     worker = Worker(settings.model_copy(update={"worker_poll_s": 0.05}), factory=factory)
@@ -305,7 +305,7 @@ def test_two_worker_processes_never_claim_the_same_run(db_url: str, factory: ses
 
 def test_killed_worker_run_is_failed_and_requeued_once_by_another(db_url: str, factory: sessionmaker[Session],
                                                                   settings: Settings, spawn) -> None:  # noqa: ANN001
-    long_policy = dict(FAST_POLICY, **NEVER, epochs=100, patience=100)
+    long_policy = dict(FAST_POLICY, **NEVER, epochs=1000, patience=1000)
     task_id = create_task(factory, settings, policy=long_policy)
     v0 = active(factory, task_id)
     add_examples(factory, task_id, synthetic(40, seed=4))

@@ -180,11 +180,15 @@ def execute_run(
                 control.lost.set()
 
         curve: list[dict[str, Any]] = []
+        last_curve_write = [0.0]
 
         def on_epoch(entry: dict[str, Any]) -> None:
+            """The loss curve so far, written at most once a second (short epochs are many)."""
             curve.append(entry)
-            if not _update_owned(factory, run_id, worker_id, loss_curve=list(curve)):
-                control.lost.set()
+            if time.monotonic() - last_curve_write[0] >= config.progress_every_s:
+                last_curve_write[0] = time.monotonic()
+                if not _update_owned(factory, run_id, worker_id, loss_curve=list(curve)):
+                    control.lost.set()
 
         result = train(model, tokenizer, dataset.train, dataset.validation, config,
                        on_progress=on_progress, on_epoch=on_epoch, should_stop=control.should_stop)

@@ -376,7 +376,7 @@ def fit(
         curve.append(entry)
         if on_epoch is not None:
             on_epoch(entry)
-        if on_progress is not None:
+        if on_progress is not None and (epoch == cfg.epochs or time.monotonic() - last_report >= cfg.progress_every_s):
             on_progress(epoch, step, total_steps, train_loss)
             last_report = time.monotonic()
         if val_loss is None:  # nothing to select on: the last epoch is the result
