@@ -12,7 +12,7 @@ from app.security import hash_user_id
 router = APIRouter(tags=["privacy"])
 
 
-@router.delete("/v1/users/{user_id}")
+@router.delete("/v1/users/{user_id:path}")
 def erase_user(user_id: str, _: AdminDep, session: SessionDep, state: StateDep) -> dict[str, int]:
     """Everything stored under this user's keyed hash goes, in one transaction."""
     uh = hash_user_id(user_id, state.settings.resolved_user_hash_key)
