@@ -100,7 +100,7 @@ def worker() -> None:
 
     configure_runtime(settings)
     _migrate(settings)
-    run_worker(settings)
+    run_worker(settings, metrics_port=settings.worker_metrics_port or None)
 
 
 @cli.command()

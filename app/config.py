@@ -55,12 +55,20 @@ class Settings(BaseSettings):
     worker_poll_s: float = Field(2.0, gt=0, description="How often the worker looks for due or queued runs.")
     heartbeat_s: float = Field(5.0, gt=0)
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="A running run silent this long is failed/requeued.")
+    worker_metrics_port: int = Field(0, ge=0, le=65535, description="Serve the worker's own Prometheus metrics "
+                                     "on this port; 0 = off.")
     seed: int = 0
 
     # Server
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+
+    @field_validator("admin_token", "user_hash_key")
+    @classmethod
+    def _empty_is_unset(cls, v: str | None) -> str | None:
+        """`FLYWHEEL_ADMIN_TOKEN=` (empty) means unset, never "the empty string is the token"."""
+        return v.strip() or None if v is not None else None
 
     @field_validator("data_dir")
     @classmethod

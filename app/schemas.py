@@ -5,9 +5,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 TASK_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+def storable(value: str) -> str:
+    """Text every database and the tokenizer accept: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(storable)]
 
 
 class Policy(BaseModel):
@@ -36,8 +52,8 @@ class TaskCreate(BaseModel):
 
     name: str = Field(pattern=TASK_NAME, description="Lowercase letters, digits, '-' and '_'.")
     kind: Literal["classification"] = "classification"
-    labels: list[str] = Field(min_length=2, max_length=1000)
-    descriptions: dict[str, str] = Field(default_factory=dict)
+    labels: list[Text] = Field(min_length=2, max_length=1000)
+    descriptions: dict[str, Text] = Field(default_factory=dict)
     lambda_data: float = Field(0.5, ge=0, le=1, alias="lambda", description="λ in L = λ·L_data + (1−λ)·L_feedback")
     feedback_loss: Literal["bounded", "signed"] = "bounded"
     finetune: Literal["full", "lora"] = "full"
@@ -56,12 +72,13 @@ class TaskCreate(BaseModel):
             raise ValueError(f"labels must be unique; repeated: {', '.join(dupes)}")
         return cleaned
 
-    @model_validator(mode="after")
-    def _descriptions_name_labels(self) -> "TaskCreate":
-        unknown = sorted(set(self.descriptions) - set(self.labels))
+    @field_validator("descriptions")
+    @classmethod
+    def _descriptions_name_labels(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        unknown = sorted(set(v) - set(info.data.get("labels") or []))
         if unknown:
             raise ValueError(f"descriptions name unknown labels: {', '.join(unknown)}")
-        return self
+        return v
 
 
 class VersionOut(BaseModel):
@@ -96,9 +113,9 @@ class TaskOut(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = None
-    texts: list[str] | None = None
-    user_id: str | None = Field(None, min_length=1, max_length=256, description="Your end user; stored hashed.")
+    text: Text | None = None
+    texts: list[Text] | None = None
+    user_id: Text | None = Field(None, min_length=1, max_length=256, description="Your end user; stored hashed.")
 
     @model_validator(mode="after")
     def _one_of(self) -> "PredictRequest":
@@ -122,8 +139,15 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     signal: Literal[1, -1] = Field(description="1: the answer was right; -1: it was wrong.")
-    correction: str | None = Field(None, description="The right label, when known.")
-    user_id: str | None = Field(None, min_length=1, max_length=256)
+    correction: Text | None = Field(None, description="The right label, when known.")
+    user_id: Text | None = Field(None, min_length=1, max_length=256)
+
+    @field_validator("signal", mode="before")
+    @classmethod
+    def _not_a_bool(cls, v: object) -> object:
+        if isinstance(v, bool):  # JSON true would otherwise pass as 1
+            raise ValueError("signal must be the number 1 or -1, not a boolean")
+        return v
 
 
 class FeedbackOut(BaseModel):
@@ -137,8 +161,8 @@ class FeedbackOut(BaseModel):
 class ExampleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str
-    label: str
+    text: Text
+    label: Text
 
 
 class ExamplesRequest(BaseModel):
@@ -156,7 +180,7 @@ class ExamplesOut(BaseModel):
 class ClientCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128)
+    name: Text = Field(min_length=1, max_length=128)
 
 
 class ClientOut(BaseModel):

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, StateDep, load_task
-from app.api.problems import Problem
+from app.api.problems import Problem, field_path
 from app.schemas import ExamplesOut, ExamplesRequest
 from app.services.examples import Row, import_examples, parse_csv, validate_rows
 
@@ -47,7 +47,7 @@ async def _rows_from_request(request: Request, limit: int) -> list[Row]:
             parsed = ExamplesRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "body"
+            loc = field_path(tuple(err["loc"]))
             malformed = err["type"] == "json_invalid"
             raise Problem(422, "malformed-json" if malformed else "validation",
                           "Malformed JSON" if malformed else "Invalid request",

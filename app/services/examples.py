@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.api.problems import Problem, invalid
 from app.db.models import Example, Task
 from app.learning.data import split_for, text_hash
+from app.schemas import storable
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ def parse_csv(data: bytes) -> list[Row]:
 def validate_rows(rows: list[Row], *, labels: list[str], max_chars: int) -> None:
     known = set(labels)
     for r in rows:
+        for column, value in (("text", r.text), ("label", r.label)):
+            try:
+                storable(value)
+            except ValueError as exc:
+                raise _row_problem(r, column, f"{column} {exc}") from None
         if not r.text.strip():
             raise _row_problem(r, "text", "text is empty")
         if len(r.text) > max_chars:

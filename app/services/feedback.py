@@ -35,6 +35,9 @@ def record_feedback(
     if correction is not None:
         if correction not in labels:
             raise invalid("correction", f"{correction!r} is not a label of this task.", slug="unknown-label")
+        if signal == -1 and correction == shown:
+            raise invalid("correction", f"signal -1 says {shown!r} was wrong, but the correction repeats it.",
+                          slug="contradictory-feedback")
         if signal == 1 and correction != shown:
             raise invalid("correction", f"signal 1 says {shown!r} was right, but the correction says {correction!r}.",
                           slug="contradictory-feedback")
