@@ -207,6 +207,7 @@ class Worker:
                     again, created = enqueue_run(s, s.get(Task, run.task_id), trigger="requeue")
                     if created:
                         again.attempts = run.attempts
+                        again.requeued_from = run.id
                         run.error += f"; requeued as run {again.id}"
                     else:
                         run.error += f"; not requeued: run {again.id} is already open"

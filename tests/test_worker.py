@@ -263,6 +263,18 @@ def test_reaper_fails_a_silent_run_and_requeues_it_once(factory: sessionmaker[Se
         assert not s.scalars(select(TrainingRun).where(TrainingRun.status.in_(("queued", "running")))).all()
 
 
+def test_database_refuses_a_second_open_run_for_one_task(factory: sessionmaker[Session], settings: Settings) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    task_id = create_task(factory, settings, policy=NEVER)
+    enqueue(factory, task_id)
+    with pytest.raises(IntegrityError):
+        with transaction(factory) as s:
+            s.add(TrainingRun(task_id=task_id, status="running", trigger="admin"))
+    with transaction(factory) as s:  # a finished run beside the open one is fine
+        s.add(TrainingRun(task_id=task_id, status="failed", trigger="admin"))
+
+
 def test_skip_locked_gives_concurrent_claimers_different_runs(db_url: str, factory: sessionmaker[Session],
                                                                settings: Settings) -> None:
     if not db_url.startswith("postgresql"):
@@ -283,11 +295,12 @@ def test_two_worker_processes_never_claim_the_same_run(db_url: str, factory: ses
                                                        settings: Settings, spawn) -> None:  # noqa: ANN001
     if not db_url.startswith("postgresql"):
         pytest.skip("several workers share PostgreSQL; SQLite runs one worker")
-    task_id = create_task(factory, settings, policy=NEVER)  # no data: each run fails fast once claimed
+    # No data: each run fails fast once claimed.  One open run per task is the rule, so 24 tasks.
+    task_ids = [create_task(factory, settings, name=f"t{i}", policy=NEVER) for i in range(24)]
     workers = [spawn(db_url, f"w{i}", worker_poll_s=0.02, heartbeat_s=0.5) for i in range(2)]
     wait_for("both workers to start", lambda: all(started(p) for p in workers))
-    with transaction(factory) as s:  # straight into the queue: 40 runs at once, all up for grabs together
-        s.add_all([TrainingRun(task_id=task_id, status="queued", trigger="admin") for _ in range(40)])
+    with transaction(factory) as s:  # straight into the queue: 24 runs at once, all up for grabs together
+        s.add_all([TrainingRun(task_id=task_id, status="queued", trigger="admin") for task_id in task_ids])
 
     def all_done() -> bool:
         with factory() as s:

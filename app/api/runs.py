@@ -27,6 +27,7 @@ class RunOut(BaseModel):
     finished_at: datetime | None
     heartbeat_at: datetime | None
     attempts: int
+    requeued_from: int | None
     progress: dict[str, Any]
     loss_curve: list[Any]
     data_counts: dict[str, Any]

@@ -89,7 +89,17 @@ class Client(Base):
 
 class TrainingRun(Base):
     __tablename__ = "training_runs"
-    __table_args__ = (Index("ix_training_runs_task_status", "task_id", "status"),)
+    __table_args__ = (
+        Index("ix_training_runs_task_status", "task_id", "status"),
+        # One open (queued or running) run per task, enforced by the database.
+        Index(
+            "uq_training_runs_one_open",
+            "task_id",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
@@ -101,6 +111,9 @@ class TrainingRun(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     worker_id: Mapped[str | None] = mapped_column(String(128), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    requeued_from: Mapped[int | None] = mapped_column(
+        ForeignKey("training_runs.id", name="fk_training_runs_requeued_from"), default=None
+    )
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     loss_curve: Mapped[list[Any]] = mapped_column(JSON, default=list)
     data_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -134,7 +147,9 @@ class ModelVersion(Base):
     status: Mapped[str] = mapped_column(String(16), default="candidate")  # candidate active rejected retired
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
-    training_run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"), default=None)
+    training_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_runs.id", name="fk_training_runs_requeued_from"), default=None
+    )
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     data_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
