@@ -41,3 +41,5 @@ def serve_in_thread(settings: Settings) -> Iterator[str]:
         server.should_exit = True
         thread.join(30)
         sock.close()
+    if thread.is_alive():
+        raise RuntimeError("uvicorn did not shut down")

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,14 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from app.config import Settings
 from app.db.models import Prediction
 from app.db.session import make_engine, make_sessionmaker
-from app.main import create_app
 from conftest import ADMIN, ADMIN_TOKEN, make_settings
+from live import serve_in_thread
 
 LABELS = ["billing", "card_lost", "weather"]
 STARTUP_S = 180  # an upper bound to give up waiting, not a performance claim
@@ -54,29 +52,10 @@ def _wait_until_healthy(base: str, alive, log: Path | None = None) -> None:  # n
 # ---------------------------------------------------------------- uvicorn in a thread, tiny model
 
 
-@contextmanager
-def uvicorn_thread(settings: Settings) -> Iterator[str]:
-    """The app served by uvicorn on a loopback socket chosen by the OS."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    _wait_until_healthy(base, thread.is_alive)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-    assert not thread.is_alive(), "uvicorn did not shut down"
-
-
 @pytest.fixture
 def live(settings: Settings) -> Iterator[str]:
-    with uvicorn_thread(settings) as base:
+    """The app served by uvicorn on a loopback socket chosen by the OS."""
+    with serve_in_thread(settings) as base:
         yield base
 
 
@@ -142,7 +121,7 @@ def test_a_bad_text_does_not_fail_the_requests_batched_with_it(tmp_path: Path, d
     refuses it) or encoded (a lone surrogate) must be refused on its own, up front, with a 422,
     and must not turn its neighbours' answers into 500s."""
     settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, max_wait_ms=250.0)
-    with uvicorn_thread(settings) as base, httpx.Client(base_url=base, headers=ADMIN, timeout=60) as http:
+    with serve_in_thread(settings) as base, httpx.Client(base_url=base, headers=ADMIN, timeout=60) as http:
         assert http.post("/v1/tasks", json={"name": "tickets", "labels": LABELS}).status_code == 201
         good = [f"good text {i}".encode() for i in range(6)]
         bodies = [b'{"text": "' + g + b'"}' for g in good[:3]]

@@ -4,7 +4,6 @@ upgrading again works."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +13,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
 
 from app.db.migrate import alembic_config, upgrade
 from app.db.models import Base
 from app.db.session import make_engine
-from conftest import PG_ADMIN_URL, _pg_available
+from conftest import PG_ADMIN_URL, _pg_available, scratch_pg_database
 
 TABLES = {t.name for t in Base.metadata.sorted_tables}
 
@@ -30,16 +28,8 @@ def pg_scratch() -> Iterator[str | None]:
     if not _pg_available():
         yield None
         return
-    name = f"flywheel_mig_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_pg_database("flywheel_mig") as url:
+        yield url
 
 
 def _empty_schema(url: str) -> None:
