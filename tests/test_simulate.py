@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.simulate.arms import DEFAULT_ARMS, distinct, make_arm, parse_arms
+from app.simulate.arms import DEFAULT_ARMS, QUICK_ARMS, distinct, make_arm, parse_arms
 from app.simulate.checks import run_checks
 from app.simulate.data import DataError, build_scenario
 from app.simulate.metrics import accuracy, macro_f1
@@ -106,6 +106,7 @@ def test_accuracy_and_macro_f1() -> None:
 def test_default_arms_and_duplicates() -> None:
     arms = parse_arms("all", **BASELINE)
     assert [a.name for a in arms] == list(DEFAULT_ARMS)
+    assert [a.name for a in parse_arms(None, default=QUICK_ARMS, **BASELINE)] == list(QUICK_ARMS)
     same = distinct(arms)
     assert same["noise-0"] == "feedback"
     assert same["lambda-0.5"] == "feedback+corrections"
@@ -186,7 +187,8 @@ def fake_arm(acc: list[float], gate: str, *, noise: float = 0.0, loss: str = "bo
     for r, (a, g) in enumerate(zip(acc, gate), start=1):
         status = {"P": "promoted", "R": "rejected", "F": "failed"}[g]
         rounds.append({
-            "round": r, "accuracy": a, "macro_f1": a - 0.01, "version": r, "signals_total": 10 * r,
+            "round": r, "accuracy": a, "macro_f1": a - 0.01, "candidate_accuracy": a if g == "P" else 0.1,
+            "version": r, "signals_total": 10 * r,
             "signals_used": 10 * r, "traffic_accuracy": a,
             "gate": {"run_id": r, "status": status, "verdict": None, "reason": "x", "candidate_score": 0.5,
                      "active_score": 0.4, "validation_rows": 3},
@@ -206,7 +208,8 @@ def fake_arm(acc: list[float], gate: str, *, noise: float = 0.0, loss: str = "bo
         "signals_by_round": [10 * r for r in range(1, len(acc) + 1)],
         "signals_used_by_round": [10 * r for r in range(1, len(acc) + 1)],
         "gate_by_round": [x["gate"] for x in rounds], "version_by_round": list(range(1, len(acc) + 1)),
-        "traffic_accuracy_by_round": acc, "rounds": rounds,
+        "traffic_accuracy_by_round": acc, "candidate_accuracy_by_round": [x["candidate_accuracy"] for x in rounds],
+        "rounds": rounds,
     }
 
 
@@ -288,6 +291,7 @@ def test_quick_run_end_to_end_on_the_tiny_model(tmp_path: Path, tiny_model_dir: 
         for key in ("accuracy_by_round", "macro_f1_by_round", "signals_by_round", "gate_by_round"):
             assert len(arm[key]) == 2, (name, key)
         assert all(0 <= x <= 1 for x in arm["accuracy_by_round"] + arm["macro_f1_by_round"])
+        assert all(x is None or 0 <= x <= 1 for x in arm["candidate_accuracy_by_round"])
         assert all(g["status"] in ("promoted", "rejected", "failed") for g in arm["gate_by_round"])
         assert arm["signals_by_round"][0] > 0 and arm["signals_by_round"][1] > arm["signals_by_round"][0]
     sup = result["arms"]["supervised"]

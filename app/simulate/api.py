@@ -73,6 +73,12 @@ class FlywheelAPI:
                 raise ApiError(f"run {run_id} still {run['status']} after {timeout_s:g}s")
             time.sleep(poll_s)
 
+    def versions(self, task: str) -> list[dict[str, Any]]:
+        return _check(self.http.get(f"/v1/tasks/{task}/models", headers=self.admin), 200)
+
+    def activate(self, task: str, version: int) -> None:
+        _check(self.http.post(f"/v1/tasks/{task}/models/{version}/activate", headers=self.admin), 200)
+
     def served_versions(self) -> dict[str, int]:
         """Task -> version number the API process serves now (from /readyz)."""
         r = self.http.get("/readyz")

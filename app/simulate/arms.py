@@ -27,6 +27,7 @@ DEFAULT_ARMS = (
     "feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "lora",
     "lambda-0.25", "lambda-0.5", "lambda-0.75", "noise-0", "noise-0.1", "noise-0.3", "adversarial-0.1",
 )
+QUICK_ARMS = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed")
 NAMED = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "lora")
 SWEPT = re.compile(r"^(lambda|noise|adversarial)-(\d+(?:\.\d+)?)$")
 
@@ -101,9 +102,14 @@ def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_sha
     return Arm(name, replace(base, adversarial_share=x))
 
 
-def parse_arms(spec: str | None, **baseline: float) -> list[Arm]:
-    """`a,b,…` (or None / 'all' for the default list) -> arms, in the order given, without repeats."""
-    names = list(DEFAULT_ARMS) if spec in (None, "", "all") else [s.strip() for s in spec.split(",") if s.strip()]
+def parse_arms(spec: str | None, *, default: tuple[str, ...] = DEFAULT_ARMS, **baseline: float) -> list[Arm]:
+    """`a,b,…` -> arms, in the order given, without repeats; None gives `default`, 'all' every default arm."""
+    if spec is None:
+        names = list(default)
+    elif spec == "all":
+        names = list(DEFAULT_ARMS)
+    else:
+        names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise ValueError("--arms names no arm")
     return [make_arm(n, **baseline) for n in dict.fromkeys(names)]

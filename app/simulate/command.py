@@ -16,6 +16,8 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from app.simulate.arms import DEFAULT_ARMS, QUICK_ARMS
+
 console = Console(stderr=True)
 
 
@@ -28,7 +30,7 @@ class Sizes:
 
 
 # Full: about 25 minutes for all arms on a 2-core CPU with MiniLM (see reports/). Quick: a few minutes.
-FULL = Sizes(rounds=4, traffic_per_round=150, test_size=400, max_labels=None)
+FULL = Sizes(rounds=4, traffic_per_round=100, test_size=300, max_labels=None)
 QUICK = Sizes(rounds=2, traffic_per_round=48, test_size=96, max_labels=8)
 
 
@@ -49,7 +51,8 @@ def _model_name(base_model: str | None) -> str:
 def simulate(
     train: Path = typer.Option(..., "--train", help="Traffic: CSV with columns text,label."),
     test: Path = typer.Option(..., "--test", help="Scoring: CSV with columns text,label."),
-    arms: str = typer.Option("all", help="Comma-separated arms (see below), or 'all'."),
+    arms: Optional[str] = typer.Option(None, help="Comma-separated arms (see below), or 'all' (the default; "
+                                                  "with --quick: " + ",".join(QUICK_ARMS) + ")."),
     rounds: Optional[int] = typer.Option(None, min=1, help=f"Retrain rounds (default {FULL.rounds}, quick "
                                                            f"{QUICK.rounds})."),
     traffic_per_round: Optional[int] = typer.Option(None, min=1, help=f"Texts the users send per round (default "
@@ -70,7 +73,7 @@ def simulate(
                                                                        "not set their own."),
     lambda_data: float = typer.Option(0.5, "--lambda", min=0, max=1, help="λ of the task, in arms that do not "
                                                                           "set their own."),
-    epochs: int = typer.Option(3, min=1, help="Policy: epochs per retrain."),
+    epochs: int = typer.Option(2, min=1, help="Policy: epochs per retrain (at most; early stopping)."),
     learning_rate: float = typer.Option(5e-5, help="Policy: encoder learning rate (the head's is 10x)."),
     batch_size: int = typer.Option(16, min=1, help="Policy: training batch size."),
     users: int = typer.Option(3, min=1, help="Honest users sharing the traffic."),
@@ -84,6 +87,9 @@ def simulate(
     name: Optional[str] = typer.Option(None, help="Dataset name in the report (default: the train file's folder)."),
     keep_data: Optional[Path] = typer.Option(None, help="Keep each arm's service data (database, versions, logs) "
                                                         "under this folder."),
+    score_rejected: bool = typer.Option(True, "--score-rejected/--no-score-rejected",
+                                        help="Also score each rejected candidate on the test set (activated "
+                                             "briefly through the admin API, then rolled back)."),
 ) -> None:
     """Prove the loop learns: simulated users send traffic and feedback to a real Flywheel over HTTP;
     after each round the simulator retrains and scores the active version on a test set.
@@ -106,17 +112,19 @@ def simulate(
     sizes = Sizes(rounds or base.rounds, traffic_per_round or base.traffic_per_round, test_size or base.test_size,
                   max_labels if max_labels is not None else base.max_labels)
     try:
-        arm_list = parse_arms(arms, correction_rate=correction_rate, noise=noise,
-                              adversarial_share=adversarial_share, lambda_data=lambda_data)
-        scenario = build_scenario(train_path=train, test_path=test, traffic_size=sizes.rounds * sizes.traffic_per_round,
-                                  test_size=sizes.test_size, max_labels=sizes.max_labels, seed=seed)
+        arm_list = parse_arms(arms, default=QUICK_ARMS if quick else DEFAULT_ARMS, correction_rate=correction_rate,
+                              noise=noise, adversarial_share=adversarial_share, lambda_data=lambda_data)
+        scenario = build_scenario(train_path=train, test_path=test,
+                                  traffic_size=sizes.rounds * sizes.traffic_per_round, test_size=sizes.test_size,
+                                  max_labels=sizes.max_labels, seed=seed)
         labels_in_file = len({r.label for r in read_csv(train)})
     except (DataError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     options = Options(rounds=sizes.rounds, traffic_per_round=sizes.traffic_per_round, seed=seed, honest_users=users,
                       epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, base_model=base_model,
-                      torch_threads=threads, max_seq_len=max_seq_len, keep_data=keep_data)
+                      torch_threads=threads, max_seq_len=max_seq_len, keep_data=keep_data,
+                      score_rejected=score_rejected)
     console.print(f"simulating {len(arm_list)} arms on {len(scenario.labels)} labels: {sizes.rounds} rounds x "
                   f"{sizes.traffic_per_round} texts, {len(scenario.test)} test texts, seed {seed}")
     for note in scenario.notes:
@@ -140,7 +148,8 @@ def simulate(
         "options": {"correction_rate": correction_rate, "noise": noise, "adversarial_share": adversarial_share,
                     "lambda": lambda_data, "honest_users": users, "epochs": epochs, "learning_rate": learning_rate,
                     "batch_size": batch_size, "patience": options.patience, "gate_tolerance": options.gate_tolerance,
-                    "max_client_share": options.max_client_share, "quick": quick},
+                    "max_client_share": options.max_client_share, "quick": quick,
+                    "score_rejected": score_rejected},
         "zero_shot_accuracy": next(iter(arm_results.values()))["zero_shot_accuracy"],
         "arms": arm_results,
     }

@@ -134,11 +134,17 @@ def plot_signed(result: dict[str, Any], path: Path) -> None:
         left.plot(range(1, len(losses) + 1), losses, marker=".",
                   label=f"{name} ({'bounded' if name == 'feedback' else 'signed f·CE'})")
         ys = [arms[name]["zero_shot_accuracy"], *arms[name]["accuracy_by_round"]]
-        right.plot(range(len(ys)), ys, marker="o", label=name)
+        line, = right.plot(range(len(ys)), ys, marker="o", label=f"{name}: active version")
+        cand = [(r, a) for r, a in enumerate(arms[name].get("candidate_accuracy_by_round") or [], start=1)
+                if a is not None]
+        if cand:
+            right.plot(*zip(*cand), linestyle="none", marker="x", markersize=9, color=line.get_color(),
+                       label=f"{name}: each round's candidate")
     left.axhline(0, color="grey", linewidth=0.8)
     _style(left, "epoch (all runs in order)", "mean training loss", "training loss per epoch")
     left.legend(fontsize=8)
-    _style(right, "round (0 = zero-shot)", "test accuracy", "test accuracy of the active version")
+    _style(right, "round (0 = zero-shot)", "test accuracy", "test accuracy (x: candidate, promoted or not)")
+    right.set_xticks(range(result["sizes"]["rounds"] + 1))
     right.legend(fontsize=8)
     fig.suptitle(f"{result['dataset']['name']}: the signed loss against the bounded one")
     fig.tight_layout()
@@ -238,6 +244,8 @@ def _arm_notes(result: dict[str, Any]) -> list[str]:
                          + (f" ({s['from_adversary']} from the adversary)" if s.get("from_adversary") else "")
                          + f"; run {g['run_id']} {g['status']}" + (f", {scores}" if scores else "")
                          + (f" ({g['reason']})" if g["status"] != "promoted" and g.get("reason") else "")
+                         + (f"; the rejected candidate scored {_pct(rnd['candidate_accuracy'])}% on the test set"
+                            if g["status"] == "rejected" and rnd.get("candidate_accuracy") is not None else "")
                          + f"; test accuracy {_pct(rnd['accuracy'])}% (version {rnd['version']}).")
     return lines
 

@@ -44,6 +44,7 @@ class Options:
     torch_threads: int = 0
     max_seq_len: int | None = None
     run_timeout_s: float = 3600.0
+    score_rejected: bool = True  # also score a rejected candidate (activated briefly, then rolled back)
     keep_data: Path | None = None  # keep each arm's data directory under this folder
 
     def policy(self) -> dict[str, Any]:
@@ -125,6 +126,7 @@ class ArmRecord:
             "gate_by_round": [x["gate"] for x in r],
             "version_by_round": [x["version"] for x in r],
             "traffic_accuracy_by_round": [x["traffic_accuracy"] for x in r],
+            "candidate_accuracy_by_round": [x["candidate_accuracy"] for x in r],
             "rounds": r,
             "seconds": round(self.seconds, 1),
             "data_dir": self.data_dir,
@@ -197,28 +199,50 @@ class ArmRun:
 
         return self.api.wait_run(run_id, timeout_s=self.options.run_timeout_s, on_poll=on_poll)
 
+    def score_version(self, version: int) -> Score:
+        self.status(f"waiting for the API to serve version {version}")
+        self.api.wait_served(TASK, version)
+        self.status(f"scoring version {version}")
+        return score(self.api, self.eval_key, self.scenario.test, version)
+
+    def score_rejected(self, run: dict[str, Any], active: int) -> Score | None:
+        """What the gate kept out: activate the rejected candidate, score it, roll back to `active`.
+        The candidate ends up `retired` rather than `rejected` in the registry; nothing else changes."""
+        version_id = run.get("candidate_version_id")
+        number = next((v["version"] for v in self.api.versions(TASK) if v["id"] == version_id), None)
+        if number is None:
+            return None
+        self.api.activate(TASK, number)
+        try:
+            return self.score_version(number)
+        finally:
+            self.api.activate(TASK, active)
+
     def round(self, r: int) -> dict[str, Any]:
         T = self.options.traffic_per_round
         started = time.monotonic()
         traffic = self.send_traffic((r - 1) * T, r * T)
         run = self.retrain()
         active = self.api.task(TASK)["active_version"]["version"]
-        self.status(f"waiting for the API to serve version {active}")
-        self.api.wait_served(TASK, active)
-        self.status(f"scoring version {active}")
-        s = score(self.api, self.eval_key, self.scenario.test, active)
+        rejected = None
+        if run["status"] == "rejected" and self.options.score_rejected:
+            rejected = self.score_rejected(run, active)
+        s = self.score_version(active)
+        candidate = s if run["status"] == "promoted" else rejected
         counts = run.get("data_counts") or {}
         return {
             "round": r,
             "accuracy": s.accuracy,
             "macro_f1": s.macro_f1,
+            "candidate_accuracy": candidate.accuracy if candidate else None,
             "version": s.version,
             "signals_total": self.signals_total,
             "signals_used": sum(int(counts.get(k, 0)) for k in ("positive", "negative", "corrections")),
             "gate": gate_summary(run),
             "traffic_accuracy": traffic["traffic_accuracy"],
             "sent": traffic["sent"],
-            "run": {k: run.get(k) for k in ("id", "status", "duration_s", "data_counts", "loss_curve", "error")},
+            "run": {k: run.get(k) for k in ("id", "status", "duration_s", "data_counts", "loss_curve", "error",
+                                             "candidate_version_id")},
             "seconds": round(time.monotonic() - started, 1),
         }
 

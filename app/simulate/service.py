@@ -103,11 +103,17 @@ class Service:
     def start(self) -> "Service":
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         env = self.env()
-        # The API migrates the fresh database before it listens; the worker starts once it is up,
-        # so the two never race on the first migration of one SQLite file.
+        # Migrate the fresh database first, so the API and the worker (which both migrate at start,
+        # a no-op by then) can start together without racing on one SQLite file.
+        log = self.config.data_dir / "migrate.log"
+        with log.open("ab") as fh:
+            done = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, stdout=fh,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise ServiceError(f"flywheel migrate failed with code {done.returncode}:\n{tail(log)}")
         self._spawn("api", ["serve", "--no-worker", "--host", "127.0.0.1", "--port", str(self.port)], env)
-        self.wait_ready()
         self._spawn("worker", ["worker"], env)
+        self.wait_ready()
         return self
 
     def wait_ready(self) -> None:
