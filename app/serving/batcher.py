@@ -1,17 +1,28 @@
 """Per-task asynchronous micro-batcher.
 
 Requests queue with their own reply future.  One loop closes a batch when it holds
-`max_batch_size` texts or `max_wait_ms` has passed since its first request, runs the
-forward on the model's single inference thread (off the event loop), then hands the
-whole batch to a commit step (one insert for the batch) before each request gets its
-answer.  While one batch is in the forward, the next fills up, so load turns into
-bigger batches instead of a longer queue.  Knows nothing of SQL or HTTP.
+`max_batch_size` texts or `max_wait_ms` has passed since its *first request arrived*, runs
+the forward on the model's single inference thread (off the event loop), then hands the
+batch to a commit step (one insert for the batch) before each request gets its answer.
+The commit runs beside the next forward, and while one forward runs the next batch fills
+up, so load turns into bigger batches instead of a longer queue.
+
+Waiting only pays when other callers are around: the batcher keeps a moving average of
+how often a request arrives while another is still unanswered, and when that is rare (one
+caller at a time, or light traffic) it closes a batch at once instead of making a lone
+caller wait `max_wait_ms` for company that is not coming.
+
+A request is never split across batches and never pushes a batch past `max_batch_size`
+(unless it alone is bigger).  Callers that gave up (cancelled) are skipped.  An error in
+the forward is retried request by request, so one bad text fails only its own request.
+Knows nothing of SQL or HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +31,8 @@ from typing import Any, Generic, TypeVar
 log = logging.getLogger("flywheel.batcher")
 
 R = TypeVar("R")  # what the forward gives per text
+
+COMPANY_SMOOTHING = 0.2  # weight of the newest arrival in the "had company" moving average
 
 
 class QueueFull(Exception):
@@ -35,6 +48,7 @@ class Pending:
     texts: list[str]
     context: Any
     future: asyncio.Future = field(repr=False)
+    arrived: float = 0.0  # loop time
 
 
 # forward(texts) -> one result per text; runs on the inference thread.
@@ -68,11 +82,15 @@ class MicroBatcher(Generic[R]):
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
         self._observer = observer
-        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._queue: deque[Pending] = deque()
+        self._wakeup: asyncio.Event | None = None
         self._queued_texts = 0
+        self._outstanding = 0  # requests submitted and not yet answered
+        self._company = 0.5  # moving share of arrivals that found another request unanswered
         self._loop_task: asyncio.Task | None = None
         self._commits: set[asyncio.Task] = set()
         self._closed = False
+        self.forwards = 0  # forward calls made (batches), for tests and metrics
 
     @property
     def depth(self) -> int:
@@ -80,7 +98,9 @@ class MicroBatcher(Generic[R]):
         return self._queued_texts
 
     def start(self) -> None:
-        if self._loop_task is None:
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
 
     async def submit(self, texts: list[str], context: Any = None) -> Any:
@@ -89,79 +109,125 @@ class MicroBatcher(Generic[R]):
             raise BatcherClosed(self.name)
         if self._queued_texts + len(texts) > self.max_queue:
             raise QueueFull(self.name)
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._company += COMPANY_SMOOTHING * ((1.0 if self._outstanding else 0.0) - self._company)
+        fut: asyncio.Future = loop.create_future()
         self._queued_texts += len(texts)
-        self._queue.put_nowait(Pending(list(texts), context, fut))
+        self._queue.append(Pending(list(texts), context, fut, loop.time()))
         self.start()
-        return await fut
+        self._wakeup.set()  # type: ignore[union-attr]
+        self._outstanding += 1
+        try:
+            return await fut
+        finally:
+            self._outstanding -= 1
 
     async def close(self) -> None:
-        """Stop taking requests, answer everything already queued, then stop."""
+        """Stop taking requests, answer everything already queued or in flight, then stop."""
         self._closed = True
-        if self._loop_task is not None:
-            while self._queued_texts and not self._loop_task.done():
-                await asyncio.sleep(0.005)
-            self._loop_task.cancel()
-            try:
-                await self._loop_task
-            except asyncio.CancelledError:
-                pass
+        if self._loop_task is not None and not self._loop_task.done():
+            self._wakeup.set()  # type: ignore[union-attr]
+            await asyncio.shield(self._loop_task)
+        while self._queue:  # only if the loop died: nobody may wait forever
+            p = self._queue.popleft()
+            _set(p.future, exc=BatcherClosed(self.name))
+        self._queued_texts = 0
         if self._commits:
             await asyncio.gather(*self._commits, return_exceptions=True)
         if self._own_executor:
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=False)
 
-    async def _collect(self) -> list[Pending]:
-        first = await self._queue.get()
+    # ------------------------------------------------------------ the loop
+
+    def _pop_live(self) -> Pending | None:
+        """The oldest request whose caller still waits; skipped ones leave the count."""
+        while self._queue:
+            p = self._queue.popleft()
+            if not p.future.done():
+                return p
+            self._queued_texts -= len(p.texts)
+        return None
+
+    async def _collect(self) -> list[Pending] | None:
+        """The next batch, or None once closed and drained."""
+        assert self._wakeup is not None
+        while True:
+            first = self._pop_live()
+            if first is not None:
+                break
+            if self._closed:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
         batch, size = [first], len(first.texts)
         if not self.enabled:
             return batch
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait
+        deadline = first.arrived + self.max_wait
         while size < self.max_batch_size:
-            if not self._queue.empty():
-                item = self._queue.get_nowait()
-            else:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            batch.append(item)
-            size += len(item.texts)
+            if self._queue:
+                nxt = self._queue[0]
+                if nxt.future.done():
+                    self._pop_live()
+                    continue
+                if size + len(nxt.texts) > self.max_batch_size:
+                    break  # it opens the next batch instead
+                batch.append(self._queue.popleft())
+                size += len(nxt.texts)
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closed or self._company < 0.5:
+                break  # out of time, shutting down, or callers mostly come alone
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                break
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
+            if batch is None:
+                return
             self._queued_texts -= sum(len(p.texts) for p in batch)
-            live = [p for p in batch if not p.future.done()]  # callers that gave up are skipped
-            if not live:
-                continue
-            texts = [t for p in live for t in p.texts]
-            if self._observer is not None:
-                self._observer(len(texts), self._queued_texts)
             try:
-                flat = await loop.run_in_executor(self._executor, self._forward, texts)
-                per_request = _split(flat, live)
-            except Exception:
-                # One bad text must not fail its neighbours: retry each request on its own.
-                log.warning("batch of %d failed on %s; retrying requests one by one", len(live), self.name)
-                per_request, live = await self._one_by_one(live)
-            if live:
-                task = loop.create_task(self._finish(live, per_request))
-                self._commits.add(task)
-                task.add_done_callback(self._commits.discard)
+                await self._process(batch)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one batch
+                log.exception("batch on %s failed unexpectedly", self.name)
+                for p in batch:
+                    _set(p.future, exc=exc)
+
+    async def _process(self, batch: list[Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        texts = [t for p in batch for t in p.texts]
+        if self._observer is not None:
+            self._observer(len(texts), self._queued_texts)
+        try:
+            self.forwards += 1
+            flat = await loop.run_in_executor(self._executor, self._forward, texts)
+            per_request = _split(flat, batch)
+        except Exception:
+            # One bad text must not fail its neighbours: retry each request on its own.
+            log.warning("batch of %d requests failed on %s; retrying them one by one", len(batch), self.name)
+            per_request, batch = await self._one_by_one(batch)
+        keep = [i for i, p in enumerate(batch) if not p.future.done()]  # callers gone during the forward
+        if keep:
+            task = loop.create_task(self._finish([batch[i] for i in keep], [per_request[i] for i in keep]))
+            self._commits.add(task)
+            task.add_done_callback(self._commits.discard)
 
     async def _one_by_one(self, batch: list[Pending]) -> tuple[list[list[R]], list[Pending]]:
         loop = asyncio.get_running_loop()
         ok_results, ok = [], []
         for p in batch:
+            if p.future.done():
+                continue
             try:
-                ok_results.append(list(await loop.run_in_executor(self._executor, self._forward, p.texts)))
+                self.forwards += 1
+                flat = await loop.run_in_executor(self._executor, self._forward, p.texts)
+                ok_results.append(_split(flat, [p])[0])
                 ok.append(p)
             except Exception as exc:  # noqa: BLE001 - handed to the caller that sent it
                 _set(p.future, exc=exc)
@@ -171,6 +237,7 @@ class MicroBatcher(Generic[R]):
         try:
             answers = await self._commit(batch, results)
         except Exception as exc:  # nothing committed: every request in the batch fails
+            log.warning("commit of %d requests failed on %s: %r", len(batch), self.name, exc)
             for p in batch:
                 _set(p.future, exc=exc)
             return
