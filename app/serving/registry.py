@@ -62,13 +62,22 @@ class Scored:
 
 
 def prepare_for_inference(model: torch.nn.Module, device: torch.device, quantize: bool) -> tuple[torch.nn.Module, bool]:
-    """fp16 on CUDA; optional int8 dynamic quantisation of the Linear layers on CPU."""
+    """fp16 on CUDA; optional int8 dynamic quantisation of the Linear layers on CPU.
+
+    Weights are quantised per output channel: with one scale per tensor, zero-shot SST-2
+    lost about 2 accuracy points against fp32; per channel it stays within a fraction of a
+    point and runs as fast (see bench/README.md)."""
     if device.type == "cuda":
         return model.half(), False
     if quantize:
-        from torch.ao.quantization import quantize_dynamic
+        import warnings
 
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), True
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+            return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}), True
     return model, False
 
 

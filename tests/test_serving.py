@@ -1,0 +1,199 @@
+"""Serving through real parts: the app over real HTTP (uvicorn in a thread, the tiny model,
+SQLite and PostgreSQL), the model registry's hot swap, and int8 quantisation.  No timing
+thresholds anywhere: a slow forward is used to make requests queue, never to judge speed."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from sqlalchemy import select
+
+from app.config import Settings
+from app.db.models import ModelVersion, Prediction, Task
+from app.db.session import make_engine, make_sessionmaker
+from app.serving.artifacts import build_zero_shot, load_version, save_version
+from app.serving.model import predict_proba
+from app.serving.registry import ModelRegistry, prepare_for_inference
+from app.versions import register_version
+from conftest import ADMIN, make_settings
+from live import serve_in_thread
+
+LABELS = ["billing", "card_lost", "weather"]
+TEXTS = [
+    "I lost my credit card", "my card was stolen", "will it rain tomorrow", "the weather is cold today",
+    "I was charged twice", "why is my bill so high", "refund the fee please", "sunny and hot",
+    "where is my wallet", "please help me find my lost card", "what about snow", "invoice payment",
+    "the movie was great", "terrible acting and a boring plot", "can you tell me the forecast",
+    "my bank account was charged", "i need a refund", "wind and rain today", "i hate this bill", "good",
+]
+
+
+def slow_forward(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every forward takes at least `seconds`, so requests pile up behind it."""
+    real = ModelRegistry.forward
+
+    def forward(self, task, texts):  # noqa: ANN001, ANN202
+        time.sleep(seconds)
+        return real(self, task, texts)
+
+    monkeypatch.setattr(ModelRegistry, "forward", forward)
+
+
+def create_task(http: httpx.Client, **extra) -> dict:
+    r = http.post("/v1/tasks", json={"name": "tickets", "labels": LABELS, **extra})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+# ---------------------------------------------------------------- overload over HTTP
+
+
+def test_a_full_queue_answers_503_with_retry_after_not_a_hang(
+    tmp_path: Path, db_url: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, max_queue=1, max_wait_ms=0)
+    slow_forward(monkeypatch, 0.3)
+    with serve_in_thread(settings) as base, httpx.Client(base_url=base, headers=ADMIN, timeout=60) as http:
+        create_task(http)
+
+        def call(i: int) -> httpx.Response:
+            return http.post("/v1/tasks/tickets/predict", json={"text": f"text {i}"})
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(call, range(8)))
+        statuses = sorted(r.status_code for r in answers)
+        assert set(statuses) <= {200, 503}, statuses
+        assert 503 in statuses and 200 in statuses, statuses
+        for r in answers:
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1"
+                assert r.headers["content-type"].startswith("application/problem+json")
+                assert r.json()["type"].endswith("overloaded")
+        metrics = http.get("/metrics").text
+        assert 'flywheel_queue_rejections_total{task="tickets"}' in metrics
+    engine = make_engine(settings.db_url)
+    with make_sessionmaker(engine)() as s:  # exactly the answered requests were stored
+        assert len(s.scalars(select(Prediction)).all()) == statuses.count(200)
+    engine.dispose()
+
+
+# ---------------------------------------------------------------- hot swap under load
+
+
+def _register_copy(settings: Settings) -> int:
+    """A second version of the task: the active model saved again under a new name."""
+    engine = make_engine(settings.db_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions() as s:
+            task = s.scalar(select(Task).where(Task.name == "tickets"))
+            active = s.scalar(select(ModelVersion).where(ModelVersion.task_id == task.id,
+                                                         ModelVersion.status == "active"))
+        model, tok, meta = load_version(Path(active.path), device=torch.device("cpu"))
+        path, sha = save_version(model, tok, meta, settings.models_dir / "tickets", "v1")
+        with sessions() as s, s.begin():
+            register_version(s, task=s.get(Task, task.id), path=path, sha256=sha, version=1, parent_id=active.id)
+        return 1
+    finally:
+        engine.dispose()
+
+
+def test_hot_swap_while_requests_are_queued_fails_none_and_later_answers_carry_the_new_version(
+    tmp_path: Path, db_url: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, watch_interval_s=0.05, max_batch_size=4)
+    slow_forward(monkeypatch, 0.05)
+    with serve_in_thread(settings) as base, httpx.Client(base_url=base, headers=ADMIN, timeout=60) as http:
+        create_task(http)
+        new_version = _register_copy(settings)
+        stop = threading.Event()
+        answers: list[tuple[float, int, dict, float]] = []  # (sent at, status, body, answered at)
+        lock = threading.Lock()
+
+        def caller(i: int) -> None:
+            n = 0
+            while not stop.is_set():
+                sent = time.monotonic()
+                r = http.post("/v1/tasks/tickets/predict", json={"text": f"caller {i} says {TEXTS[n % 20]}"})
+                with lock:
+                    answers.append((sent, r.status_code, r.json(), time.monotonic()))
+                n += 1
+
+        with ThreadPoolExecutor(8) as pool:
+            for i in range(8):
+                pool.submit(caller, i)
+            while len(answers) < 16:  # load is on and requests queue behind the slow forward
+                time.sleep(0.01)
+            assert http.post(f"/v1/tasks/tickets/models/{new_version}/activate").status_code == 200
+            deadline = time.monotonic() + 60
+            while http.get("/readyz").json()["models"].get("tickets") != new_version:
+                assert time.monotonic() < deadline, "the API never swapped to the new version"
+                time.sleep(0.02)
+            swapped_at = time.monotonic()
+            while sum(1 for a in answers if a[0] > swapped_at) < 16:
+                time.sleep(0.01)
+            rollback_asked_at = time.monotonic()
+            assert http.post("/v1/tasks/tickets/models/0/activate").status_code == 200  # and roll back
+            while http.get("/readyz").json()["models"].get("tickets") != 0:
+                assert time.monotonic() < deadline, "the API never rolled back"
+                time.sleep(0.02)
+            rolled_back_at = time.monotonic()
+            while sum(1 for a in answers if a[0] > rolled_back_at) < 16:
+                time.sleep(0.01)
+            stop.set()
+
+    statuses = [a[1] for a in answers]
+    assert statuses.count(200) == len(statuses), [a[2] for a in answers if a[1] != 200][:3]
+    assert {a[2]["model_version"] for a in answers} == {0, new_version}
+    between = [a[2]["model_version"] for a in answers if a[0] > swapped_at and a[3] < rollback_asked_at]
+    after = [a[2]["model_version"] for a in answers if a[0] > rolled_back_at]
+    assert between and set(between) == {new_version}
+    assert after and set(after) == {0}
+
+    engine = make_engine(settings.db_url)  # every row names the version that really answered
+    with make_sessionmaker(engine)() as s:
+        version_of = dict(s.execute(select(ModelVersion.id, ModelVersion.version)).all())
+        stored = {p.id: version_of[p.model_version_id] for p in s.scalars(select(Prediction))}
+    engine.dispose()
+    assert len(stored) == len(answers)
+    for a in answers:
+        assert stored[a[2]["predictions"][0]["id"]] == a[2]["model_version"]
+
+
+# ---------------------------------------------------------------- int8
+
+
+def test_int8_dynamic_quantisation_agrees_with_fp32_on_most_texts(tiny_model_dir: Path) -> None:
+    model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
+    cpu = torch.device("cpu")
+    q, quantized = prepare_for_inference(copy.deepcopy(model), cpu, quantize=True)
+    assert quantized
+    assert not any(type(m) is torch.nn.Linear for m in q.encoder.modules())  # every Linear was replaced
+    p32 = predict_proba(model, tok, TEXTS, max_len=32, device=cpu)
+    p8 = predict_proba(q, tok, TEXTS, max_len=32, device=cpu)
+    agree = (p32.argmax(-1) == p8.argmax(-1)).float().mean().item()
+    assert agree >= 0.8, agree
+    assert torch.allclose(p8.sum(-1), torch.ones(len(TEXTS)), atol=1e-4)
+
+
+def test_a_task_with_quantize_serves_the_int8_model(tmp_path: Path, sqlite_url: str, tiny_model_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    settings = make_settings(tmp_path / "data", sqlite_url, tiny_model_dir)
+    with TestClient(create_app(settings)) as client:
+        client.headers.update(ADMIN)
+        r = client.post("/v1/tasks", json={"name": "tickets", "labels": LABELS, "quantize": True})
+        assert r.status_code == 201, r.text
+        r = client.post("/v1/tasks/tickets/predict", json={"texts": TEXTS[:5]})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["predictions"]) == 5
+        assert client.app.state.flywheel.registry.current("tickets").quantized
