@@ -8,8 +8,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.api import clients, examples, feedback, health, models, predict, problems, runs, tasks, users
@@ -63,6 +64,37 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("stopped")
 
 
+class RequestTiming:
+    """Request latency by method, route and status, as a plain ASGI middleware.
+
+    (`@app.middleware("http")` wraps every request in extra tasks and memory streams; on the
+    predict and feedback paths that cost more CPU than the route's own work.)"""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            self.metrics.request_latency.labels(scope["method"], getattr(route, "path", "unmatched"),
+                                                str(status)).observe(time.perf_counter() - started)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -76,16 +108,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, tasks, predict, feedback, examples, runs, models, clients, users):
         app.include_router(module.router)
 
-    metrics = app.state.flywheel.metrics
-
-    @app.middleware("http")
-    async def _timing(request: Request, call_next):  # noqa: ANN001, ANN202
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.request_latency.labels(request.method, path, str(response.status_code)).observe(
-            time.perf_counter() - started)
-        return response
-
+    app.add_middleware(RequestTiming, metrics=app.state.flywheel.metrics)
     return app

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CallerDep, StateDep, load_task
@@ -41,8 +44,11 @@ def batcher_for(state: AppState, task: str) -> MicroBatcher:
 
 
 @router.post("/v1/tasks/{task}/predict", response_model=PredictResponse)
-async def predict(task: str, body: PredictRequest, caller: CallerDep, state: StateDep) -> PredictResponse:
-    """Predict one text or a list; every prediction is stored before this answers."""
+async def predict(task: str, body: PredictRequest, caller: CallerDep, state: StateDep) -> Response:
+    """Predict one text or a list; every prediction is stored before this answers.
+
+    The answer is built by the commit step from values we made ourselves, so it is written
+    as JSON directly instead of being validated again against `PredictResponse`."""
     s = state.settings
     single = body.text is not None
     texts = [body.text] if single else list(body.texts or [])
@@ -65,4 +71,5 @@ async def predict(task: str, body: PredictRequest, caller: CallerDep, state: Sta
         raise Problem(503, "overloaded", "Overloaded", f"The queue for task {task!r} is full; retry shortly.",
                       headers={"Retry-After": "1"}) from None
     state.metrics.predictions.labels(task).inc(len(texts))
-    return PredictResponse(model_version=version, predictions=predictions)
+    return Response(json.dumps({"model_version": version, "predictions": predictions}, ensure_ascii=False,
+                               allow_nan=False, separators=(",", ":")), media_type="application/json")

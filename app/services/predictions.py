@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.api.deps import in_db_thread
 from app.api.problems import invalid
 from app.db.models import Prediction, new_id, utcnow
 from app.serving.batcher import Pending
@@ -58,7 +58,7 @@ def make_commit(sessions: sessionmaker[Session]):
                              "label": sc.label, "scores": sc.scores, "created_at": now})
                 out.append({"id": pid, "label": sc.label, "scores": sc.scores})
             answers.append((scored[0].model.version, out))
-        await asyncio.to_thread(_insert, sessions, rows)
+        await in_db_thread(_insert, sessions, rows)
         return answers
 
     return commit
