@@ -143,6 +143,11 @@ from app.simulate.command import simulate  # noqa: E402  (its heavy imports wait
 cli.command()(simulate)
 
 
+from app.bench.command import bench_app  # noqa: E402  (heavy imports wait until a benchmark runs)
+
+cli.add_typer(bench_app, name="bench")
+
+
 def main() -> None:
     cli()
 
