@@ -55,7 +55,7 @@ class TaskCreate(BaseModel):
     labels: list[Text] = Field(min_length=2, max_length=1000)
     descriptions: dict[str, Text] = Field(default_factory=dict)
     lambda_data: float = Field(0.5, ge=0, le=1, alias="lambda", description="λ in L = λ·L_data + (1−λ)·L_feedback")
-    feedback_loss: Literal["bounded", "signed"] = "bounded"
+    feedback_loss: Literal["bounded", "signed", "robust"] = "bounded"
     finetune: Literal["full", "lora"] = "full"
     quantize: bool = Field(False, description="Serve with int8 dynamic quantisation (CPU).")
     policy: Policy = Field(default_factory=Policy)

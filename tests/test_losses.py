@@ -25,13 +25,15 @@ def _p_shown_after_one_step(signal: int, variant: str = "bounded") -> tuple[floa
     return before, torch.softmax(logits, -1)[0, 1].item()
 
 
-def test_positive_signal_raises_p_of_shown_label() -> None:
-    before, after = _p_shown_after_one_step(+1)
+@pytest.mark.parametrize("variant", ["bounded", "signed", "robust"])
+def test_positive_signal_raises_p_of_shown_label(variant: str) -> None:
+    before, after = _p_shown_after_one_step(+1, variant)
     assert after > before
 
 
-def test_negative_signal_lowers_p_of_shown_label() -> None:
-    before, after = _p_shown_after_one_step(-1)
+@pytest.mark.parametrize("variant", ["bounded", "signed", "robust"])
+def test_negative_signal_lowers_p_of_shown_label(variant: str) -> None:
+    before, after = _p_shown_after_one_step(-1, variant)
     assert after < before
 
 
@@ -105,6 +107,30 @@ def test_signed_negative_is_unbounded_below_while_bounded_stays_non_negative() -
     assert signed[-1] < -20 and signed[-1] < signed[100] - 5
     # bounded: −log(1−p) >= 0 always, and it settles near 0 once p(shown) is small
     assert min(bounded) >= 0.0 and bounded[-1] < 0.01
+
+
+def test_robust_negative_is_the_probability_left_on_the_refuted_label() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    shown, signals = torch.tensor([0, 2]), torch.tensor([-1, -1])
+    p = torch.softmax(logits, -1)[[0, 1], [0, 2]]
+    assert torch.allclose(feedback_losses(logits, shown, signals, "robust"), p)
+    assert torch.allclose(feedback_losses(logits, shown, torch.tensor([1, 1]), "robust"),
+                          feedback_losses(logits, shown, torch.tensor([1, 1]), "bounded"))
+
+
+def test_robust_negative_pushes_least_where_the_answer_is_confident() -> None:
+    """A −1 against a confident answer (p -> 1) is most often noise once the model is mostly right:
+    robust's push fades there (gradient p(1−p)), bounded's is at its largest (gradient p)."""
+    def push(variant: str, z: float) -> float:
+        logits = torch.tensor([[z, 0.0, 0.0]], requires_grad=True)
+        feedback_losses(logits, torch.tensor([0]), torch.tensor([-1]), variant).sum().backward()
+        return logits.grad[0, 0].item()
+
+    assert push("robust", 8.0) < 0.01 < 0.99 < push("bounded", 8.0)
+    assert push("robust", 0.0) == pytest.approx((1 / 3) * (2 / 3), rel=1e-4)
+    for z in (-5.0, 0.0, 5.0, 50.0):
+        loss = feedback_losses(torch.tensor([[z, 0.0, 0.0]]), torch.tensor([0]), torch.tensor([-1]), "robust")
+        assert 0.0 <= loss.item() <= 1.0
 
 
 def test_unknown_variant_is_refused() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-VARIANTS = ("bounded", "signed")
+VARIANTS = ("bounded", "signed", "robust")
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -45,6 +45,13 @@ def feedback_losses(
     bounded: +1 -> −log p,  −1 -> −log(1 − p).  The gradient of the −1 branch fades as p -> 0.
     signed:  f·CE(shown) = −f·log p.  For −1 this is  log p, which has no lower bound: the
              optimiser can always lower it further by driving p towards 0 (kept to compare).
+    robust:  +1 -> −log p,  −1 -> p.  The −1 branch is the probability still on the refuted label,
+             bounded in [0, 1] (the MAE / "unhinged" complementary loss).  Its gradient on the
+             shown logit is p(1 − p), which fades as p -> 1, whereas bounded's is p, its largest
+             exactly there.  So a −1 that contradicts a confident answer, which is most often a
+             noisy or hostile −1 once the model is mostly right, cannot outweigh the +1s.
+             Symmetric losses like this one tolerate label noise (Ghosh et al., AAAI 2017;
+             for complementary labels, Ishiguro et al., ICML 2022).
     """
     logits = logits.float()
     log_p = -F.cross_entropy(logits, shown, reduction="none")
@@ -52,6 +59,8 @@ def feedback_losses(
         return torch.where(signals > 0, -log_p, -log_not(logits, shown))
     if variant == "signed":
         return -signals.to(log_p.dtype) * log_p
+    if variant == "robust":
+        return torch.where(signals > 0, -log_p, log_p.exp())
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
