@@ -112,6 +112,9 @@ def test_default_arms_and_duplicates() -> None:
     assert same["lambda-0.5"] == "feedback+corrections"
     assert same["noise-0.3"] == "noise-0.3"
     assert make_arm("signed", **BASELINE).conditions.feedback_loss == "signed"
+    assert make_arm("robust", **BASELINE).conditions.feedback_loss == "robust"
+    robust = parse_arms("feedback,noise-0.3,signed", **BASELINE, feedback_loss="robust")
+    assert [a.conditions.feedback_loss for a in robust] == ["robust", "robust", "signed"]
     assert make_arm("lora", **BASELINE).conditions.finetune == "lora"
     assert make_arm("adversarial-0.2", **BASELINE).conditions.adversarial_share == 0.2
     assert make_arm("lambda-0.25", **BASELINE).conditions.behaviour.correction_rate == 0.3
@@ -122,6 +125,8 @@ def test_default_arms_and_duplicates() -> None:
 def test_bad_arms_are_refused(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_arms(spec, **BASELINE)
+    with pytest.raises(ValueError, match="feedback loss"):
+        parse_arms("feedback", **BASELINE, feedback_loss="negated")
 
 
 # ---------------------------------------------------------------- data

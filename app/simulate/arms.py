@@ -6,13 +6,15 @@ Named arms:
   supervised            every traffic text's gold label as a correction (the oracle for the same texts)
   ignore-negatives      like feedback, but -1 signals are never sent
   signed                like feedback, trained with the literal signed loss f·CE(shown)
+  robust                like feedback, trained with the robust loss (−1 -> p, bounded in [0, 1])
   lora                  like feedback, fine-tuning LoRA adapters instead of the full encoder
 Swept arms (any value in [0, 1]):
   lambda-X              feedback+corrections with λ = X in  L = λ·L_data + (1−λ)·L_feedback
   noise-X               feedback with a fraction X of signals flipped
   adversarial-X         feedback with a share X of the traffic sent by one client that flips every signal
 
-`--noise` and `--adversarial-share` set the conditions of every arm that does not set its own.
+`--noise`, `--adversarial-share`, `--lambda` and `--feedback-loss` set the conditions of every
+arm that does not set its own.
 Arms whose conditions come out identical (e.g. noise-0 and feedback) are run once.
 """
 
@@ -23,12 +25,13 @@ from dataclasses import dataclass, replace
 
 from app.simulate.users import Behaviour
 
+LOSSES = ("bounded", "signed", "robust")
 DEFAULT_ARMS = (
-    "feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "lora",
+    "feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "robust", "lora",
     "lambda-0.25", "lambda-0.5", "lambda-0.75", "noise-0", "noise-0.1", "noise-0.3", "adversarial-0.1",
 )
 QUICK_ARMS = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed")
-NAMED = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "lora")
+NAMED = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "robust", "lora")
 SWEPT = re.compile(r"^(lambda|noise|adversarial)-(\d+(?:\.\d+)?)$")
 
 
@@ -39,7 +42,7 @@ class Conditions:
     behaviour: Behaviour
     adversarial_share: float = 0.0
     lambda_data: float = 0.5
-    feedback_loss: str = "bounded"  # bounded | signed
+    feedback_loss: str = "bounded"  # bounded | signed | robust
     finetune: str = "full"  # full | lora
 
 
@@ -72,9 +75,12 @@ def _unit(name: str, value: str) -> float:
 
 
 def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_share: float,
-             lambda_data: float) -> Arm:
+             lambda_data: float, feedback_loss: str = "bounded") -> Arm:
     """The arm called `name`, on top of the baseline conditions given by the options."""
-    base = Conditions(Behaviour(noise=noise), adversarial_share=adversarial_share, lambda_data=lambda_data)
+    if feedback_loss not in LOSSES:
+        raise ValueError(f"feedback loss must be one of {', '.join(LOSSES)}, got {feedback_loss!r}")
+    base = Conditions(Behaviour(noise=noise), adversarial_share=adversarial_share, lambda_data=lambda_data,
+                      feedback_loss=feedback_loss)
     corrections = replace(base, behaviour=replace(base.behaviour, correction_rate=correction_rate))
     if name == "feedback":
         return Arm(name, base)
@@ -84,8 +90,8 @@ def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_sha
         return Arm(name, replace(base, behaviour=replace(base.behaviour, oracle=True)))
     if name == "ignore-negatives":
         return Arm(name, replace(base, behaviour=replace(base.behaviour, send_negatives=False)))
-    if name == "signed":
-        return Arm(name, replace(base, feedback_loss="signed"))
+    if name in ("signed", "robust"):
+        return Arm(name, replace(base, feedback_loss=name))
     if name == "lora":
         return Arm(name, replace(base, finetune="lora"))
     m = SWEPT.match(name)
@@ -102,7 +108,7 @@ def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_sha
     return Arm(name, replace(base, adversarial_share=x))
 
 
-def parse_arms(spec: str | None, *, default: tuple[str, ...] = DEFAULT_ARMS, **baseline: float) -> list[Arm]:
+def parse_arms(spec: str | None, *, default: tuple[str, ...] = DEFAULT_ARMS, **baseline: float | str) -> list[Arm]:
     """`a,b,…` -> arms, in the order given, without repeats; None gives `default`, 'all' every default arm."""
     if spec is None:
         names = list(default)

@@ -46,13 +46,16 @@ def bounded_vs_ignore_negatives(arms: Arms) -> dict[str, Any]:
 
 
 def noise_arm(arms: Arms, level: float) -> str | None:
+    """The arm that is the feedback arm but for its noise level (feedback itself at its own level)."""
+    ref = (arms.get("feedback") or {}).get("conditions")
+    if ref is None:
+        return None
     for name, arm in arms.items():
         c = arm.get("conditions") or {}
         b = c.get("behaviour") or {}
-        if (name.startswith("noise-") or name == "feedback") and abs(b.get("noise", -1) - level) < 1e-9 \
-                and not b.get("correction_rate") and not b.get("oracle") and b.get("send_negatives", True) \
-                and c.get("feedback_loss") == "bounded" and c.get("finetune") == "full" \
-                and not c.get("adversarial_share"):
+        same_but_noise = {**c, "behaviour": {**b, "noise": ref["behaviour"]["noise"]}} == ref
+        if (name.startswith("noise-") or name == "feedback") and same_but_noise \
+                and abs(b.get("noise", -1) - level) < 1e-9:
             return name
     return None
 

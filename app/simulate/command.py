@@ -30,7 +30,7 @@ class Sizes:
 
 
 # Full: about 25 minutes for all arms on a 2-core CPU with MiniLM (see reports/). Quick: a few minutes.
-FULL = Sizes(rounds=4, traffic_per_round=100, test_size=300, max_labels=None)
+FULL = Sizes(rounds=4, traffic_per_round=75, test_size=300, max_labels=None)
 QUICK = Sizes(rounds=2, traffic_per_round=48, test_size=96, max_labels=8)
 
 
@@ -73,13 +73,17 @@ def simulate(
                                                                        "not set their own."),
     lambda_data: float = typer.Option(0.5, "--lambda", min=0, max=1, help="λ of the task, in arms that do not "
                                                                           "set their own."),
+    feedback_loss: str = typer.Option("bounded", help="Feedback loss of the task (bounded, signed or robust), in "
+                                                      "arms that do not set their own."),
     epochs: int = typer.Option(2, min=1, help="Policy: epochs per retrain (at most; early stopping)."),
     learning_rate: float = typer.Option(5e-5, help="Policy: encoder learning rate (the head's is 10x)."),
     batch_size: int = typer.Option(16, min=1, help="Policy: training batch size."),
     users: int = typer.Option(3, min=1, help="Honest users sharing the traffic."),
     base_model: Optional[str] = typer.Option(None, help="Encoder path or id (default FLYWHEEL_BASE_MODEL, "
                                                         "else the bundled all-MiniLM-L6-v2)."),
-    threads: int = typer.Option(0, min=0, help="torch threads per service process (0 = torch's default)."),
+    threads: int = typer.Option(1, min=0, help="torch threads per service process (0 = torch's default). One "
+                                               "avoids oversubscribing a small machine: API and worker each "
+                                               "get a core, and a busy core does not stall a second thread."),
     max_seq_len: Optional[int] = typer.Option(None, min=8, max=512, help="Tokens per text (default "
                                                                          "FLYWHEEL_MAX_SEQ_LEN, 128)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result JSON here."),
@@ -94,8 +98,8 @@ def simulate(
     """Prove the loop learns: simulated users send traffic and feedback to a real Flywheel over HTTP;
     after each round the simulator retrains and scores the active version on a test set.
 
-    Arms: feedback, feedback+corrections, supervised, ignore-negatives, signed, lora, lambda-X, noise-X,
-    adversarial-X (X in [0, 1]).
+    Arms: feedback, feedback+corrections, supervised, ignore-negatives, signed, robust, lora, lambda-X,
+    noise-X, adversarial-X (X in [0, 1]).
 
     'all': feedback, feedback+corrections, supervised, ignore-negatives, signed, lora, lambda-0.25/0.5/0.75,
     noise-0/0.1/0.3, adversarial-0.1.
@@ -113,7 +117,8 @@ def simulate(
                   max_labels if max_labels is not None else base.max_labels)
     try:
         arm_list = parse_arms(arms, default=QUICK_ARMS if quick else DEFAULT_ARMS, correction_rate=correction_rate,
-                              noise=noise, adversarial_share=adversarial_share, lambda_data=lambda_data)
+                              noise=noise, adversarial_share=adversarial_share, lambda_data=lambda_data,
+                              feedback_loss=feedback_loss)
         scenario = build_scenario(train_path=train, test_path=test,
                                   traffic_size=sizes.rounds * sizes.traffic_per_round, test_size=sizes.test_size,
                                   max_labels=sizes.max_labels, seed=seed)
@@ -131,29 +136,44 @@ def simulate(
         console.print(f"  note: {note}")
 
     started = time.monotonic()
-    with SimulationProgress(console, [a.name for a in arm_list], sizes.rounds) as progress:
-        arm_results = run_all(scenario, arm_list, options, status=progress.status, on_round=progress.advance)
 
-    result: dict[str, Any] = {
+    header: dict[str, Any] = {
         "command": _command_line(),
-        "finished_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "duration_s": round(time.monotonic() - started, 1),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
         "model": _model_name(base_model),
         "seed": seed,
         "dataset": {"name": name or Path(train).resolve().parent.name, "train": str(train), "test": str(test),
                     "labels_in_file": labels_in_file, "labels": scenario.labels, "notes": scenario.notes},
-        "sizes": {"rounds": sizes.rounds, "traffic_per_round": sizes.traffic_per_round, "traffic": len(scenario.traffic),
-                  "test": len(scenario.test), "labels": len(scenario.labels), "max_labels": sizes.max_labels},
+        "sizes": {"rounds": sizes.rounds, "traffic_per_round": sizes.traffic_per_round,
+                  "traffic": len(scenario.traffic), "test": len(scenario.test), "labels": len(scenario.labels),
+                  "max_labels": sizes.max_labels},
         "options": {"correction_rate": correction_rate, "noise": noise, "adversarial_share": adversarial_share,
-                    "lambda": lambda_data, "honest_users": users, "epochs": epochs, "learning_rate": learning_rate,
-                    "batch_size": batch_size, "patience": options.patience, "gate_tolerance": options.gate_tolerance,
-                    "max_client_share": options.max_client_share, "quick": quick,
+                    "lambda": lambda_data, "feedback_loss": feedback_loss, "honest_users": users, "epochs": epochs,
+                    "learning_rate": learning_rate, "batch_size": batch_size, "patience": options.patience, "gate_tolerance": options.gate_tolerance,
+                    "max_client_share": options.max_client_share, "threads": threads, "quick": quick,
                     "score_rejected": score_rejected},
-        "zero_shot_accuracy": next(iter(arm_results.values()))["zero_shot_accuracy"],
-        "arms": arm_results,
     }
-    result["checks"] = run_checks(arm_results)
+
+    def assemble(arm_results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {
+            **header,
+            "finished_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "duration_s": round(time.monotonic() - started, 1),
+            "complete": len(arm_results) == len(arm_list),
+            "zero_shot_accuracy": next(iter(arm_results.values()))["zero_shot_accuracy"],
+            "arms": arm_results,
+            "checks": run_checks(arm_results),
+        }
+
+    def save_partial(arm_results: dict[str, dict[str, Any]]) -> None:
+        if json_path is not None and len(arm_results) < len(arm_list):
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(assemble(arm_results), indent=1))
+
+    with SimulationProgress(console, [a.name for a in arm_list], sizes.rounds) as progress:
+        arm_results = run_all(scenario, arm_list, options, status=progress.status, on_round=progress.advance,
+                              on_arm=save_partial)
+    result = assemble(arm_results)
 
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -109,6 +109,7 @@ def plot_sweep(result: dict[str, Any], path: Path, levels: list[tuple[float, str
         ys = [arm["zero_shot_accuracy"], *arm["accuracy_by_round"]]
         left.plot(range(len(ys)), ys, marker="o", label=f"{what} {level:g} ({name})")
     _style(left, "round (0 = zero-shot)", "test accuracy", f"accuracy by round, per {what}")
+    left.set_xticks(range(result["sizes"]["rounds"] + 1))
     left.legend(fontsize=8)
     xs = [lv for lv, _ in levels]
     right.plot(xs, [arms[n]["accuracy_by_round"][-1] for _, n in levels], marker="o", linewidth=2)
@@ -127,12 +128,12 @@ def plot_signed(result: dict[str, Any], path: Path) -> None:
 
     arms = result["arms"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for name in ("feedback", "signed"):
-        if name not in arms:
+    for name in ("feedback", "signed", "robust"):
+        if name not in arms or arms[name].get("same_as"):
             continue
         losses = [e["train_loss"] for rnd in arms[name]["rounds"] for e in (rnd["run"].get("loss_curve") or [])]
         left.plot(range(1, len(losses) + 1), losses, marker=".",
-                  label=f"{name} ({'bounded' if name == 'feedback' else 'signed f·CE'})")
+                  label=f"{name} ({arms[name]['conditions']['feedback_loss']} loss)")
         ys = [arms[name]["zero_shot_accuracy"], *arms[name]["accuracy_by_round"]]
         line, = right.plot(range(len(ys)), ys, marker="o", label=f"{name}: active version")
         cand = [(r, a) for r, a in enumerate(arms[name].get("candidate_accuracy_by_round") or [], start=1)
@@ -146,7 +147,7 @@ def plot_signed(result: dict[str, Any], path: Path) -> None:
     _style(right, "round (0 = zero-shot)", "test accuracy", "test accuracy (x: candidate, promoted or not)")
     right.set_xticks(range(result["sizes"]["rounds"] + 1))
     right.legend(fontsize=8)
-    fig.suptitle(f"{result['dataset']['name']}: the signed loss against the bounded one")
+    fig.suptitle(f"{result['dataset']['name']}: the signed feedback loss against the others")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -174,7 +175,8 @@ def write_plots(result: dict[str, Any], out: Path) -> list[tuple[str, str]]:
         plots.append(("lambda_sweep.png", "λ sweep on feedback with corrections: L = λ·L_data + (1−λ)·L_feedback."))
     if "signed" in result["arms"]:
         plot_signed(result, out / "signed_vs_bounded.png")
-        plots.append(("signed_vs_bounded.png", "The literal signed loss f·CE against the bounded loss."))
+        plots.append(("signed_vs_bounded.png", "The literal signed loss f·CE against the bounded (and robust) "
+                                               "loss: training loss per epoch, and test accuracy."))
     return plots
 
 
@@ -198,12 +200,35 @@ def _setup(result: dict[str, Any]) -> list[str]:
         "fine-tuned from the active version on everything collected so far.",
         f"- Gate: candidate promoted if its score on the held-out feedback is at most {o['gate_tolerance']:g} below "
         f"the active's; no client carries more than {o['max_client_share']:.0%} of the feedback weight.",
+        f"- Feedback loss: {o.get('feedback_loss', 'bounded')} (+1 -> -log p; -1 -> -log(1-p) for bounded, p for "
+        "robust; signed is -f·log p), in every arm that does not set its own; λ "
+        f"{o['lambda']:g} in L = λ·L_data + (1-λ)·L_feedback.",
         f"- Users: {o['honest_users']} honest users share the traffic; correction rate {o['correction_rate']:g} "
         f"(feedback+corrections and λ arms); baseline noise {o['noise']:g}, baseline adversarial share "
         f"{o['adversarial_share']:g} (arms that set their own override these).",
-        f"- Wall time: {result['duration_s'] / 60:.1f} minutes on {result['machine']}.",
+        f"- Wall time: {result['duration_s'] / 60:.1f} minutes on {result['machine']}"
+        + (f", {o['threads']} torch thread(s) per service process" if o.get("threads") is not None else "") + ".",
     ]
     return lines
+
+
+def _precision(result: dict[str, Any]) -> list[str]:
+    """How far apart two numbers must be to mean something, at these sizes."""
+    n = result["sizes"]["test"]
+    acc = result["zero_shot_accuracy"]
+    finals = [a["accuracy_by_round"][-1] for a in _distinct(result["arms"]).values() if a["accuracy_by_round"]]
+    if finals:
+        acc = sum(finals) / len(finals)
+    se = (acc * (1 - acc) / n) ** 0.5
+    return [
+        "## How precise these numbers are",
+        "",
+        f"One test text is {100 / n:.2f} points of accuracy. At an accuracy near {acc:.0%} the binomial standard "
+        f"error of one score on {n} texts is about {se * 100:.1f} points. Arms are scored on the same test texts "
+        "and see the same traffic, so differences between arms are less noisy than that, but each arm is one "
+        "training run with one seed: gaps of a point or two are within run-to-run variation. The gate judges "
+        "on a held-out slice of the users' own feedback (about 20% of it), which is small in early rounds.",
+    ]
 
 
 def _results_table(result: dict[str, Any]) -> list[str]:
@@ -286,7 +311,7 @@ def render_markdown(result: dict[str, Any], plots: list[tuple[str, str]]) -> str
     ]
     for file, caption in plots:
         lines += [f"![{caption}]({file})", "", caption, ""]
-    lines += ["## Arms, round by round", "", *_arm_notes(result), ""]
+    lines += [*_precision(result), "", "## Arms, round by round", "", *_arm_notes(result), ""]
     return "\n".join(lines)
 
 

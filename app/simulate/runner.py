@@ -283,9 +283,11 @@ def run_arm(scenario: Scenario, arm: Arm, options: Options, *, status: Status = 
 
 
 def run_all(scenario: Scenario, arms: list[Arm], options: Options, *, status: Callable[[str, str], None] | None = None,
-            on_round: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
+            on_round: Callable[[], None] | None = None,
+            on_arm: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> dict[str, dict[str, Any]]:
     """Every arm in turn (one at a time: training takes all cores); arms with the same conditions
-    as an earlier one are not run again but point at it with `same_as`."""
+    as an earlier one are not run again but point at it with `same_as`.  `on_arm` gets the results
+    so far after each arm (to save partial results)."""
     same = distinct(arms)
     results: dict[str, dict[str, Any]] = {}
     for arm in arms:
@@ -298,4 +300,6 @@ def run_all(scenario: Scenario, arms: list[Arm], options: Options, *, status: Ca
         record = run_arm(scenario, arm, options, on_round=on_round,
                          status=(lambda text, name=arm.name: status(name, text)) if status else _quiet)
         results[arm.name] = record.to_json()
+        if on_arm is not None:
+            on_arm(results)
     return results
