@@ -197,3 +197,34 @@ def test_a_task_with_quantize_serves_the_int8_model(tmp_path: Path, sqlite_url: 
         assert r.status_code == 200, r.text
         assert len(r.json()["predictions"]) == 5
         assert client.app.state.flywheel.registry.current("tickets").quantized
+
+
+# ---------------------------------------------------------------- chunking
+
+
+def test_chunks_respect_rows_and_padded_tokens() -> None:
+    from app.serving.registry import chunk_bounds
+
+    lengths = [3, 4, 4, 5, 9, 10, 30, 31]
+    bounds = chunk_bounds(lengths, max_rows=3, max_tokens=24)
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(lengths)
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous, nothing lost
+    for start, end in bounds:
+        assert end - start <= 3
+        assert end - start == 1 or (end - start) * lengths[end - 1] <= 24
+    assert chunk_bounds([50, 60], max_rows=8, max_tokens=10) == [(0, 1), (1, 2)]  # one long row still goes
+    assert chunk_bounds([5] * 10, max_rows=4, max_tokens=None) == [(0, 4), (4, 8), (8, 10)]
+
+
+def test_chunked_scoring_matches_one_padded_block(tiny_model_dir: Path) -> None:
+    from app.serving.registry import LoadedModel, score_texts
+
+    model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
+    loaded = LoadedModel(task_id=1, task="t", version_id=1, version=0, labels=LABELS, model=model, tokenizer=tok,
+                         device=torch.device("cpu"), max_len=32)
+    small = score_texts(loaded, TEXTS, chunk=64, max_tokens=40)  # many small chunks
+    block = score_texts(loaded, TEXTS, chunk=64, max_tokens=10_000)  # one block
+    for a, b in zip(small, block):
+        assert a.label == b.label
+        for lab in LABELS:
+            assert a.scores[lab] == pytest.approx(b.scores[lab], abs=1e-4)

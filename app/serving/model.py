@@ -98,6 +98,20 @@ def predict_proba(
     return torch.softmax(logits.float(), dim=-1).cpu()
 
 
+@torch.inference_mode()
+def predict_proba_ids(model: nn.Module, ids: Sequence[Sequence[int]], *, pad_id: int,
+                      device: torch.device) -> torch.Tensor:
+    """Softmax probabilities (B, C) for already tokenised rows, padded here to the longest."""
+    width = max(len(r) for r in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, r in enumerate(ids):
+        input_ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+    return torch.softmax(logits.float(), dim=-1).cpu()
+
+
 def to_predictions(probs: torch.Tensor, labels: Sequence[str]) -> list[Prediction]:
     out: list[Prediction] = []
     for row in probs.tolist():
