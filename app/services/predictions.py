@@ -37,8 +37,10 @@ def check_texts(texts: list[str], *, single: bool, max_chars: int, max_texts: in
 
 
 def _insert(sessions: sessionmaker[Session], rows: list[dict]) -> None:
-    with sessions() as s, s.begin():
-        s.execute(insert(Prediction), rows)
+    """One INSERT for the whole batch, in its own transaction.  Core, not the ORM: nothing here
+    needs objects back, and it halves the cost of the statement for a single-row batch."""
+    with sessions.kw["bind"].begin() as conn:
+        conn.execute(insert(Prediction.__table__), rows)
 
 
 def make_commit(sessions: sessionmaker[Session]):
