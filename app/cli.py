@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -148,7 +149,16 @@ from app.bench.command import bench_app  # noqa: E402  (heavy imports wait until
 cli.add_typer(bench_app, name="bench")
 
 
+# torch's OpenMP runtime (libgomp) spins 300,000 times at every barrier while a process has no
+# more OpenMP threads than cores.  The moment anything else wants a core (the API's event loop,
+# a worker training beside it, another process) that spinning turns a forward or a training
+# step 3-10x slower; 100 spins (what libgomp itself uses once oversubscribed) does not.  Set
+# before torch loads, for every command; an explicit GOMP_SPINCOUNT wins.  See bench/README.md.
+OPENMP_SPINCOUNT = "100"
+
+
 def main() -> None:
+    os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPINCOUNT)
     cli()
 
 
