@@ -122,6 +122,9 @@ def report(d: dict[str, Any]) -> Table:
     elif tr:
         t.add_row("trainer vs bare loop", "skipped", "", "", "", tr.get("skipped", "")[:60])
     t.add_section()
+    if d.get("batching_bound_bs64_vs_bs1") is not None:
+        t.add_row("batching bound: ceiling bs=64 ÷ bs=1", _f(d["batching_bound_bs64_vs_bs1"], 2), "", "", "",
+                  "the most any batcher can gain over one forward per request here")
     if d.get("cpu_ratio_to_ceiling_c32") is not None:
         t.add_row("CPU-time ratio c=32 vs ceiling bs=32", _f(d["cpu_ratio_to_ceiling_c32"], 2), "", "", "",
                   "ceiling CPU ms/text ÷ server CPU ms/text (insensitive to other load)")

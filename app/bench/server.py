@@ -44,7 +44,8 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
         env.update(FLYWHEEL_DATA_DIR=str(self.data_dir), FLYWHEEL_LOG_LEVEL="warning", HF_HUB_OFFLINE="1",
-                   TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **self.extra_env)
+                   TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        env.update(self.extra_env)
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 flywheel_command() + ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-worker"],
