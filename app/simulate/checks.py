@@ -34,7 +34,8 @@ def feedback_vs_supervised(arms: Arms) -> dict[str, Any]:
 
 
 def bounded_vs_ignore_negatives(arms: Arms) -> dict[str, Any]:
-    target = "the bounded -1 loss (feedback) beats ignore-negatives at the last round"
+    loss = ((arms.get("feedback") or {}).get("conditions") or {}).get("feedback_loss", "bounded")
+    target = f"the {loss} -1 loss (feedback) beats ignore-negatives at the last round"
     if "feedback" not in arms or "ignore-negatives" not in arms:
         return _check("bounded_vs_ignore_negatives", target, None, "needs arms feedback and ignore-negatives")
     f, i = final(arms["feedback"]), final(arms["ignore-negatives"])
@@ -102,7 +103,8 @@ def signed_behaviour(arms: Arms) -> dict[str, Any] | None:
     if losses:
         text += f"; training loss from {losses[0]:.3g} down to {min(losses):.3g}"
     if "feedback" in arms:
-        text += f"; bounded (feedback) last-round accuracy {final(arms['feedback']):.4f}"
+        loss = arms["feedback"]["conditions"]["feedback_loss"]
+        text += f"; {loss} (feedback) last-round accuracy {final(arms['feedback']):.4f}"
     return _check("signed_behaviour", "the literal signed loss misbehaves (shown, not a pass/fail target)", None,
                   text)
 
