@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,18 @@ def active_rows(session: Session) -> list[ActiveRow]:
     return [ActiveRow(*r) for r in session.execute(stmt).all()]
 
 
+LOADER_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Lower this thread's scheduling priority (Linux: niceness is per thread; threads it
+    starts, such as its OpenMP team, inherit it).  Elsewhere a no-op."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
 class ModelRegistry:
     def __init__(
         self,
@@ -167,6 +181,9 @@ class ModelRegistry:
         self.chunk = chunk
         self._models: dict[str, LoadedModel] = {}
         self._load_lock = threading.Lock()
+        # Loads run on their own low-priority thread: a swap under load then takes CPU from
+        # the inference thread only when that thread does not want it.
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader", initializer=_lower_priority)
         self._on_swap = on_swap
         self.synced = False  # True once every active version seen at start is loaded
 
@@ -224,7 +241,7 @@ class ModelRegistry:
         """The task's model, loading it now if this process has not seen it yet."""
         loaded = self._models.get(task)
         if loaded is None:
-            await asyncio.to_thread(self.sync_once)
+            await asyncio.get_running_loop().run_in_executor(self._loader, self.sync_once)
             loaded = self._models.get(task)
         return loaded
 
@@ -232,7 +249,7 @@ class ModelRegistry:
         """Poll for new active versions until cancelled."""
         while True:
             try:
-                await asyncio.to_thread(self.sync_once)
+                await asyncio.get_running_loop().run_in_executor(self._loader, self.sync_once)
             except asyncio.CancelledError:
                 raise
             except Exception:
