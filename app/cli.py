@@ -22,6 +22,7 @@ console = Console(stderr=True)
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-5s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every poll at INFO
 
 
 def _migrate(settings: Settings) -> None:
