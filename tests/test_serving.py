@@ -228,3 +228,51 @@ def test_chunked_scoring_matches_one_padded_block(tiny_model_dir: Path) -> None:
         assert a.label == b.label
         for lab in LABELS:
             assert a.scores[lab] == pytest.approx(b.scores[lab], abs=1e-4)
+
+
+# ---------------------------------------------------------------- the benchmark's own parts
+
+
+def test_bench_load_generator_drives_a_live_server_and_reads_versions(
+    tmp_path: Path, sqlite_url: str, tiny_model_dir: Path
+) -> None:
+    """The hand-written HTTP client of `flywheel bench serving`: every request answered, counted
+    and timed, the model version read from each answer, errors (404) counted as errors."""
+    from app.bench.driving import drive, summarise
+
+    settings = make_settings(tmp_path / "data", sqlite_url, tiny_model_dir)
+    with serve_in_thread(settings) as base, httpx.Client(base_url=base, headers=ADMIN, timeout=60) as http:
+        create_task(http)
+        items = [["/v1/tasks/tickets/predict", '{"text": "%s"}' % t] for t in TEXTS]
+        out = drive(base, items, concurrency=4, count=30, warmup=4, headers=ADMIN)
+        bad = drive(base, [["/v1/tasks/nope/predict", '{"text": "x"}']], concurrency=2, count=4, headers=ADMIN)
+    assert len(out["records"]) == 30
+    assert {r[2] for r in out["records"]} == {200} and {r[3] for r in out["records"]} == {0}
+    s = summarise(out["records"])
+    assert s["errors"] == 0 and s["texts_per_s"] > 0 and s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"]
+    assert summarise(bad["records"])["errors"] == 4
+    assert out["cpu_s"] >= 0
+
+
+def test_bench_targets_are_judged_from_the_measured_ratios() -> None:
+    from app.bench.serving import derive
+
+    d = derive({
+        "ceiling_texts_per_s": {"1": 50.0, "32": 100.0, "64": 120.0},
+        "one_forward_ms": 20.0,
+        "http": [{"concurrency": 1, "texts_per_s": 40.0, "p50_ms": 22.0},
+                 {"concurrency": 32, "texts_per_s": 95.0, "p50_ms": 300.0},
+                 {"concurrency": 64, "texts_per_s": 110.0, "p50_ms": 500.0}],
+        "naive": {"32": {"texts_per_s": 40.0}, "64": {"texts_per_s": 40.0}},
+        "feedback_postgres": {"requests_per_s": 2500.0, "p99_ms": 60.0},
+        "swap": {"failed_requests": 0, "swap_p99_ratio": 1.5},
+        "int8_accuracy_delta_points": -0.5,
+        "trainer": {"ratio": 0.97},
+    })
+    assert d["ratio_to_ceiling_c32"] == pytest.approx(0.95)
+    assert d["speedup_vs_naive_c64"] == pytest.approx(2.75)
+    assert d["p50_c1_ratio_to_forward"] == pytest.approx(1.1)
+    met = {name: t["met"] for name, t in d["targets"].items()}
+    assert met == {"http_c32_vs_ceiling_bs32": True, "c64_vs_naive": False, "p50_c1_vs_one_forward": True,
+                   "feedback_per_s_postgres": True, "feedback_p99_ms_postgres": False, "swap_failed_requests": True,
+                   "swap_p99_ratio": True, "int8_accuracy_drop_points": True, "trainer_ratio_to_bare_loop": True}

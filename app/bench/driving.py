@@ -1,0 +1,138 @@
+"""Driving a running Flywheel from outside: the load generator's runs, their statistics,
+and the few admin and client calls the benchmark makes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+TASK = "bench"
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summarise(records: list[list], texts_per_request: int = 1) -> dict[str, Any]:
+    ok = [r for r in records if 200 <= r[2] < 300]
+    lat = [r[1] * 1000 for r in ok]
+    if records:
+        span = max(r[0] + r[1] for r in records) - min(r[0] for r in records)
+    else:
+        span = 0.0
+    return {
+        "requests": len(records),
+        "errors": len(records) - len(ok),
+        "texts_per_s": len(ok) * texts_per_request / span if span > 0 else 0.0,
+        "requests_per_s": len(ok) / span if span > 0 else 0.0,
+        "p50_ms": pct(lat, 50),
+        "p95_ms": pct(lat, 95),
+        "p99_ms": pct(lat, 99),
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+# ---------------------------------------------------------------- the load generator
+
+
+def drive(url: str, items: list[list[str]], *, concurrency: int, count: int, warmup: int = 0,
+          headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the load generator to completion; its records and CPU use."""
+    with _spec_file(url, items, concurrency, count, warmup, headers) as spec:
+        out = subprocess.run([sys.executable, "-m", "app.bench.loadgen", str(spec)], capture_output=True,
+                             text=True, timeout=1800, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+@contextmanager
+def drive_until_stopped(url: str, items: list[list[str]], *, concurrency: int,
+                        headers: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """Load runs for as long as the `with` body does; the result dict is filled on exit."""
+    result: dict[str, Any] = {}
+    with _spec_file(url, items, concurrency, 0, 0, headers) as spec:
+        proc = subprocess.Popen([sys.executable, "-m", "app.bench.loadgen", str(spec)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            yield result
+        finally:
+            out, err = proc.communicate(input="", timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed: {err[-2000:]}")
+        result.update(json.loads(out))
+
+
+@contextmanager
+def _spec_file(url: str, items, concurrency, count, warmup, headers) -> Iterator[Path]:  # noqa: ANN001
+    host, port = url.removeprefix("http://").split(":")
+    fd, name = tempfile.mkstemp(suffix=".json", prefix="flywheel-loadgen-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"host": host, "port": int(port), "items": items, "concurrency": concurrency, "count": count,
+                   "warmup": warmup, "headers": headers or {}}, fh)
+    try:
+        yield Path(name)
+    finally:
+        os.unlink(name)
+
+
+# ---------------------------------------------------------------- the service
+
+
+class Api:
+    """The few admin and client calls the benchmark makes."""
+
+    def __init__(self, url: str, admin_token: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=300, headers={"Authorization": f"Bearer {admin_token}"})
+
+    def close(self) -> None:
+        self.http.close()
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        r = self.http.request(method, path, **kw)
+        if r.status_code >= 300:
+            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:500]}")
+        return r.json()
+
+    def setup_task(self, labels: list[str]) -> str:
+        """Create the task (zero-shot version 0) and a client; the client's key."""
+        self.call("POST", "/v1/tasks", json={"name": TASK, "labels": labels})
+        return self.call("POST", "/v1/clients", json={"name": "bench"})["key"]
+
+    def served_version(self) -> int | None:
+        r = self.http.get("/readyz")
+        return r.json().get("models", {}).get(TASK) if r.status_code == 200 else None
+
+    def wait_version(self, version: int, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.served_version() != version:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not swap to version {version} in {timeout_s:.0f}s")
+            time.sleep(0.05)
+
+    def batch_stats(self) -> tuple[float, float]:
+        """(sum, count) of the texts-per-forward histogram."""
+        total = count = 0.0
+        for line in self.http.get("/metrics").text.splitlines():
+            if line.startswith("flywheel_batch_texts_sum") and f'task="{TASK}"' in line:
+                total = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("flywheel_batch_texts_count") and f'task="{TASK}"' in line:
+                count = float(line.rsplit(" ", 1)[1])
+        return total, count

@@ -1,0 +1,157 @@
+"""The model work the benchmark does in its own process: the ceiling forward, int8 against
+fp32, and the trainer against a bare PyTorch loop."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+BATCH_SIZES = (1, 8, 32, 64)
+
+
+def setting_default(name: str) -> Any:
+    """A setting's default: the benchmark's servers get no FLYWHEEL_* variables but its own."""
+    from app.config import Settings
+
+    return Settings.model_fields[name].default
+
+
+def ceiling(loaded, texts: list[str], sizes: tuple[int, ...], *,  # noqa: ANN001
+            bs1_texts: int) -> tuple[dict[int, float], dict[int, float]]:
+    """texts/s and CPU ms per text of the server's own forward (`score_texts`) on consecutive
+    groups of the texts (arrival order, as a full micro-batch would see them)."""
+    from app.serving.registry import score_texts
+
+    wall, cpu = {}, {}
+    for bs in sizes:
+        use = texts[:bs1_texts] if bs == 1 else texts
+        score_texts(loaded, use[:bs], chunk=bs)  # warm this shape
+        started, cpu0 = time.perf_counter(), time.process_time()
+        for i in range(0, len(use), bs):
+            score_texts(loaded, use[i:i + bs], chunk=bs)
+        wall[bs] = len(use) / (time.perf_counter() - started)
+        cpu[bs] = 1000 * (time.process_time() - cpu0) / len(use)
+    return wall, cpu
+
+
+def one_forward_ms(loaded, texts: list[str], n: int) -> float:  # noqa: ANN001
+    """Median wall time of one single-text forward (the bare cost a c=1 request cannot avoid)."""
+    from app.serving.registry import score_texts
+
+    times = []
+    for t in texts[:n]:
+        started = time.perf_counter()
+        score_texts(loaded, [t], chunk=1)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def accuracy(loaded, rows: list[tuple[str, str]], bs: int = 64) -> tuple[float, float]:  # noqa: ANN001
+    """(accuracy in points, texts/s) of zero-shot predictions against the CSV's labels."""
+    from app.serving.registry import score_texts
+
+    texts = [t for t, _ in rows]
+    score_texts(loaded, texts[:bs], chunk=bs)
+    started = time.perf_counter()
+    got = []
+    for i in range(0, len(texts), bs):
+        got += [s.label for s in score_texts(loaded, texts[i:i + bs], chunk=bs)]
+    speed = len(texts) / (time.perf_counter() - started)
+    return 100.0 * sum(g == lab for g, (_, lab) in zip(got, rows)) / len(rows), speed
+
+
+def model_parts(row, rows: list[tuple[str, str]], want: set[str], log: Callable[[str], None]) -> dict[str, Any]:  # noqa: ANN001
+    """Ceiling forward (wall and CPU time per text) and int8 against fp32, in this process."""
+    from dataclasses import replace
+
+    import torch
+
+    from app.serving.registry import load_for_serving
+
+    cpu, max_len = torch.device("cpu"), setting_default("max_seq_len")
+    texts = [t for t, _ in rows]
+    out: dict[str, Any] = {}
+    # Load (and warm) here, forward on a single inference thread, exactly as the server does.
+    # It matters on CPU: libgomp spins 300,000 times at every barrier while a process has no
+    # more OpenMP threads than cores, and throttles to 100 once it has more (two threads that
+    # ran torch ops, like the server's loader and inference threads).  The spinning version
+    # collapses the moment anything else wants a core, so a ceiling measured on this process's
+    # main thread alone would not be the server's forward.
+    infer = ThreadPoolExecutor(1, thread_name_prefix="infer")
+    loaded = load_for_serving(row, device=cpu, max_len=max_len)
+    if "ceiling" in want:
+        log("ceiling: in-process forward at batch sizes " + ", ".join(map(str, BATCH_SIZES)))
+        wall, cpu_ms = infer.submit(ceiling, loaded, texts, BATCH_SIZES, bs1_texts=min(len(texts), 200)).result()
+        out["ceiling_texts_per_s"] = {str(k): v for k, v in wall.items()}
+        out["ceiling_cpu_ms_per_text"] = {str(k): v for k, v in cpu_ms.items()}
+        out["one_forward_ms"] = infer.submit(one_forward_ms, loaded, texts, min(len(texts), 100)).result()
+    if "int8" in want:
+        log("int8: zero-shot accuracy and speed against fp32")
+        acc32, speed32 = infer.submit(accuracy, loaded, rows).result()
+        q = load_for_serving(replace(row, quantize=True), device=cpu, max_len=max_len)
+        acc8, speed8 = infer.submit(accuracy, q, rows).result()
+        out["int8"] = {"accuracy_fp32": acc32, "accuracy_int8": acc8, "texts_per_s_fp32_bs64": speed32,
+                       "texts_per_s_int8_bs64": speed8, "texts": len(rows)}
+        out["int8_speedup_bs64"] = speed8 / speed32
+        out["int8_accuracy_delta_points"] = acc8 - acc32
+    infer.shutdown()
+    return out
+
+
+def trainer_vs_bare(path: Path, rows: list[tuple[str, str]], labels: list[str], reps: int) -> dict[str, Any]:
+    """texts/s of `trainer.fit` (one epoch) and of a bare PyTorch loop over the same batches."""
+    import torch
+    import torch.nn.functional as F
+
+    from app.learning import trainer as tr
+    from app.learning.data import Item
+    from app.serving.artifacts import load_version
+
+    cpu = torch.device("cpu")
+    items = [Item(text=t, label=labels.index(lab)) for t, lab in rows]
+    cfg = tr.TrainConfig(epochs=1, batch_size=16, lambda_data=1.0, device="cpu", max_len=128,
+                         progress_every_s=3600.0, seed=0)
+
+    def run_trainer() -> float:
+        model, tok, _ = load_version(path, device=cpu)
+        state = tr.setup(model, tok, items, [], cfg)
+        first = tr.make_batches(state.train_rows, cfg.batch_size, state.pad_id, random.Random(99))[0]
+        tr.train_step(state, first)  # warm-up step, outside the clock (the bare loop gets one too)
+        started = time.perf_counter()
+        result = tr.fit(state)
+        elapsed = time.perf_counter() - started
+        return len(state.train_rows) * result.epochs_run / elapsed
+
+    def run_bare() -> float:
+        model, tok, _ = load_version(path, device=cpu)
+        rows_ = tr.encode(tok, items, cfg.max_len)
+        pad = tok.pad_token_id or 0
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        def step(b) -> None:  # noqa: ANN001
+            logits = model(b.input_ids, b.attention_mask)
+            loss = F.cross_entropy(logits, b.labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or 1.0)
+            opt.step()
+
+        step(tr.make_batches(rows_, cfg.batch_size, pad, random.Random(99))[0])
+        started = time.perf_counter()
+        for b in tr.make_batches(rows_, cfg.batch_size, pad, random.Random(cfg.seed)):  # fit's epoch-1 batches
+            step(b)
+        return len(rows_) / (time.perf_counter() - started)
+
+    trainer_runs, bare_runs = [], []
+    for _ in range(reps):  # interleaved, so drifting background load hits both alike
+        trainer_runs.append(run_trainer())
+        bare_runs.append(run_bare())
+    best_t, best_b = max(trainer_runs), max(bare_runs)
+    return {"trainer_texts_per_s": best_t, "bare_loop_texts_per_s": best_b, "ratio": best_t / best_b,
+            "texts": len(rows), "batch_size": cfg.batch_size, "reps": reps,
+            "trainer_runs": trainer_runs, "bare_runs": bare_runs}
