@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import string
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 
@@ -82,19 +79,11 @@ def _pg_available() -> bool:
         return False
 
 
-@contextmanager
-def scratch_pg_database(prefix: str) -> Iterator[str]:
-    """CREATE a uniquely named PostgreSQL database, yield its URL, DROP it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def scratch_pg_database(prefix: str):  # noqa: ANN201
+    """A throw-away database on the test PostgreSQL server (see app.db.session)."""
+    from app.db.session import scratch_postgres_database
+
+    return scratch_postgres_database(PG_ADMIN_URL, prefix)
 
 
 @pytest.fixture(scope="session")

@@ -275,10 +275,10 @@ def test_database_refuses_a_second_open_run_for_one_task(factory: sessionmaker[S
         s.add(TrainingRun(task_id=task_id, status="failed", trigger="admin"))
 
 
+# SKIP LOCKED is PostgreSQL's; on SQLite one writer at a time is the rule, so only PostgreSQL runs it.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_skip_locked_gives_concurrent_claimers_different_runs(db_url: str, factory: sessionmaker[Session],
                                                                settings: Settings) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SKIP LOCKED is PostgreSQL's; on SQLite one writer at a time is the rule")
     ids = [enqueue(factory, create_task(factory, settings, name=f"t{i}", policy=NEVER)) for i in range(2)]
     with factory() as a, factory() as b:
         with a.begin():
@@ -291,10 +291,10 @@ def test_skip_locked_gives_concurrent_claimers_different_runs(db_url: str, facto
 # ---------------------------------------------------------------- real processes
 
 
+# Several workers share PostgreSQL; SQLite runs one worker, so only PostgreSQL runs it.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_two_worker_processes_never_claim_the_same_run(db_url: str, factory: sessionmaker[Session],
                                                        settings: Settings, spawn) -> None:  # noqa: ANN001
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several workers share PostgreSQL; SQLite runs one worker")
     # No data: each run fails fast once claimed.  One open run per task is the rule, so 24 tasks.
     task_ids = [create_task(factory, settings, name=f"t{i}", policy=NEVER) for i in range(24)]
     workers = [spawn(db_url, f"w{i}", worker_poll_s=0.02, heartbeat_s=0.5) for i in range(2)]

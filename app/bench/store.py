@@ -5,10 +5,7 @@ PostgreSQL database."""
 from __future__ import annotations
 
 import json
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from app.bench.driving import TASK
 
@@ -56,24 +53,11 @@ def feedback_items(ids: list[str], labels: list[str]) -> list[list[str]]:
     return items
 
 
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
+def postgres_database(admin_url: str):  # noqa: ANN201 - a context manager of the URL
     """A fresh database on the server of `admin_url`, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from app.db.session import scratch_postgres_database
 
-    name = f"flywheel_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    return scratch_postgres_database(admin_url, "flywheel_bench")
 
 
 # ---------------------------------------------------------------- in-process model work
