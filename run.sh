@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for people and CI.
 #   ./run.sh            set up (venv + install + migrate) and start the service on 127.0.0.1:8000
-#   ./run.sh test       set up and run the whole test suite (SQLite and PostgreSQL)
+#   ./run.sh test       set up, check the layer contracts and run the whole test suite (SQLite and PostgreSQL)
 #   ./run.sh setup      only create/refresh the virtual environment
 # Extra arguments go to `flywheel serve` or to pytest.
 set -euo pipefail
@@ -40,6 +40,8 @@ case "$cmd" in
     shift || true
     setup test,report
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+    echo "==> checking the layer contracts (lint-imports)"
+    "$VENV/bin/lint-imports" --no-cache
     set +e
     "$VENV/bin/python" -m pytest "$@"
     rc=$?

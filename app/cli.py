@@ -121,19 +121,37 @@ def retrain(
     url: Optional[str] = typer.Option(None, help="Server URL (default http://FLYWHEEL_HOST:FLYWHEEL_PORT)."),
 ) -> None:
     """Queue a training run for TASK through the API (admin), optionally waiting for its verdict."""
-    import httpx
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from app.retrain_client import follow_run, request_retrain
+    from app.client import ApiError, FlywheelClient
+    from app.statuses import FINAL_RUN_STATUSES
 
     settings = get_settings()
     base = url or f"http://{settings.host}:{settings.port}"
-    headers = {"Authorization": f"Bearer {settings.admin_token}"} if settings.admin_token else {}
-    with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
-        run_id, created = request_retrain(http, task)
+    with FlywheelClient(base, settings.admin_token, timeout_s=30) as api:
+        try:
+            run_id, created = api.retrain(task)  # a run already queued or running is joined
+        except ApiError as exc:
+            raise SystemExit(f"retrain refused ({exc.status}): {exc.detail}") from None
         console.print(f"run {run_id} {'queued' if created else 'already queued or running'} for task {task!r}")
         if not wait:
             return
-        run = follow_run(http, run_id, console)
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+        with Progress(*columns, console=console) as bar:
+            job = bar.add_task(f"run {run_id}", total=1.0, info="queued")
+
+            def show(run: dict) -> None:
+                p = run.get("progress") or {}
+                total = p.get("total_steps") or 0
+                done = (p.get("step") or 0) / total if total else 0.0
+                loss = p.get("loss")
+                info = run["status"] + (f" epoch {p.get('epoch')} loss {loss:.4f}"
+                                        if isinstance(loss, (int, float)) else "")
+                final = run["status"] in FINAL_RUN_STATUSES
+                bar.update(job, completed=1.0 if final else min(done, 0.99), info=info)
+
+            run = api.wait_run(run_id, poll_s=1.0, on_poll=show)
     console.print(f"run {run_id}: [bold]{run['status']}[/bold] {run.get('gate', {}).get('reason', '') or ''}")
     if run["status"] == "failed":
         console.print(f"[red]{run.get('error')}[/red]")

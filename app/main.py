@@ -13,14 +13,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
-from app.api import clients, examples, feedback, health, models, predict, problems, runs, tasks, users
+from app.api import clients, examples, feedback, health, predict, problems, runs, tasks, users, versions
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_sessionmaker
-from app.metrics import Metrics, RunsCollector
 from app.runtime import configure_runtime
-from app.serving.registry import ModelRegistry
+from app.serving.served import ServedModels
 from app.state import AppState
+from app.telemetry import Metrics, RunsCollector
 
 log = logging.getLogger("flywheel")
 
@@ -35,9 +35,9 @@ def build_state(settings: Settings) -> AppState:
         metrics.model_version.labels(loaded.task).set(loaded.version)
         metrics.swaps.labels(loaded.task).inc()
 
-    registry = ModelRegistry(sessions, device=settings.device, max_len=settings.max_seq_len,
-                             chunk=settings.max_batch_size, on_swap=on_swap)
-    return AppState(settings=settings, engine=engine, sessions=sessions, registry=registry, metrics=metrics)
+    served = ServedModels(sessions, device=settings.device, max_len=settings.max_seq_len,
+                          chunk=settings.max_batch_size, on_swap=on_swap)
+    return AppState(settings=settings, engine=engine, sessions=sessions, served=served, metrics=metrics)
 
 
 @asynccontextmanager
@@ -47,11 +47,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_runtime(settings)
     log.info("migrating %s", state.engine.url.render_as_string(hide_password=True))
     await run_in_threadpool(upgrade, state.engine)
-    log.info("loading active models (device %s)", state.registry.device)
-    await run_in_threadpool(state.registry.sync_once)
+    log.info("loading active models (device %s)", state.served.device)
+    await run_in_threadpool(state.served.sync_once)
     log.info("serving %d task(s); watching for new versions every %.1fs",
-             len(state.registry.loaded()), settings.watch_interval_s)
-    state.background.append(asyncio.create_task(state.registry.watch(settings.watch_interval_s), name="watcher"))
+             len(state.served.loaded()), settings.watch_interval_s)
+    state.background.append(asyncio.create_task(state.served.watch(settings.watch_interval_s), name="watcher"))
     try:
         yield
     finally:
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.flywheel = build_state(settings)
     problems.install(app)
-    for module in (health, tasks, predict, feedback, examples, runs, models, clients, users):
+    for module in (health, tasks, predict, feedback, examples, runs, versions, clients, users):
         app.include_router(module.router)
 
     app.add_middleware(RequestTiming, metrics=app.state.flywheel.metrics)

@@ -9,9 +9,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.metrics import Metrics
 from app.serving.batcher import MicroBatcher
-from app.serving.registry import ModelRegistry
+from app.serving.served import ServedModels
+from app.telemetry import Metrics
 
 
 @dataclass
@@ -19,7 +19,7 @@ class AppState:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    registry: ModelRegistry
+    served: ServedModels
     metrics: Metrics
     batchers: dict[str, MicroBatcher] = field(default_factory=dict)
     background: list[asyncio.Task] = field(default_factory=list)

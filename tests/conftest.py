@@ -103,7 +103,7 @@ def pg_database() -> Iterator[str | None]:
 
 
 def _truncate_all(url: str) -> None:
-    from app.db.models import Base
+    from app.db.tables import Base
 
     eng = create_engine(url)
     names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)

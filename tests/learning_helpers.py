@@ -15,12 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db.migrate import upgrade
-from app.db.models import Client, Example, Feedback, ModelVersion, Prediction, Task
+from app.db.tables import Client, Example, Feedback, ModelVersion, Prediction, Task
 from app.db.session import make_engine, make_sessionmaker, transaction
-from app.learning.data import split_for, text_hash
-from app.serving.artifacts import load_version
-from app.serving.model import predict_proba
-from app.versions import active_version, create_zero_shot_files, register_version
+from app.texts import split_for, text_hash
+from app.db.versions import active_version, register_version
+from app.kinds import load_version
+from app.kinds.classification import predict_proba
+from app.services.tasks import build_version_zero
+from app.statuses import VersionStatus
 
 LABELS = ["bank", "weather"]
 WORDS = {
@@ -67,10 +69,10 @@ def create_task(factory: sessionmaker[Session], settings: Settings, name: str = 
         task_id = task.id
     with factory() as s:
         task = s.get(Task, task_id)
-        path, sha = create_zero_shot_files(task=task, base_model=settings.base_model, models_dir=settings.models_dir,
-                                           max_seq_len=settings.max_seq_len)
+        path, sha = build_version_zero(task, base_model=settings.base_model, models_dir=settings.models_dir,
+                                       max_seq_len=settings.max_seq_len)
     with transaction(factory) as s:
-        register_version(s, task=s.get(Task, task_id), path=path, sha256=sha, version=0, status="active")
+        register_version(s, task=s.get(Task, task_id), path=path, sha256=sha, version=0, status=VersionStatus.ACTIVE)
     return task_id
 
 

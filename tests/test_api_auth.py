@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
 from app.config import Settings
-from app.db.models import Client, Prediction
+from app.db.tables import Client, Prediction
 from app.main import create_app
 from conftest import ADMIN_TOKEN, make_settings
 from test_api_tasks import assert_problem, create_task, predict, rows, table_counts

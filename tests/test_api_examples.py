@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.db.models import Example
-from app.learning.data import normalize_text, split_for, text_hash
+from app.db.tables import Example
+from app.texts import normalize_text, split_for, text_hash
 from conftest import make_settings
 from test_api_tasks import LABELS, assert_problem, create_task, rows, table_counts
 

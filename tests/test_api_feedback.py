@@ -9,7 +9,7 @@ import hmac
 import pytest
 from sqlalchemy import inspect
 
-from app.db.models import Feedback, Prediction
+from app.db.tables import Feedback, Prediction
 from test_api_tasks import LABELS, assert_problem, create_task, predict, rows, table_counts
 
 

@@ -59,7 +59,7 @@ def test_readyz_is_503_when_the_database_is_unreachable(client) -> None:
 
 def test_readyz_is_503_while_a_model_is_not_loaded(client) -> None:
     create_task(client)
-    registry = client.app.state.flywheel.registry
+    registry = client.app.state.flywheel.served
     loaded = registry._models.pop("tickets")
     try:
         r = client.get("/readyz")

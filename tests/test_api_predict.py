@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.db.models import ModelVersion, Prediction
+from app.db.tables import ModelVersion, Prediction
 from conftest import make_settings
 from test_api_tasks import LABELS, assert_problem, create_task, predict, rows, table_counts
 

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app.api.problems import TYPE_BASE
-from app.db.models import Client, Example, Feedback, ModelVersion, Prediction, Task, TrainingRun
-from app.learning.data import split_for
+from app.db.tables import Client, Example, Feedback, ModelVersion, Prediction, Task, TrainingRun
+from app.texts import split_for
 
 LABELS = ["billing", "card_lost", "weather"]
 PROBLEM_JSON = "application/problem+json"

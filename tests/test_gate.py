@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.learning.data import Item
-from app.learning.gate import decide, evaluate, predict_labels
+from app.learning.dataset import Item
+from app.kinds.classification import Classification, build_zero_shot
+from app.learning.gate import decide, evaluate, predict_targets
 from app.learning.trainer import TrainConfig, train
-from app.serving.artifacts import build_zero_shot
+from app.policy import Policy
+
+KIND = Classification()
 from tests.learning_helpers import LABELS, synthetic
 
 CPU = torch.device("cpu")
@@ -27,7 +30,7 @@ def _metrics(score: float, recall: dict[str, float]) -> dict:
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir: Path):  # noqa: ANN201
     model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
-    train(model, tok, TRAIN, VALIDATION, TrainConfig(epochs=6, batch_size=8, lr=3e-3, patience=6, max_len=32))
+    train(KIND, model, tok, TRAIN, VALIDATION, TrainConfig(policy=Policy(epochs=6, batch_size=8, learning_rate=3e-3, patience=6), max_len=32))
     return model, tok
 
 
@@ -35,8 +38,8 @@ def test_promotes_a_better_candidate(trained, tiny_model_dir: Path) -> None:  # 
     active, active_tok = build_zero_shot(str(tiny_model_dir), LABELS)
     candidate, tok = trained
     rows = VALIDATION + [Item(t, LABELS.index(lab), +1, source="feedback") for t, lab in PAIRS[60:70]]
-    c = evaluate(candidate, tok, rows, LABELS, device=CPU, max_len=32)
-    a = evaluate(active, active_tok, rows, LABELS, device=CPU, max_len=32)
+    c = evaluate(KIND, candidate, tok, rows, LABELS, device=CPU, max_len=32)
+    a = evaluate(KIND, active, active_tok, rows, LABELS, device=CPU, max_len=32)
     assert c["score"] > a["score"]
     verdict = decide(c, a, tolerance=0.01, max_recall_drop=0.10)
     assert verdict.promote, verdict.reason
@@ -49,8 +52,8 @@ def test_promotes_a_better_candidate(trained, tiny_model_dir: Path) -> None:  # 
 def test_rejects_a_candidate_worse_than_the_tolerance(trained, tiny_model_dir: Path) -> None:  # noqa: ANN001
     good, tok = trained
     worse, worse_tok = build_zero_shot(str(tiny_model_dir), LABELS)
-    a = evaluate(good, tok, VALIDATION, LABELS, device=CPU, max_len=32)
-    c = evaluate(worse, worse_tok, VALIDATION, LABELS, device=CPU, max_len=32)
+    a = evaluate(KIND, good, tok, VALIDATION, LABELS, device=CPU, max_len=32)
+    c = evaluate(KIND, worse, worse_tok, VALIDATION, LABELS, device=CPU, max_len=32)
     verdict = decide(c, a, tolerance=0.01, max_recall_drop=1.0)  # recall check off: the score alone decides
     assert not verdict.promote and "below the active" in verdict.reason
 
@@ -73,19 +76,19 @@ def test_rejects_a_per_class_recall_drop_even_when_the_score_is_better() -> None
 def test_feedback_is_scored_by_agreement(trained) -> None:  # noqa: ANN001
     model, tok = trained
     texts = [t for t, _ in PAIRS[50:60]]
-    shown = predict_labels(model, tok, texts, device=CPU, max_len=32)
+    shown = predict_targets(KIND, model, tok, texts, device=CPU, max_len=32)
     agreeing = [Item(t, p, +1, source="feedback") for t, p in zip(texts, shown)]
     disagreeing = [Item(t, p, -1, source="feedback") for t, p in zip(texts, shown)]
-    assert evaluate(model, tok, agreeing, LABELS, device=CPU, max_len=32)["feedback"]["agreement_positive"] == 1.0
-    m = evaluate(model, tok, disagreeing, LABELS, device=CPU, max_len=32)
+    assert evaluate(KIND, model, tok, agreeing, LABELS, device=CPU, max_len=32)["feedback"]["agreement_positive"] == 1.0
+    m = evaluate(KIND, model, tok, disagreeing, LABELS, device=CPU, max_len=32)
     assert m["feedback"]["disagreement_negative"] == 0.0 and m["score"] == 0.0
     corrections = [Item(t, p, 0, source="correction") for t, p in zip(texts, shown)]
-    assert evaluate(model, tok, corrections, LABELS, device=CPU, max_len=32)["corrections"]["accuracy"] == 1.0
+    assert evaluate(KIND, model, tok, corrections, LABELS, device=CPU, max_len=32)["corrections"]["accuracy"] == 1.0
 
 
 def test_no_validation_data_means_no_promotion(trained) -> None:  # noqa: ANN001
     model, tok = trained
-    empty = evaluate(model, tok, [], LABELS, device=CPU, max_len=32)
+    empty = evaluate(KIND, model, tok, [], LABELS, device=CPU, max_len=32)
     assert empty["score"] is None
     verdict = decide(empty, empty)
     assert not verdict.promote and "no validation data" in verdict.reason

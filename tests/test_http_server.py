@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -19,34 +16,14 @@ import pytest
 from sqlalchemy import select
 
 from app.config import Settings
-from app.db.models import Prediction
+from app.db.tables import Prediction
 from app.db.session import make_engine, make_sessionmaker
+from app.launch import LocalService, flywheel_command, free_port
 from conftest import ADMIN, ADMIN_TOKEN, make_settings
 from live import serve_in_thread
 
 LABELS = ["billing", "card_lost", "weather"]
 STARTUP_S = 180  # an upper bound to give up waiting, not a performance claim
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_healthy(base: str, alive, log: Path | None = None) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if not alive():
-            break
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    output = log.read_text() if log and log.exists() else ""
-    pytest.fail(f"server at {base} did not come up\n{output[-4000:]}")
 
 
 # ---------------------------------------------------------------- uvicorn in a thread, tiny model
@@ -142,44 +119,23 @@ def test_a_bad_text_does_not_fail_the_requests_batched_with_it(tmp_path: Path, d
 # ---------------------------------------------------------------- `flywheel serve` as a subprocess
 
 
-def _flywheel() -> list[str]:
-    script = Path(sys.executable).with_name("flywheel")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
-
-
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+def _env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
     env.update(FLYWHEEL_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", COLUMNS="200", **extra)
+               TOKENIZERS_PARALLELISM="false", COLUMNS="200")
     return env
 
 
 @contextmanager
 def serve(data_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen, Path]]:
-    """`flywheel serve --no-worker` on a free loopback port; SIGTERM on the way out."""
-    port = _free_port()
-    log = data_dir.parent / f"serve-{port}.log"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
-        proc = subprocess.Popen(_flywheel() + ["serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
-                                env=_env(data_dir, **env), stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_healthy(base, lambda: proc.poll() is None, log)
-        yield base, proc, log
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    """`flywheel serve --no-worker` on a free loopback port (URL, process, log); SIGTERM on the way out."""
+    with LocalService(data_dir, env={"COLUMNS": "200", **env}, startup_timeout_s=STARTUP_S) as service:
+        yield service.url, service.api, service.logs["api"]
 
 
 def test_serve_without_token_on_all_interfaces_refuses_to_start(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    r = subprocess.run(_flywheel() + ["serve", "--host", "0.0.0.0", "--port", str(_free_port()), "--no-worker"],
+    r = subprocess.run(flywheel_command() + ["serve", "--host", "0.0.0.0", "--port", str(free_port()), "--no-worker"],
                        env=_env(data_dir), capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     said = " ".join((r.stdout + r.stderr).split())

@@ -9,18 +9,11 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db.models import Task
-from app.learning.data import (
-    Vote,
-    build_dataset,
-    client_weights,
-    current_watermark,
-    new_signals_since,
-    normalize_text,
-    resolve,
-    split_for,
-    text_hash,
-)
+from app.db.tables import Task
+from app.db.training_rows import current_watermark, new_signals_since
+from app.learning.dataset import Vote, client_weights, resolve
+from app.runs.execute import gather_dataset
+from app.texts import normalize_text, split_for, text_hash
 from tests.learning_helpers import LABELS, add_client, add_examples, add_feedback, create_task, migrated, synthetic
 
 BANK, WEATHER = 0, 1
@@ -38,7 +31,7 @@ def task_id(factory: sessionmaker[Session], settings: Settings) -> int:
 
 def _dataset(factory: sessionmaker[Session], task_id: int):
     with factory() as s:
-        return build_dataset(s, task=s.get(Task, task_id))
+        return gather_dataset(s, s.get(Task, task_id))
 
 
 def _feedback_rows(ds) -> list:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -14,14 +15,28 @@ import torch
 
 from app.config import Settings
 from app.db.session import make_engine, make_sessionmaker, transaction
-from app.serving.artifacts import load_version, read_meta, save_version
-from app.versions import next_version_number, register_version
+from app.db.versions import next_version_number, register_version
+from app.kinds import load_version
+from app.model.store import read_meta, save_version
 from app.worker import Worker
 from conftest import ADMIN
 from learning_helpers import FAST_POLICY, LABELS, synthetic
 from live import serve_in_thread
 
-SWAP_WAIT_S = 30  # upper bound for a poll-based swap (watch interval is 0.1 s in tests)
+GIVE_UP_S = 60.0  # how long to wait for something (a poll-based swap, answers) before failing; no speed claim
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
+    """Poll until `condition()` is truthy and return its value; fail naming `what` if it is not
+    by `timeout_s`.  A condition that raises (a client thread that died) fails the test at once."""
+    end = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            pytest.fail(f"gave up after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -43,13 +58,15 @@ def p_gold(http: httpx.Client, pairs: list[tuple[str, str]]) -> tuple[int, float
     return r["model_version"], sum(probs) / len(probs)
 
 
-def wait_for_version(http: httpx.Client, version: int, probe: str = "rain tomorrow") -> None:
-    deadline = time.monotonic() + SWAP_WAIT_S
-    while time.monotonic() < deadline:
-        if http.post("/v1/tasks/intent/predict", json={"text": probe}).json()["model_version"] == version:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"API never served version {version}")
+def wait_for_version(http: httpx.Client, version: int, probe: str = "rain tomorrow",
+                     check: Callable[[], object] = lambda: None) -> None:
+    """Until the API answers with `version` (the watcher polls every 0.1 s in tests); `check`
+    runs on every poll, to fail at once if something beside the wait went wrong."""
+    def serving() -> bool:
+        check()
+        return http.post("/v1/tasks/intent/predict", json={"text": probe}).json()["model_version"] == version
+
+    wait_until(serving, GIVE_UP_S, f"the API to serve version {version}")
 
 
 def test_feedback_retrain_promote_then_rollback(http: httpx.Client, settings: Settings) -> None:
@@ -98,7 +115,7 @@ def add_version_with_flipped_head(settings: Settings) -> int:
     """A second version that disagrees with version 0 (head rows swapped), registered as a candidate."""
     factory = make_sessionmaker(make_engine(settings.db_url))
     with transaction(factory) as s:
-        from app.db.models import ModelVersion, Task
+        from app.db.tables import ModelVersion, Task
 
         task = s.query(Task).filter_by(name="intent").one()
         v0 = s.query(ModelVersion).filter_by(task_id=task.id, version=0).one()
@@ -118,37 +135,58 @@ def test_hot_swap_and_rollback_under_load_fail_no_request(http: httpx.Client, se
     texts = [t for t, _ in synthetic(8, seed=3)]
     seen: list[tuple[float, float, int]] = []  # (sent, answered, version)
     failures: list[str] = []
+    lock = threading.Lock()
     stop = threading.Event()
 
-    def client_loop() -> None:
+    def client_loop() -> int:
+        sent_count = 0
         with httpx.Client(base_url=str(http.base_url), headers=ADMIN, timeout=60) as c:
             while not stop.is_set():
                 sent = time.monotonic()
                 r = c.post("/v1/tasks/intent/predict", json={"texts": texts})
-                if r.status_code != 200:
-                    failures.append(f"{r.status_code} {r.text[:200]}")
-                else:
-                    seen.append((sent, time.monotonic(), r.json()["model_version"]))
+                answered = time.monotonic()
+                with lock:
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text[:200]}")
+                    else:
+                        seen.append((sent, answered, r.json()["model_version"]))
+                sent_count += 1
+        return sent_count
 
-    threads = [threading.Thread(target=client_loop) for _ in range(4)]
-    for t in threads:
-        t.start()
+    def clients_ok() -> None:
+        """Every client still going and no request failed; else the test fails now."""
+        for f in clients:
+            if f.done():
+                f.result(timeout=0)  # its exception, if it died of one
+                pytest.fail("a client stopped before it was told to")
+        with lock:
+            assert failures == []
+
+    def answered_since(t: float, n: int = 8) -> bool:
+        clients_ok()
+        with lock:
+            return sum(1 for sent, _, _ in seen if sent > t) >= n
+
+    pool = ThreadPoolExecutor(4)
+    clients = [pool.submit(client_loop) for _ in range(4)]
     try:
-        time.sleep(0.3)
+        wait_until(lambda: answered_since(float("-inf")), GIVE_UP_S, "the clients' first answers (load is on)")
         assert http.post(f"/v1/tasks/intent/models/{new}/activate").status_code == 200
-        wait_for_version(http, new)
+        wait_for_version(http, new, check=clients_ok)
         swapped_at = time.monotonic()
-        time.sleep(0.3)
+        wait_until(lambda: answered_since(swapped_at), GIVE_UP_S, "requests sent after the swap to be answered")
         rollback_asked_at = time.monotonic()
         assert http.post("/v1/tasks/intent/models/0/activate").status_code == 200
-        wait_for_version(http, 0)
+        wait_for_version(http, 0, check=clients_ok)
         rolled_back_at = time.monotonic()
-        time.sleep(0.3)
+        wait_until(lambda: answered_since(rolled_back_at), GIVE_UP_S,
+                   "requests sent after the rollback to be answered")
     finally:
         stop.set()
-        for t in threads:
-            t.join(60)
+        pool.shutdown(wait=False)
+    sent_per_client = [f.result(timeout=GIVE_UP_S) for f in clients]  # a client's exception surfaces here
     assert failures == []
+    assert sum(sent_per_client) == len(seen)
     assert {v for _, _, v in seen} == {0, new}
     # Requests sent after the swap and answered before the rollback was asked for: all new.
     between = [v for sent, done, v in seen if sent > swapped_at and done < rollback_asked_at]

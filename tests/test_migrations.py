@@ -1,5 +1,5 @@
 """Alembic migrations on a fresh SQLite file and a fresh PostgreSQL database: upgrade creates
-every table of app/db/models.py exactly as declared, downgrade to base removes them, and
+every table of app/db/tables.py exactly as declared, downgrade to base removes them, and
 upgrading again works."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
 from app.db.migrate import alembic_config, upgrade
-from app.db.models import Base
+from app.db.tables import Base
 from app.db.session import make_engine
 from conftest import PG_ADMIN_URL, _pg_available, scratch_pg_database
 
@@ -84,7 +84,7 @@ def test_upgrade_creates_every_table(fresh_url: str) -> None:
 
 
 def test_migrated_schema_matches_the_models(fresh_url: str) -> None:
-    """No drift: what the migrations build is what app/db/models.py declares."""
+    """No drift: what the migrations build is what app/db/tables.py declares."""
     command.upgrade(alembic_config(fresh_url), "head")
     eng = create_engine(fresh_url)
     try:

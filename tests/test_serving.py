@@ -1,13 +1,15 @@
 """Serving through real parts: the app over real HTTP (uvicorn in a thread, the tiny model,
 SQLite and PostgreSQL), the model registry's hot swap, and int8 quantisation.  No timing
-thresholds anywhere: a slow forward is used to make requests queue, never to judge speed."""
+thresholds anywhere: a slow or held forward is used to make requests queue, never to judge
+speed, and every wait is for a named condition with a deadline that only stops a hang."""
 
 from __future__ import annotations
 
 import copy
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -16,12 +18,14 @@ import torch
 from sqlalchemy import select
 
 from app.config import Settings
-from app.db.models import ModelVersion, Prediction, Task
+from app.db.tables import ModelVersion, Prediction, Task
 from app.db.session import make_engine, make_sessionmaker
-from app.serving.artifacts import build_zero_shot, load_version, save_version
-from app.serving.model import predict_proba
-from app.serving.registry import ModelRegistry, prepare_for_inference
-from app.versions import register_version
+from app.db.versions import register_version
+from app.kinds import load_version
+from app.kinds.classification import Classification, build_zero_shot, predict_proba
+from app.model.store import save_version
+from app.serving.engine import prepare_for_inference
+from app.serving.served import ServedModels
 from conftest import ADMIN, make_settings
 from live import serve_in_thread
 
@@ -35,15 +39,66 @@ TEXTS = [
 ]
 
 
+GIVE_UP_S = 60.0  # how long to wait for something before failing the test; never a performance claim
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
+    """Poll until `condition()` is truthy and return its value; fail naming `what` if it is not
+    by `timeout_s`.  A condition that raises (a client thread that died) fails the test at once."""
+    end = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            pytest.fail(f"gave up after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def none_failed(futures: list[Future]) -> bool:
+    """True; a future that already finished (it should run until told to stop) raises its
+    exception here, or fails the test if it returned early."""
+    for f in futures:
+        if f.done():
+            f.result(timeout=0)
+            pytest.fail("a client thread stopped before it was told to")
+    return True
+
+
+class ForwardGate:
+    """Holds the first forward that starts after `arm()` until `release()`, so requests pile
+    up behind a model that is certainly busy; `entered` says the forward is being held."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.armed, self.entered, self.released = threading.Event(), threading.Event(), threading.Event()
+        real = ServedModels.forward
+        gate = self
+
+        def forward(self, task, texts):  # noqa: ANN001, ANN202
+            if gate.armed.is_set() and not gate.entered.is_set():  # one inference thread per task
+                gate.entered.set()
+                if not gate.released.wait(GIVE_UP_S):
+                    raise RuntimeError("the test never released the held forward")
+            return real(self, task, texts)
+
+        monkeypatch.setattr(ServedModels, "forward", forward)
+
+    def arm(self) -> None:
+        self.armed.set()
+
+    def release(self) -> None:
+        self.released.set()
+
+
 def slow_forward(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Every forward takes at least `seconds`, so requests pile up behind it."""
-    real = ModelRegistry.forward
+    real = ServedModels.forward
 
     def forward(self, task, texts):  # noqa: ANN001, ANN202
         time.sleep(seconds)
         return real(self, task, texts)
 
-    monkeypatch.setattr(ModelRegistry, "forward", forward)
+    monkeypatch.setattr(ServedModels, "forward", forward)
 
 
 def create_task(http: httpx.Client, **extra) -> dict:
@@ -59,15 +114,28 @@ def test_a_full_queue_answers_503_with_retry_after_not_a_hang(
     tmp_path: Path, db_url: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, max_queue=1, max_wait_ms=0)
-    slow_forward(monkeypatch, 0.3)
+    gate = ForwardGate(monkeypatch)
     with serve_in_thread(settings) as base, httpx.Client(base_url=base, headers=ADMIN, timeout=60) as http:
         create_task(http)
 
         def call(i: int) -> httpx.Response:
             return http.post("/v1/tasks/tickets/predict", json={"text": f"text {i}"})
 
-        with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(call, range(8)))
+        pool = ThreadPoolExecutor(8)
+        try:
+            gate.arm()
+            calls = [pool.submit(call, i) for i in range(8)]
+            assert gate.entered.wait(GIVE_UP_S), "no request reached the model"
+            # The model is held: one request in the forward, at most one text queued; the rest are
+            # turned away at once instead of waiting.
+            wait_until(lambda: any(f.done() for f in calls), GIVE_UP_S,
+                       "a request to be answered while the model was busy and the queue full")
+            early = [f.result(timeout=0).status_code for f in calls if f.done()]
+            assert set(early) == {503}, early
+        finally:
+            gate.release()
+            pool.shutdown(wait=False)
+        answers = [f.result(timeout=GIVE_UP_S) for f in calls]
         statuses = sorted(r.status_code for r in answers)
         assert set(statuses) <= {200, 503}, statuses
         assert 503 in statuses and 200 in statuses, statuses
@@ -117,7 +185,7 @@ def test_hot_swap_while_requests_are_queued_fails_none_and_later_answers_carry_t
         answers: list[tuple[float, int, dict, float]] = []  # (sent at, status, body, answered at)
         lock = threading.Lock()
 
-        def caller(i: int) -> None:
+        def caller(i: int) -> int:
             n = 0
             while not stop.is_set():
                 sent = time.monotonic()
@@ -125,29 +193,38 @@ def test_hot_swap_while_requests_are_queued_fails_none_and_later_answers_carry_t
                 with lock:
                     answers.append((sent, r.status_code, r.json(), time.monotonic()))
                 n += 1
+            return n
 
-        with ThreadPoolExecutor(8) as pool:
-            for i in range(8):
-                pool.submit(caller, i)
-            while len(answers) < 16:  # load is on and requests queue behind the slow forward
-                time.sleep(0.01)
+        def answered_since(t: float, n: int = 16) -> bool:
+            """`n` requests sent after `t` are answered, and every caller is still going."""
+            none_failed(callers)
+            with lock:
+                return sum(1 for a in answers if a[0] > t) >= n
+
+        def serving(version: int) -> bool:
+            none_failed(callers)
+            return http.get("/readyz").json()["models"].get("tickets") == version
+
+        pool = ThreadPoolExecutor(8)
+        callers = [pool.submit(caller, i) for i in range(8)]
+        try:
+            # load is on and requests queue behind the slow forward
+            wait_until(lambda: answered_since(float("-inf")), GIVE_UP_S, "16 answers before the swap")
             assert http.post(f"/v1/tasks/tickets/models/{new_version}/activate").status_code == 200
-            deadline = time.monotonic() + 60
-            while http.get("/readyz").json()["models"].get("tickets") != new_version:
-                assert time.monotonic() < deadline, "the API never swapped to the new version"
-                time.sleep(0.02)
+            wait_until(lambda: serving(new_version), GIVE_UP_S, "the API to swap to the new version")
             swapped_at = time.monotonic()
-            while sum(1 for a in answers if a[0] > swapped_at) < 16:
-                time.sleep(0.01)
+            wait_until(lambda: answered_since(swapped_at), GIVE_UP_S, "16 requests sent after the swap answered")
             rollback_asked_at = time.monotonic()
             assert http.post("/v1/tasks/tickets/models/0/activate").status_code == 200  # and roll back
-            while http.get("/readyz").json()["models"].get("tickets") != 0:
-                assert time.monotonic() < deadline, "the API never rolled back"
-                time.sleep(0.02)
+            wait_until(lambda: serving(0), GIVE_UP_S, "the API to roll back to version 0")
             rolled_back_at = time.monotonic()
-            while sum(1 for a in answers if a[0] > rolled_back_at) < 16:
-                time.sleep(0.01)
+            wait_until(lambda: answered_since(rolled_back_at), GIVE_UP_S,
+                       "16 requests sent after the rollback answered")
+        finally:
             stop.set()
+            pool.shutdown(wait=False)
+        sent_per_caller = [f.result(timeout=GIVE_UP_S) for f in callers]  # a caller's exception surfaces here
+        assert sum(sent_per_caller) == len(answers)
 
     statuses = [a[1] for a in answers]
     assert statuses.count(200) == len(statuses), [a[2] for a in answers if a[1] != 200][:3]
@@ -196,14 +273,14 @@ def test_a_task_with_quantize_serves_the_int8_model(tmp_path: Path, sqlite_url: 
         r = client.post("/v1/tasks/tickets/predict", json={"texts": TEXTS[:5]})
         assert r.status_code == 200, r.text
         assert len(r.json()["predictions"]) == 5
-        assert client.app.state.flywheel.registry.current("tickets").quantized
+        assert client.app.state.flywheel.served.current("tickets").quantized
 
 
 # ---------------------------------------------------------------- chunking
 
 
 def test_chunks_respect_rows_and_padded_tokens() -> None:
-    from app.serving.registry import chunk_bounds
+    from app.serving.engine import chunk_bounds
 
     lengths = [3, 4, 4, 5, 9, 10, 30, 31]
     bounds = chunk_bounds(lengths, max_rows=3, max_tokens=24)
@@ -217,17 +294,17 @@ def test_chunks_respect_rows_and_padded_tokens() -> None:
 
 
 def test_chunked_scoring_matches_one_padded_block(tiny_model_dir: Path) -> None:
-    from app.serving.registry import LoadedModel, score_texts
+    from app.serving.engine import LoadedModel, score_texts
 
     model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
-    loaded = LoadedModel(task_id=1, task="t", version_id=1, version=0, labels=LABELS, model=model, tokenizer=tok,
-                         device=torch.device("cpu"), max_len=32)
+    loaded = LoadedModel(task_id=1, task="t", version_id=1, version=0, kind=Classification(), labels=LABELS,
+                         model=model, tokenizer=tok, device=torch.device("cpu"), max_len=32)
     small = score_texts(loaded, TEXTS, chunk=64, max_tokens=40)  # many small chunks
     block = score_texts(loaded, TEXTS, chunk=64, max_tokens=10_000)  # one block
     for a, b in zip(small, block):
-        assert a.label == b.label
+        assert a.answer.label == b.answer.label
         for lab in LABELS:
-            assert a.scores[lab] == pytest.approx(b.scores[lab], abs=1e-4)
+            assert a.answer.scores[lab] == pytest.approx(b.answer.scores[lab], abs=1e-4)
 
 
 # ---------------------------------------------------------------- the benchmark's own parts

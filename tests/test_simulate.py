@@ -17,12 +17,15 @@ import pytest
 from app.simulate.arms import DEFAULT_ARMS, QUICK_ARMS, distinct, make_arm, parse_arms
 from app.simulate.checks import run_checks
 from app.simulate.data import DataError, build_scenario
-from app.simulate.metrics import accuracy, macro_f1
+from app.kinds.classification import Classification, label_metrics
 from app.simulate.report import write_report
 from app.simulate.users import Behaviour, Draws, Signal, assign_clients, decide
 
 LABELS = ["bank", "movie", "weather"]
 BASELINE = dict(correction_rate=0.3, noise=0.0, adversarial_share=0.0, lambda_data=0.5)
+
+
+KIND = Classification()
 
 
 def draws(noise: float = 0.9, correction: float = 0.9, pick: float = 0.0) -> Draws:
@@ -34,41 +37,41 @@ def draws(noise: float = 0.9, correction: float = 0.9, pick: float = 0.0) -> Dra
 
 def test_honest_user_says_right_or_wrong() -> None:
     b = Behaviour()
-    assert decide("bank", "bank", behaviour=b, labels=LABELS, draws=draws()) == Signal(1)
-    assert decide("movie", "bank", behaviour=b, labels=LABELS, draws=draws()) == Signal(-1)
+    assert decide("bank", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws()) == Signal(1)
+    assert decide("movie", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws()) == Signal(-1)
 
 
 def test_correction_rate_adds_the_right_label_to_some_negatives_only() -> None:
     b = Behaviour(correction_rate=0.3)
-    assert decide("movie", "bank", behaviour=b, labels=LABELS, draws=draws(correction=0.1)) == Signal(-1, "bank")
-    assert decide("movie", "bank", behaviour=b, labels=LABELS, draws=draws(correction=0.5)) == Signal(-1)
-    assert decide("bank", "bank", behaviour=b, labels=LABELS, draws=draws(correction=0.1)) == Signal(1)
+    assert decide("movie", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(correction=0.1)) == Signal(-1, "bank")
+    assert decide("movie", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(correction=0.5)) == Signal(-1)
+    assert decide("bank", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(correction=0.1)) == Signal(1)
 
 
 def test_oracle_gives_every_text_its_gold_label() -> None:
     b = Behaviour(oracle=True)
-    assert decide("bank", "bank", behaviour=b, labels=LABELS, draws=draws()) == Signal(1, "bank")
-    assert decide("movie", "bank", behaviour=b, labels=LABELS, draws=draws()) == Signal(-1, "bank")
+    assert decide("bank", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws()) == Signal(1, "bank")
+    assert decide("movie", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws()) == Signal(-1, "bank")
 
 
 def test_noise_and_the_adversary_flip_signals() -> None:
     b = Behaviour(noise=0.3)
-    assert decide("bank", "bank", behaviour=b, labels=LABELS, draws=draws(noise=0.1)) == Signal(-1)
-    assert decide("movie", "bank", behaviour=b, labels=LABELS, draws=draws(noise=0.1)) == Signal(1)
-    assert decide("bank", "bank", behaviour=b, labels=LABELS, draws=draws(noise=0.5)) == Signal(1)
-    hostile = decide("bank", "bank", behaviour=Behaviour(), labels=LABELS, draws=draws(), hostile=True)
+    assert decide("bank", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(noise=0.1)) == Signal(-1)
+    assert decide("movie", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(noise=0.1)) == Signal(1)
+    assert decide("bank", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(noise=0.5)) == Signal(1)
+    hostile = decide("bank", "bank", behaviour=Behaviour(), labels=LABELS, kind=KIND, draws=draws(), hostile=True)
     assert hostile == Signal(-1)
     # A lying oracle names a wrong label, or confirms the wrong one it was shown.
-    lie = decide("bank", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, draws=draws(pick=0.99), hostile=True)
+    lie = decide("bank", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, kind=KIND, draws=draws(pick=0.99), hostile=True)
     assert lie.signal == -1 and lie.correction in ("movie", "weather")
-    lie = decide("movie", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, draws=draws(), hostile=True)
+    lie = decide("movie", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, kind=KIND, draws=draws(), hostile=True)
     assert lie == Signal(1, "movie")
 
 
 def test_ignore_negatives_sends_no_bare_minus_one() -> None:
     b = Behaviour(send_negatives=False)
-    assert decide("movie", "bank", behaviour=b, labels=LABELS, draws=draws()) is None
-    assert decide("bank", "bank", behaviour=b, labels=LABELS, draws=draws()) == Signal(1)
+    assert decide("movie", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws()) is None
+    assert decide("bank", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws()) == Signal(1)
 
 
 def test_draws_are_the_same_for_a_text_in_every_arm() -> None:
@@ -92,12 +95,12 @@ def test_adversary_gets_its_share_of_the_traffic() -> None:
 def test_accuracy_and_macro_f1() -> None:
     gold = ["a", "a", "b", "b"]
     pred = ["a", "b", "b", "b"]
-    assert accuracy(gold, pred) == 0.75
+    assert label_metrics(gold, pred)["accuracy"] == 0.75
     # F1(a) = 2·1/(2+1) = 2/3, F1(b) = 2·2/(2+3) = 4/5
-    assert macro_f1(gold, pred) == pytest.approx((2 / 3 + 4 / 5) / 2)
-    assert macro_f1(["a"], ["c"]) == 0.0
+    assert label_metrics(gold, pred)["macro_f1"] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert label_metrics(["a"], ["c"])["macro_f1"] == 0.0
     with pytest.raises(ValueError):
-        accuracy([], [])
+        label_metrics([], [])
 
 
 # ---------------------------------------------------------------- arms
@@ -307,9 +310,9 @@ def test_quick_run_end_to_end_on_the_tiny_model(tmp_path: Path, tiny_model_dir: 
     import torch
     from sqlalchemy import create_engine, select
 
-    from app.db.models import ModelVersion
-    from app.serving.artifacts import load_version
-    from app.serving.model import predict_proba
+    from app.db.tables import ModelVersion
+    from app.kinds import load_version
+    from app.kinds.classification import predict_proba
 
     for name in ("feedback", "supervised"):
         arm = result["arms"][name]
@@ -320,5 +323,5 @@ def test_quick_run_end_to_end_on_the_tiny_model(tmp_path: Path, tiny_model_dir: 
         model, tokenizer, meta = load_version(Path(path), device=torch.device("cpu"))
         probs = predict_proba(model, tokenizer, [t for t, _ in test_rows], max_len=32, device=torch.device("cpu"))
         pred = [meta.labels[i] for i in probs.argmax(-1).tolist()]
-        mine = accuracy([lab for _, lab in test_rows], pred)
+        mine = sum(lab == p for (_, lab), p in zip(test_rows, pred)) / len(test_rows)
         assert arm["accuracy_by_round"][-1] == pytest.approx(mine, abs=1.5 / len(test_rows)), name

@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.learning.data import Item
+from app.learning.dataset import Item
+from app.kinds import load_version
+from app.kinds.classification import Classification, build_zero_shot, predict_proba
 from app.learning.trainer import TrainConfig, fit, save, setup, train, validate
-from app.serving.artifacts import build_zero_shot, load_version, read_meta, save_version, VersionMeta
-from app.serving.model import predict_proba
+from app.model.store import VersionMeta, read_meta, save_version
+from app.policy import Policy
+
+KIND = Classification()
 from tests.learning_helpers import LABELS, accuracy_of, synthetic
 
 PAIRS = synthetic(60, seed=1)
@@ -21,9 +25,12 @@ VALIDATION = [Item(t, LABELS.index(lab)) for t, lab in HELD_OUT]
 
 
 def _config(**kw: object) -> TrainConfig:
-    values: dict[str, object] = dict(epochs=6, batch_size=8, lr=3e-3, patience=6, max_len=32, device="cpu")
-    values.update(kw)
-    return TrainConfig(**values)  # type: ignore[arg-type]
+    """Fast settings for the tiny BERT; policy keys go into the task's Policy, the rest to TrainConfig."""
+    policy: dict[str, object] = dict(epochs=6, batch_size=8, learning_rate=3e-3, patience=6)
+    values: dict[str, object] = dict(max_len=32, device="cpu")
+    for k, v in kw.items():
+        (policy if k in Policy.model_fields else values)[k] = v
+    return TrainConfig(policy=Policy(**policy), **values)  # type: ignore[arg-type]
 
 
 def _p_true(model: torch.nn.Module, tokenizer, pairs) -> float:  # noqa: ANN001
@@ -34,7 +41,7 @@ def _p_true(model: torch.nn.Module, tokenizer, pairs) -> float:  # noqa: ANN001
 def test_full_fine_tuning_moves_predictions_toward_the_labels(tiny_model_dir: Path) -> None:
     model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
     before_p, before_acc = _p_true(model, tok, HELD_OUT), accuracy_of(model, tok, HELD_OUT)
-    result = train(model, tok, TRAIN, VALIDATION, _config())
+    result = train(KIND, model, tok, TRAIN, VALIDATION, _config())
     assert _p_true(model, tok, HELD_OUT) > before_p
     assert accuracy_of(model, tok, HELD_OUT) > before_acc
     assert result.device == "cpu" and result.steps > 0 and result.counts["train_rows"] == len(TRAIN)
@@ -47,7 +54,7 @@ def test_feedback_alone_trains_the_model(tiny_model_dir: Path) -> None:
     # +1 on the right label for half the texts, −1 on the wrong label for the other half.
     items = [Item(it.text, it.label, +1) if i % 2 else Item(it.text, wrong[it.label], -1) for i, it in enumerate(TRAIN)]
     before = _p_true(model, tok, PAIRS[:40])
-    train(model, tok, items, [], _config(lambda_data=0.0))
+    train(KIND, model, tok, items, [], _config(lambda_data=0.0))
     assert _p_true(model, tok, PAIRS[:40]) > before
 
 
@@ -60,7 +67,7 @@ def test_lora_trains_and_the_version_stores_only_adapters(tiny_model_dir: Path, 
     model, tok, parent_meta = load_version(parent_path, device=torch.device("cpu"), trainable_lora=True)
     base_before = {n: p.detach().clone() for n, p in model.encoder.named_parameters()}
     before = _p_true(model, tok, PAIRS[:40])
-    train(model, tok, TRAIN, [], _config(finetune="lora", lr=1e-2, epochs=10))
+    train(KIND, model, tok, TRAIN, [], _config(finetune="lora", learning_rate=1e-2, epochs=10))
     assert _p_true(model, tok, PAIRS[:40]) > before
     frozen = {n: p for n, p in model.encoder.get_base_model().named_parameters() if "lora_" not in n}
     assert all(torch.equal(p, base_before[n]) for n, p in frozen.items() if n in base_before)
@@ -79,12 +86,12 @@ def test_same_seed_same_result(tiny_model_dir: Path) -> None:
     runs = []
     for _ in range(2):
         model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
-        result = train(model, tok, TRAIN, VALIDATION, _config(epochs=3, seed=7))
+        result = train(KIND, model, tok, TRAIN, VALIDATION, _config(epochs=3, seed=7))
         runs.append((result.loss_curve, model.head.weight.detach().clone()))
     assert runs[0][0] == runs[1][0]
     assert torch.equal(runs[0][1], runs[1][1])
     model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
-    other = train(model, tok, TRAIN, VALIDATION, _config(epochs=3, seed=8))
+    other = train(KIND, model, tok, TRAIN, VALIDATION, _config(epochs=3, seed=8))
     assert other.loss_curve != runs[0][0]
 
 
@@ -92,7 +99,7 @@ def test_early_stopping_keeps_the_best_epoch(tiny_model_dir: Path) -> None:
     model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
     # Validation says the opposite of training: the more it learns, the worse validation gets.
     flipped = [Item(it.text, 1 - it.label) for it in TRAIN[:16]]
-    state = setup(model, tok, TRAIN, flipped, _config(epochs=12, patience=2, lambda_data=1.0))
+    state = setup(KIND, model, tok, TRAIN, flipped, _config(epochs=12, patience=2, lambda_data=1.0))
     result = fit(state)
     val = [e["val_loss"] for e in result.loss_curve]
     assert result.stopped_early and result.epochs_run < 12
@@ -104,7 +111,7 @@ def test_progress_is_reported_with_steps_and_total(tiny_model_dir: Path) -> None
     model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
     seen: list[tuple[int, int, int, float]] = []
     epochs: list[dict] = []
-    result = train(model, tok, TRAIN, VALIDATION, _config(epochs=2, progress_every_s=0.0),
+    result = train(KIND, model, tok, TRAIN, VALIDATION, _config(epochs=2, progress_every_s=0.0),
                    on_progress=lambda *a: seen.append(a), on_epoch=epochs.append)
     steps = [s for _, s, _, _ in seen]
     assert steps == sorted(steps) and steps[-1] == result.steps
@@ -113,12 +120,13 @@ def test_progress_is_reported_with_steps_and_total(tiny_model_dir: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "field, value", [("epochs", 0), ("lr", 0.0), ("lambda_data", 1.5), ("variant", "negated"), ("finetune", "qlora"),
-                     ("device", "tpu"), ("max_len", 4)]
+    "field, value", [("epochs", 0), ("learning_rate", 0.0), ("lambda_data", 1.5), ("variant", "negated"),
+                     ("finetune", "qlora"), ("device", "tpu"), ("max_len", 4)]
 )
 def test_config_refuses_bad_values(field: str, value: object) -> None:
+    """Bad values are refused naming the field, whether it is the task's policy's or the trainer's."""
     with pytest.raises(ValueError, match=field):
-        TrainConfig(**{field: value})  # type: ignore[arg-type]
+        _config(**{field: value})
 
 
 def test_a_diverging_run_fails_loudly_instead_of_saving_nan(tiny_model_dir: Path) -> None:
@@ -126,4 +134,4 @@ def test_a_diverging_run_fails_loudly_instead_of_saving_nan(tiny_model_dir: Path
     with torch.no_grad():
         model.head.log_scale.fill_(float("inf"))  # logits become inf/nan from the first step
     with pytest.raises(FloatingPointError, match="diverged"):
-        train(model, tok, TRAIN, [], _config(epochs=1))
+        train(KIND, model, tok, TRAIN, [], _config(epochs=1))

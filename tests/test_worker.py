@@ -9,21 +9,23 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db.models import Task, TrainingRun, utcnow
+from app.db.tables import Task, TrainingRun, utcnow
 from app.db.session import transaction
-from app.learning.metrics import REGISTRY
-from app.learning.runs import enqueue_run
-from app.worker import Worker, claim_next, retrain_due
+from app.runs.lifecycle import claim_next, enqueue_run
+from app.runs.schedule import retrain_due
+from app.runs.telemetry import REGISTRY
+from app.worker import Worker
 from tests.learning_helpers import (
     FAST_POLICY,
     LABELS,
@@ -45,6 +47,10 @@ WORKER_CMD = (
     "from app.config import Settings; from app.worker import run_worker; run_worker(Settings())"
 )
 NEVER = {"min_new_signals": 1_000_000, "max_interval_s": None}  # the policy never schedules on its own
+# A run that trains for thousands of steps (the policy's largest epochs and patience, one text
+# per step), so a worker observed training is still mid-run when the test kills it.
+LONG_POLICY = dict(FAST_POLICY, **NEVER, epochs=100, patience=100, batch_size=1)
+GIVE_UP_S = 120.0  # how long to wait for something before failing the test; never a performance claim
 
 
 @pytest.fixture
@@ -52,20 +58,38 @@ def factory(db_url: str) -> sessionmaker[Session]:
     return migrated(db_url)
 
 
-def wait_for(what: str, check: Callable[[], object], deadline_s: float = 120.0) -> object:
-    """Poll until `check()` is truthy.  The deadline only stops a broken test from hanging."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = check()
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
+    """Poll until `condition()` is truthy and return its value; fail naming `what` if it is not
+    by `timeout_s`.  The deadline only stops a broken test from hanging.  A condition that
+    raises fails the test at once (a worker that died, a run that ended too early)."""
+    end = time.monotonic() + timeout_s
+    while True:
+        value = condition()
         if value:
             return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
+        if time.monotonic() >= end:
+            pytest.fail(f"gave up after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stop_worker(worker: Worker) -> None:
+    """`worker.stop()`, failing the test instead of hanging if the stop never returns."""
+    stopper = threading.Thread(target=worker.stop, name="stop-worker", daemon=True)
+    stopper.start()
+    stopper.join(GIVE_UP_S)
+    assert not stopper.is_alive(), f"worker {worker.worker_id} did not stop within {GIVE_UP_S:.0f}s"
 
 
 def get_run(factory: sessionmaker[Session], run_id: int) -> TrainingRun:
     with factory() as s:
         return s.get(TrainingRun, run_id)
+
+
+def still_open(run: TrainingRun) -> TrainingRun:
+    """The run, if it is queued or running; a run that already ended fails the test with its error."""
+    if run.status not in ("queued", "running"):
+        raise AssertionError(f"run {run.id} ended early as {run.status}: {run.error}")
+    return run
 
 
 def enqueue(factory: sessionmaker[Session], task_id: int, trigger: str = "admin") -> int:
@@ -86,8 +110,8 @@ def spawn(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Callable[..., subpro
                "FLYWHEEL_BASE_MODEL": str(tiny_model_dir), "FLYWHEEL_TORCH_THREADS": "1",
                "FLYWHEEL_MAX_SEQ_LEN": "32"}
         env.update({f"FLYWHEEL_{k.upper()}": str(v) for k, v in settings.items()})
-        log = (tmp_path / f"{name}.log").open("w")
-        proc = subprocess.Popen([sys.executable, "-c", WORKER_CMD], cwd=ROOT, env=env, stdout=log, stderr=log)
+        with (tmp_path / f"{name}.log").open("w") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen([sys.executable, "-c", WORKER_CMD], cwd=ROOT, env=env, stdout=log, stderr=log)
         proc.log_path = tmp_path / f"{name}.log"  # type: ignore[attr-defined]
         procs.append(proc)
         return proc
@@ -96,7 +120,7 @@ def spawn(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Callable[..., subpro
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        proc.wait(GIVE_UP_S)
 
 
 def started(proc: subprocess.Popen) -> bool:
@@ -212,25 +236,43 @@ def test_running_worker_schedules_and_promotes(factory: sessionmaker[Session], s
             with factory() as s:
                 return s.scalar(select(TrainingRun).where(TrainingRun.task_id == task_id,
                                                           TrainingRun.status.not_in(("queued", "running"))))
-        run = wait_for("a scheduled run to finish", finished)
+        run = wait_until(finished, GIVE_UP_S, "a scheduled run to finish")
     finally:
-        worker.stop()
-    assert run.trigger == "schedule" and run.status == "promoted"
+        stop_worker(worker)
+    assert run.trigger == "schedule" and run.status == "promoted", run.error
     assert active(factory, task_id).id == run.candidate_version_id
     assert worker.schedule_due_runs() == []  # nothing new since that run
 
 
 def test_stopping_a_worker_mid_run_puts_the_run_back_in_the_queue(factory: sessionmaker[Session],
-                                                                  settings: Settings) -> None:
-    task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER, epochs=1000, patience=1000))
+                                                                  settings: Settings,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.learning.trainer as trainer
+
+    task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER))
     add_examples(factory, task_id, synthetic(40, seed=4))
     run_id = enqueue(factory, task_id)
     worker = Worker(settings.model_copy(update={"worker_poll_s": 0.05}), factory=factory)
+    training = threading.Event()
+    real_step = trainer.train_step
+
+    def step_then_hold(state, batch):  # noqa: ANN001, ANN202
+        """A real training step; then the run cannot go on until the worker is asked to stop,
+        so it is certainly mid-run when the stop comes (the wait's limit only prevents a hang)."""
+        loss = real_step(state, batch)
+        training.set()
+        worker.stop_event.wait(GIVE_UP_S)
+        return loss
+
+    monkeypatch.setattr(trainer, "train_step", step_then_hold)
     worker.start()
     try:
-        wait_for("training to start", lambda: get_run(factory, run_id).progress.get("step", 0) > 0)
+        wait_until(lambda: still_open(get_run(factory, run_id)) and training.is_set(), GIVE_UP_S,
+                   f"the worker to take a training step on run {run_id}")
+        run = get_run(factory, run_id)
+        assert (run.status, run.worker_id) == ("running", worker.worker_id)
     finally:
-        worker.stop()
+        stop_worker(worker)
     run = get_run(factory, run_id)
     assert (run.status, run.worker_id, run.attempts) == ("queued", None, 0)
     assert "interrupted" in run.error and len(versions(factory, task_id)) == 1
@@ -298,43 +340,69 @@ def test_two_worker_processes_never_claim_the_same_run(db_url: str, factory: ses
     # No data: each run fails fast once claimed.  One open run per task is the rule, so 24 tasks.
     task_ids = [create_task(factory, settings, name=f"t{i}", policy=NEVER) for i in range(24)]
     workers = [spawn(db_url, f"w{i}", worker_poll_s=0.02, heartbeat_s=0.5) for i in range(2)]
-    wait_for("both workers to start", lambda: all(started(p) for p in workers))
-    with transaction(factory) as s:  # straight into the queue: 24 runs at once, all up for grabs together
-        s.add_all([TrainingRun(task_id=task_id, status="queued", trigger="admin") for task_id in task_ids])
+    wait_until(lambda: all(started(p) for p in workers), GIVE_UP_S, "both workers to start")
+
+    def running_claimers() -> set[str]:
+        for p in workers:
+            started(p)  # a worker that died fails the test now
+        with factory() as s:
+            return set(s.scalars(select(TrainingRun.worker_id).where(TrainingRun.status == "running")))
 
     def all_done() -> bool:
+        for p in workers:
+            started(p)
         with factory() as s:
             return not s.scalars(select(TrainingRun.id).where(TrainingRun.status.in_(("queued", "running")))).all()
 
-    wait_for("every run to be handled", all_done)
-    claims = [[int(n) for n in re.findall(r"claimed run (\d+)", p.log_path.read_text())] for p in workers]
+    # A barrier made of a table lock: executing a run starts by reading the task's active version,
+    # so while this transaction holds model_versions, a worker that has claimed a run waits inside
+    # it and, running one run at a time, claims no other.  The other worker has to claim the next
+    # run, so each has claimed one before any run can end.
+    barrier = factory()
+    try:
+        barrier.execute(text("LOCK TABLE model_versions IN ACCESS EXCLUSIVE MODE"))
+        with transaction(factory) as s:  # straight into the queue: 24 runs at once, all up for grabs together
+            s.add_all([TrainingRun(task_id=task_id, status="queued", trigger="admin") for task_id in task_ids])
+        holders = wait_until(lambda: c if len(c := running_claimers()) == 2 else None, GIVE_UP_S,
+                             "each worker to hold a claimed run while model_versions is locked")
+    finally:
+        barrier.rollback()
+        barrier.close()
+
+    wait_until(all_done, GIVE_UP_S, "every run to be handled")
+    claims = [[(who, int(n)) for who, n in re.findall(r"worker (\S+) claimed run (\d+)", p.log_path.read_text())]
+              for p in workers]
+    claimed = [[n for _, n in c] for c in claims]
     with factory() as s:
         runs = s.scalars(select(TrainingRun).order_by(TrainingRun.id)).all()
-    assert not set(claims[0]) & set(claims[1])
-    assert sorted(claims[0] + claims[1]) == [r.id for r in runs]
+    assert all(claimed), f"runs claimed per worker: {[len(c) for c in claimed]}; both should have claimed some"
+    assert not set(claimed[0]) & set(claimed[1]), "a run was claimed by both workers"
+    assert sorted(claimed[0] + claimed[1]) == [r.id for r in runs], "a run was claimed twice, or never"
     assert all(r.attempts == 1 and r.status == "failed" for r in runs)
-    print(f"claims per worker: {[len(c) for c in claims]}")
+    assert {r.id: r.worker_id for r in runs} == {n: who for c in claims for who, n in c}  # DB agrees with the logs
+    assert holders == {c[0][0] for c in claims}  # the barrier held each worker's first claim
 
 
 def test_killed_worker_run_is_failed_and_requeued_once_by_another(db_url: str, factory: sessionmaker[Session],
                                                                   settings: Settings, spawn) -> None:  # noqa: ANN001
-    long_policy = dict(FAST_POLICY, **NEVER, epochs=1000, patience=1000)
-    task_id = create_task(factory, settings, policy=long_policy)
+    task_id = create_task(factory, settings, policy=LONG_POLICY)
     v0 = active(factory, task_id)
-    add_examples(factory, task_id, synthetic(40, seed=4))
+    add_examples(factory, task_id, synthetic(80, seed=4))
     first = enqueue(factory, task_id)
     reaper = Worker(settings.model_copy(update={"heartbeat_timeout_s": 1.0}), factory=factory)
 
     def kill_mid_run(run_id: int, name: str) -> None:
         proc = spawn(db_url, name, worker_poll_s=0.05, heartbeat_s=0.2, heartbeat_timeout_s=600)
-        wait_for(f"{name} to be training run {run_id}",
-                 lambda: started(proc) and get_run(factory, run_id).progress.get("step", 0) > 0)
+        wait_until(lambda: started(proc) and still_open(get_run(factory, run_id)).progress.get("step", 0) > 0,
+                   GIVE_UP_S, f"{name} to be training run {run_id}")
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        assert get_run(factory, run_id).status == "running"  # nobody has told the database yet
+        proc.wait(GIVE_UP_S)
+        run = get_run(factory, run_id)
+        assert run.status == "running"  # nobody has told the database yet
+        assert 0 < run.progress["step"] < run.progress["total_steps"]  # killed mid-run
 
     kill_mid_run(first, "doomed")
-    assert wait_for("the reaper to fail the run", reaper.reap_stale_runs) == [first]
+    assert wait_until(reaper.reap_stale_runs, GIVE_UP_S, "the reaper to fail the run") == [first]
     failed = get_run(factory, first)
     assert failed.status == "failed" and "stopped heartbeating" in failed.error
     second = int(re.search(r"requeued as run (\d+)", failed.error).group(1))
@@ -342,7 +410,7 @@ def test_killed_worker_run_is_failed_and_requeued_once_by_another(db_url: str, f
     assert active(factory, task_id).id == v0.id
 
     kill_mid_run(second, "doomed-again")
-    assert wait_for("the reaper to fail the requeued run", reaper.reap_stale_runs) == [second]
+    assert wait_until(reaper.reap_stale_runs, GIVE_UP_S, "the reaper to fail the requeued run") == [second]
     assert "not requeued" in get_run(factory, second).error
     with factory() as s:
         assert not s.scalars(select(TrainingRun).where(TrainingRun.status.in_(("queued", "running")))).all()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 from pydantic import ValidationError
-
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AdminDep, StateDep, load_task
+from app.api.deps import AdminDep, StateDep
 from app.api.problems import Problem, field_path
-from app.schemas import ExamplesOut, ExamplesRequest
-from app.services.examples import Row, import_examples, parse_csv, validate_rows
+from app.api.schemas import ExamplesOut, ExamplesRequest
+from app.errors import Invalid, TooLarge
+from app.services.examples import Row, import_examples, parse_csv
 
 router = APIRouter(tags=["examples"])
 
@@ -27,19 +27,21 @@ EXAMPLES_BODY = {
 }
 
 
-async def _rows_from_request(request: Request, limit: int) -> list[Row]:
+async def rows_from_request(request: Request, limit: int) -> list[Row]:
+    """The example rows in the body, whatever its media type; nothing past `limit` bytes is taken."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         form = await request.form(max_files=1)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
-            raise Problem(422, "validation", "Invalid request", "The form needs a 'file' part holding the CSV.",
-                          field="file")
+            raise Invalid("file", "The form needs a 'file' part holding the CSV.")
         data = await upload.read(limit + 1)
-        return _limited_csv(data, limit)
+        if len(data) > limit:
+            raise TooLarge(f"The file exceeds {limit} bytes.", field="file", title="Upload too large")
+        return parse_csv(data)
     body = await request.body()
     if len(body) > limit:
-        raise Problem(413, "too-large", "Upload too large", f"The body exceeds {limit} bytes.", field="body")
+        raise TooLarge(f"The body exceeds {limit} bytes.", field="body", title="Upload too large")
     if ctype in ("text/csv", "application/csv", "text/plain"):
         return parse_csv(body)
     if ctype in ("application/json", ""):
@@ -49,30 +51,20 @@ async def _rows_from_request(request: Request, limit: int) -> list[Row]:
             err = exc.errors()[0]
             loc = field_path(tuple(err["loc"]))
             malformed = err["type"] == "json_invalid"
-            raise Problem(422, "malformed-json" if malformed else "validation",
-                          "Malformed JSON" if malformed else "Invalid request",
-                          f"{loc}: {err['msg']}; nothing was imported.", field=loc) from None
+            raise Invalid(loc, f"{loc}: {err['msg']}; nothing was imported.",
+                          slug="malformed-json" if malformed else "validation",
+                          title="Malformed JSON" if malformed else "Invalid request") from None
         return [Row(e.text, e.label.strip(), f"examples[{i}]") for i, e in enumerate(parsed.examples)]
     raise Problem(415, "unsupported-media-type", "Unsupported media type",
                   f"Send application/json, text/csv or multipart/form-data, not {ctype!r}.", field="Content-Type")
-
-
-def _limited_csv(data: bytes, limit: int) -> list[Row]:
-    if len(data) > limit:
-        raise Problem(413, "too-large", "Upload too large", f"The file exceeds {limit} bytes.", field="file")
-    return parse_csv(data)
 
 
 @router.post("/v1/tasks/{task}/examples", status_code=status.HTTP_201_CREATED, response_model=ExamplesOut,
              openapi_extra=EXAMPLES_BODY)
 async def upload_examples(task: str, request: Request, _: AdminDep, state: StateDep) -> ExamplesOut:
     """Import labelled examples; one bad row and nothing is imported (the row is named)."""
-    rows = await _rows_from_request(request, state.settings.max_upload_bytes)
+    rows = await rows_from_request(request, state.settings.max_upload_bytes)
+    counts = await run_in_threadpool(import_examples, state.sessions, task=task, rows=rows,
+                                     max_chars=state.settings.max_text_chars)
+    return ExamplesOut(**counts)
 
-    def _import() -> dict[str, int]:
-        with state.sessions() as session, session.begin():
-            t = load_task(session, task)
-            validate_rows(rows, labels=t.labels, max_chars=state.settings.max_text_chars)
-            return import_examples(session, task=t, rows=rows)
-
-    return ExamplesOut(**await run_in_threadpool(_import))

@@ -1,4 +1,7 @@
-"""RFC 9457 problem+json for every error, with a stable `type` per kind of problem."""
+"""RFC 9457 problem+json for every error, with a stable `type` per kind of problem.
+
+The one place where domain errors (`app/errors.py`) become HTTP: each class has one status.
+`Problem` is for what only HTTP can get wrong (a missing header, an unsupported media type)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, TooLarge, Unavailable
 
 log = logging.getLogger("flywheel.api")
 
@@ -48,12 +53,22 @@ class Problem(Exception):
         self.field, self.headers, self.extra = field, headers, extra
 
 
-def invalid(field: str, detail: str, slug: str = "validation") -> Problem:
-    return Problem(422, slug, "Invalid request", detail, field=field)
+# Each domain error's HTTP status (a subclass takes its nearest listed ancestor's).
+STATUS_OF: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    TooLarge: 413,
+    Forbidden: 403,
+    Unavailable: 503,
+}
 
 
-def not_found(what: str, ident: object, field: str | None = None) -> Problem:
-    return Problem(404, f"unknown-{what}", f"Unknown {what}", f"No {what} {ident!r}.", field=field)
+def status_of(exc: DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 400
 
 
 def problem_response(
@@ -81,6 +96,14 @@ def install(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.slug, exc.title, exc.detail, request.url.path,
                                 field=exc.field, headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, Unavailable) and exc.retry_after_s > 0:
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        return problem_response(status_of(exc), exc.slug, exc.title, exc.detail, request.url.path,
+                                field=exc.field, headers=headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

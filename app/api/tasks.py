@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AdminDep, CallerDep, SessionDep, StateDep, load_task
-from app.db.models import Task
-from app.schemas import TaskCreate, TaskOut
-from app.services.tasks import create_task, describe
+from app.api.deps import AdminDep, CallerDep, StateDep
+from app.api.schemas import TaskCreate, TaskOut
+from app.services import tasks
 
 router = APIRouter(tags=["tasks"])
 
@@ -17,21 +15,19 @@ router = APIRouter(tags=["tasks"])
 @router.post("/v1/tasks", status_code=status.HTTP_201_CREATED, response_model=TaskOut, response_model_by_alias=True)
 async def create(body: TaskCreate, _: AdminDep, state: StateDep) -> TaskOut:
     """Create a task and its zero-shot version 0 (built from the label names), ready to predict."""
-    task = await run_in_threadpool(create_task, sessions=state.sessions, settings=state.settings, payload=body)
-    await state.registry.ensure(task.name)
-
-    def _describe() -> TaskOut:
-        with state.sessions() as session:
-            return describe(session, load_task(session, task.name))
-
-    return await run_in_threadpool(_describe)
+    created = await run_in_threadpool(
+        tasks.create_task, state.sessions, state.settings, name=body.name, kind=body.kind, labels=body.labels,
+        descriptions=body.descriptions, lambda_data=body.lambda_data, feedback_loss=body.feedback_loss,
+        finetune=body.finetune, quantize=body.quantize, policy=body.policy)
+    await state.served.ensure(body.name)
+    return TaskOut.model_validate(created, from_attributes=True)
 
 
 @router.get("/v1/tasks", response_model=list[TaskOut], response_model_by_alias=True)
-def list_tasks(_: CallerDep, session: SessionDep) -> list[TaskOut]:
-    return [describe(session, t) for t in session.scalars(select(Task).order_by(Task.id))]
+def list_tasks(_: CallerDep, state: StateDep) -> list[TaskOut]:
+    return [TaskOut.model_validate(t, from_attributes=True) for t in tasks.list_tasks(state.sessions)]
 
 
 @router.get("/v1/tasks/{task}", response_model=TaskOut, response_model_by_alias=True)
-def get_task(task: str, _: CallerDep, session: SessionDep) -> TaskOut:
-    return describe(session, load_task(session, task))
+def get_task(task: str, _: CallerDep, state: StateDep) -> TaskOut:
+    return TaskOut.model_validate(tasks.get_task(state.sessions, name=task), from_attributes=True)

@@ -1,5 +1,5 @@
 """Driving a running Flywheel from outside: the load generator's runs, their statistics,
-and the few admin and client calls the benchmark makes."""
+and the task setup and batch statistics the benchmark reads (over app.client)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
+from app.client import FlywheelClient
 
 TASK = "bench"
 
@@ -96,43 +95,18 @@ def _spec_file(url: str, items, concurrency, count, warmup, headers) -> Iterator
 # ---------------------------------------------------------------- the service
 
 
-class Api:
-    """The few admin and client calls the benchmark makes."""
+def setup_task(api: FlywheelClient, labels: list[str]) -> str:
+    """Create the task (zero-shot version 0) and a client; the client's key."""
+    api.create_task({"name": TASK, "labels": labels})
+    return api.create_client("bench")
 
-    def __init__(self, url: str, admin_token: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=300, headers={"Authorization": f"Bearer {admin_token}"})
 
-    def close(self) -> None:
-        self.http.close()
-
-    def call(self, method: str, path: str, **kw: Any) -> Any:
-        r = self.http.request(method, path, **kw)
-        if r.status_code >= 300:
-            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:500]}")
-        return r.json()
-
-    def setup_task(self, labels: list[str]) -> str:
-        """Create the task (zero-shot version 0) and a client; the client's key."""
-        self.call("POST", "/v1/tasks", json={"name": TASK, "labels": labels})
-        return self.call("POST", "/v1/clients", json={"name": "bench"})["key"]
-
-    def served_version(self) -> int | None:
-        r = self.http.get("/readyz")
-        return r.json().get("models", {}).get(TASK) if r.status_code == 200 else None
-
-    def wait_version(self, version: int, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.served_version() != version:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not swap to version {version} in {timeout_s:.0f}s")
-            time.sleep(0.05)
-
-    def batch_stats(self) -> tuple[float, float]:
-        """(sum, count) of the texts-per-forward histogram."""
-        total = count = 0.0
-        for line in self.http.get("/metrics").text.splitlines():
-            if line.startswith("flywheel_batch_texts_sum") and f'task="{TASK}"' in line:
-                total = float(line.rsplit(" ", 1)[1])
-            elif line.startswith("flywheel_batch_texts_count") and f'task="{TASK}"' in line:
-                count = float(line.rsplit(" ", 1)[1])
-        return total, count
+def batch_stats(metrics: str, task: str = TASK) -> tuple[float, float]:
+    """(sum, count) of the texts-per-forward histogram in /metrics text."""
+    total = count = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("flywheel_batch_texts_sum") and f'task="{task}"' in line:
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("flywheel_batch_texts_count") and f'task="{task}"' in line:
+            count = float(line.rsplit(" ", 1)[1])
+    return total, count

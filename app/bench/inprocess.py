@@ -24,7 +24,7 @@ def ceiling(loaded, texts: list[str], sizes: tuple[int, ...], *,  # noqa: ANN001
             bs1_texts: int) -> tuple[dict[int, float], dict[int, float]]:
     """texts/s and CPU ms per text of the server's own forward (`score_texts`) on consecutive
     groups of the texts (arrival order, as a full micro-batch would see them)."""
-    from app.serving.registry import score_texts
+    from app.serving.engine import score_texts
 
     wall, cpu = {}, {}
     for bs in sizes:
@@ -40,7 +40,7 @@ def ceiling(loaded, texts: list[str], sizes: tuple[int, ...], *,  # noqa: ANN001
 
 def one_forward_ms(loaded, texts: list[str], n: int) -> float:  # noqa: ANN001
     """Median wall time of one single-text forward (the bare cost a c=1 request cannot avoid)."""
-    from app.serving.registry import score_texts
+    from app.serving.engine import score_texts
 
     times = []
     for t in texts[:n]:
@@ -52,14 +52,14 @@ def one_forward_ms(loaded, texts: list[str], n: int) -> float:  # noqa: ANN001
 
 def accuracy(loaded, rows: list[tuple[str, str]], bs: int = 64) -> tuple[float, float]:  # noqa: ANN001
     """(accuracy in points, texts/s) of zero-shot predictions against the CSV's labels."""
-    from app.serving.registry import score_texts
+    from app.serving.engine import score_texts
 
     texts = [t for t, _ in rows]
     score_texts(loaded, texts[:bs], chunk=bs)
     started = time.perf_counter()
     got = []
     for i in range(0, len(texts), bs):
-        got += [s.label for s in score_texts(loaded, texts[i:i + bs], chunk=bs)]
+        got += [s.answer.label for s in score_texts(loaded, texts[i:i + bs], chunk=bs)]
     speed = len(texts) / (time.perf_counter() - started)
     return 100.0 * sum(g == lab for g, (_, lab) in zip(got, rows)) / len(rows), speed
 
@@ -70,7 +70,7 @@ def model_parts(row, rows: list[tuple[str, str]], want: set[str], log: Callable[
 
     import torch
 
-    from app.serving.registry import load_for_serving
+    from app.serving.engine import load_for_serving
 
     cpu, max_len = torch.device("cpu"), setting_default("max_seq_len")
     texts = [t for t, _ in rows]
@@ -108,18 +108,20 @@ def trainer_vs_bare(path: Path, rows: list[tuple[str, str]], labels: list[str], 
     import torch.nn.functional as F
 
     from app.learning import trainer as tr
-    from app.learning.data import Item
-    from app.serving.artifacts import load_version
+    from app.kinds import get_kind, load_version
+    from app.learning.dataset import Item
+    from app.policy import Policy
 
     cpu = torch.device("cpu")
     items = [Item(text=t, label=labels.index(lab)) for t, lab in rows]
-    cfg = tr.TrainConfig(epochs=1, batch_size=16, lambda_data=1.0, device="cpu", max_len=128,
+    kind = get_kind("classification")
+    cfg = tr.TrainConfig(policy=Policy(epochs=1, batch_size=16), lambda_data=1.0, device="cpu", max_len=128,
                          progress_every_s=3600.0, seed=0)
 
     def run_trainer() -> float:
         model, tok, _ = load_version(path, device=cpu)
-        state = tr.setup(model, tok, items, [], cfg)
-        first = tr.make_batches(state.train_rows, cfg.batch_size, state.pad_id, random.Random(99))[0]
+        state = tr.setup(kind, model, tok, items, [], cfg)
+        first = tr.make_batches(state.train_rows, cfg.batch_size, state.pad_id, kind, random.Random(99))[0]
         tr.train_step(state, first)  # warm-up step, outside the clock (the bare loop gets one too)
         started = time.perf_counter()
         result = tr.fit(state)
@@ -141,9 +143,9 @@ def trainer_vs_bare(path: Path, rows: list[tuple[str, str]], labels: list[str], 
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or 1.0)
             opt.step()
 
-        step(tr.make_batches(rows_, cfg.batch_size, pad, random.Random(99))[0])
+        step(tr.make_batches(rows_, cfg.batch_size, pad, kind, random.Random(99))[0])
         started = time.perf_counter()
-        for b in tr.make_batches(rows_, cfg.batch_size, pad, random.Random(cfg.seed)):  # fit's epoch-1 batches
+        for b in tr.make_batches(rows_, cfg.batch_size, pad, kind, random.Random(cfg.seed)):  # fit's epoch-1 batches
             step(b)
         return len(rows_) / (time.perf_counter() - started)
 

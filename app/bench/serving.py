@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from app.bench.driving import TASK, Api, drive, drive_until_stopped, ratio, summarise
+from app.bench.driving import TASK, batch_stats, drive, drive_until_stopped, ratio, setup_task, summarise
 from app.bench.inprocess import setting_default, model_parts, trainer_vs_bare
-from app.bench.server import Server
 from app.bench.store import active_row, feedback_items, postgres_database, prefill_predictions, register_copy_of_active
+from app.client import FlywheelClient
+from app.launch import LocalService
 
 CONCURRENCY = (1, 8, 32, 64)
 DEFAULT_PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -133,9 +134,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         data_dir = tmp / "sqlite"
         sqlite_url = f"sqlite:///{data_dir / 'flywheel.db'}"
         log(f"starting flywheel serve (SQLite, {threads} torch threads) …")
-        with Server(data_dir, env=server_env) as srv:
-            api = Api(srv.url, admin_token)
-            key = api.setup_task(labels)
+        with server(data_dir, server_env) as srv, FlywheelClient(srv.url, admin_token, timeout_s=300.0) as api:
+            key = setup_task(api, labels)
             auth = {"Authorization": f"Bearer {key}"}
             row = active_row(sqlite_url)
             if want & {"ceiling", "int8"}:  # in this process, while the server idles
@@ -149,23 +149,20 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             if "feedback" in want:
                 log(f"feedback ingest on SQLite: {cfg.feedback_requests} requests at c=32")
                 res["feedback_sqlite"] = feedback_run(srv, sqlite_url, key, labels, cfg.feedback_requests)
-            api.close()
 
         if "naive" in want:
-            with Server(data_dir, env={**server_env, "FLYWHEEL_BATCHING": "false"}) as srv:
-                api = Api(srv.url, admin_token)
+            naive_env = {**server_env, "FLYWHEEL_BATCHING": "false"}
+            with server(data_dir, naive_env) as srv, FlywheelClient(srv.url, admin_token, timeout_s=300.0) as api:
                 res["naive"] = {str(c): http_run(srv, api, items, auth, c, cfg.requests, log, label="naive (batching "
                                                  "off)") for c in (32, 64)}
-                api.close()
 
         if "postgres" in want and cfg.postgres_admin_url:
             try:
                 with postgres_database(cfg.postgres_admin_url) as pg_url:
                     log(f"feedback ingest on PostgreSQL (fresh database): {cfg.feedback_requests} requests at c=32")
-                    with Server(tmp / "pg", env={**server_env, "FLYWHEEL_DATABASE_URL": pg_url}) as srv:
-                        api = Api(srv.url, admin_token)
-                        pg_key = api.setup_task(labels)
-                        api.close()
+                    with server(tmp / "pg", {**server_env, "FLYWHEEL_DATABASE_URL": pg_url}) as srv:
+                        with FlywheelClient(srv.url, admin_token, timeout_s=300.0) as api:
+                            pg_key = setup_task(api, labels)
                         res["feedback_postgres"] = feedback_run(srv, pg_url, pg_key, labels, cfg.feedback_requests)
             except Exception as exc:  # noqa: BLE001 - reported; the rest of the run stands
                 log(f"PostgreSQL part skipped: {exc!r}"[:500])
@@ -184,16 +181,24 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     return derive(res)
 
 
-def http_run(srv: Server, api: Api, items: list[list[str]], auth: dict[str, str], c: int, n: int,
-             log: Callable[[str], None], label: str = "HTTP predict") -> dict[str, Any]:
+def server(data_dir: Path, env: dict[str, str]) -> LocalService:
+    """`flywheel serve --no-worker` on a free loopback port with its own data directory.  Every
+    FLYWHEEL_* variable of the caller is dropped (app.launch does), so the numbers come from the
+    defaults plus what the benchmark sets on purpose."""
+    return LocalService(data_dir, env={"FLYWHEEL_LOG_LEVEL": "warning", **env}, startup_timeout_s=300.0,
+                        stop_timeout_s=60.0)
+
+
+def http_run(srv: LocalService, api: FlywheelClient, items: list[list[str]], auth: dict[str, str], c: int,
+             n: int, log: Callable[[str], None], label: str = "HTTP predict") -> dict[str, Any]:
     log(f"{label} c={c}: {n} requests")
-    before = api.batch_stats()
+    before = batch_stats(api.metrics())
     warm = max(2 * c, 16)
     drive(srv.url, items[-warm:], concurrency=c, count=warm, headers=auth)  # warm-up, not recorded
     cpu0 = srv.cpu_s()
     out = drive(srv.url, items, concurrency=c, count=n, headers=auth)
     cpu1 = srv.cpu_s()
-    after = api.batch_stats()
+    after = batch_stats(api.metrics())
     s = summarise(out["records"])
     s.update(concurrency=c, loadgen_cpu_share=out["cpu_s"] / out["wall_s"], loadgen_cpu_ms_per_request=
              1000 * out["cpu_s"] / max(1, len(out["records"])), mean_batch_texts=_mean_batch(before, after),
@@ -201,8 +206,8 @@ def http_run(srv: Server, api: Api, items: list[list[str]], auth: dict[str, str]
     return s
 
 
-def swap_under_load(api: Api, url: str, items, auth, db_url: str, models_dir: Path, old_version: int,  # noqa: ANN001
-                    steady_s: float) -> dict[str, Any]:
+def swap_under_load(api: FlywheelClient, url: str, items, auth, db_url: str, models_dir: Path,  # noqa: ANN001
+                    old_version: int, steady_s: float) -> dict[str, Any]:
     new_version = register_copy_of_active(db_url, models_dir)
     windows = []
     with drive_until_stopped(url, items, concurrency=32, headers=auth) as out:
@@ -210,8 +215,8 @@ def swap_under_load(api: Api, url: str, items, auth, db_url: str, models_dir: Pa
         time.sleep(steady_s)
         for version in (new_version, old_version):  # roll forward, then roll back
             t0 = time.monotonic()
-            api.call("POST", f"/v1/tasks/{TASK}/models/{version}/activate")
-            api.wait_version(version)
+            api.activate(TASK, version)
+            api.wait_served(TASK, version, poll_s=0.05)
             t1 = time.monotonic()
             time.sleep(1.0)  # the window runs on a second after the swap
             windows.append((version, t0, t1, time.monotonic()))
@@ -236,7 +241,7 @@ def swap_under_load(api: Api, url: str, items, auth, db_url: str, models_dir: Pa
     }
 
 
-def feedback_run(srv: Server, db_url: str, key: str, labels: list[str], n: int) -> dict[str, Any]:
+def feedback_run(srv: LocalService, db_url: str, key: str, labels: list[str], n: int) -> dict[str, Any]:
     warmup = 200
     ids = prefill_predictions(db_url, key, n + warmup)
     items = feedback_items(ids, labels)

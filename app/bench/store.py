@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from app.bench.driving import TASK
+from app.statuses import VersionStatus
 
 
 def db_sessions(url: str):  # noqa: ANN201
@@ -21,7 +22,7 @@ def prefill_predictions(db_url: str, client_key: str, n: int) -> list[str]:
     """Stored predictions of the bench client (inserted directly: feedback needs targets, not forwards)."""
     from sqlalchemy import insert, select
 
-    from app.db.models import Client, ModelVersion, Prediction, Task, new_id, utcnow
+    from app.db.tables import Client, ModelVersion, Prediction, Task, new_id, utcnow
     from app.security import hash_api_key
 
     engine, sessions = db_sessions(db_url)
@@ -29,7 +30,7 @@ def prefill_predictions(db_url: str, client_key: str, n: int) -> list[str]:
         with sessions() as s, s.begin():
             task_id = s.scalar(select(Task.id).where(Task.name == TASK))
             mv_id = s.scalar(select(ModelVersion.id).where(ModelVersion.task_id == task_id,
-                                                           ModelVersion.status == "active"))
+                                                           ModelVersion.status == VersionStatus.ACTIVE))
             client_id = s.scalar(select(Client.id).where(Client.key_hash == hash_api_key(client_key)))
             now = utcnow()
             ids = [new_id() for _ in range(n)]
@@ -64,7 +65,7 @@ def postgres_database(admin_url: str):  # noqa: ANN201 - a context manager of th
 
 
 def active_row(db_url: str):  # noqa: ANN201
-    from app.serving.registry import active_rows
+    from app.db.versions import active_rows
 
     engine, sessions = db_sessions(db_url)
     try:
@@ -78,9 +79,10 @@ def register_copy_of_active(db_url: str, models_dir: Path) -> int:
     """A second version: the active model saved again under a new name (so the swap is a real load)."""
     import torch
 
-    from app.db.models import Task
-    from app.serving.artifacts import load_version, save_version
-    from app.versions import next_version_number, register_version
+    from app.db.tables import Task
+    from app.db.versions import next_version_number, register_version
+    from app.kinds import load_version
+    from app.model.store import save_version
 
     row = active_row(db_url)
     model, tok, meta = load_version(Path(row.path), device=torch.device("cpu"))
@@ -91,7 +93,7 @@ def register_copy_of_active(db_url: str, models_dir: Path) -> int:
         path, sha = save_version(model, tok, meta, models_dir / TASK, f"v{version}")  # no transaction open
         with sessions() as s, s.begin():
             register_version(s, task=s.get(Task, row.task_id), path=path, sha256=sha, version=version,
-                             status="candidate", parent_id=row.version_id,
+                             status=VersionStatus.CANDIDATE, parent_id=row.version_id,
                              metrics={"bench": "copy of the active version"})
         return version
     finally:

@@ -18,10 +18,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from app.learning.data import Item
-from app.learning.losses import VARIANTS, combined_loss, data_losses, feedback_losses
-from app.serving.artifacts import VersionMeta, save_version
-from app.serving.model import Classifier, resolve_device
+from app.kinds.base import TaskKind
+from app.learning.dataset import Item
+from app.learning.losses import combined_loss
+from app.model.encoder import EncoderWithHead, resolve_device
+from app.model.store import VersionMeta, save_version
+from app.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FEEDBACK_LOSSES, Policy
 
 ProgressFn = Callable[[int, int, int, float], None]  # (epoch, step, total_steps, mean train loss so far)
 EpochFn = Callable[[dict[str, Any]], None]  # one loss-curve entry
@@ -34,22 +36,21 @@ class TrainingInterrupted(Exception):
 
 @dataclass
 class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 16
-    lr: float = 5e-5  # encoder (or adapter) learning rate
-    head_lr_scale: float = 10.0  # the small cosine head learns this much faster
-    weight_decay: float = 0.01
-    lambda_data: float = 0.5  # λ in L = λ·L_data + (1−λ)·L_feedback
-    variant: str = "bounded"  # feedback loss: bounded | signed
+    """How one run trains.  The task's policy (epochs, learning rate, batch size, patience, LoRA
+    rank) comes in whole and is validated there; the task's λ, loss and fine-tuning mode beside
+    it; the rest are the trainer's own knobs."""
+
+    policy: Policy = field(default_factory=Policy)
+    lambda_data: float = DEFAULT_LAMBDA  # λ in L = λ·L_data + (1−λ)·L_feedback
+    variant: str = DEFAULT_FEEDBACK_LOSS  # feedback loss: bounded | signed | robust
+    finetune: str = DEFAULT_FINETUNE  # full | lora
     seed: int = 0
-    patience: int = 2  # epochs without a better validation loss before stopping
     max_len: int = 128
-    finetune: str = "full"  # full | lora
-    lora_r: int = 8
-    lora_alpha: int = 16
+    device: str = "auto"  # auto | cpu | cuda
+    head_lr_scale: float = 10.0  # the small head learns this much faster
+    weight_decay: float = 0.01
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("query", "value")
-    device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16 with loss scaling)
     grad_clip: float | None = 1.0
     progress_every_s: float = 1.0
@@ -59,23 +60,34 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"TrainConfig.{name} {rule}, got {getattr(self, name)!r}")
 
-        check("epochs", self.epochs >= 1, "must be >= 1")
-        check("batch_size", self.batch_size >= 1, "must be >= 1")
-        check("lr", 0 < self.lr < 1, "must be in (0, 1)")
+        check("lambda_data", 0 <= self.lambda_data <= 1, "must be in [0, 1]")
+        check("variant", self.variant in FEEDBACK_LOSSES, f"must be one of {FEEDBACK_LOSSES}")
+        check("finetune", self.finetune in ("full", "lora"), "must be 'full' or 'lora'")
+        check("max_len", 8 <= self.max_len <= 512, "must be in [8, 512]")
+        check("device", self.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda")
         check("head_lr_scale", self.head_lr_scale > 0, "must be > 0")
         check("weight_decay", self.weight_decay >= 0, "must be >= 0")
-        check("lambda_data", 0 <= self.lambda_data <= 1, "must be in [0, 1]")
-        check("variant", self.variant in VARIANTS, f"must be one of {VARIANTS}")
-        check("patience", self.patience >= 1, "must be >= 1")
-        check("max_len", 8 <= self.max_len <= 512, "must be in [8, 512]")
-        check("finetune", self.finetune in ("full", "lora"), "must be 'full' or 'lora'")
-        check("lora_r", self.lora_r >= 1, "must be >= 1")
-        check("lora_alpha", self.lora_alpha >= 1, "must be >= 1")
         check("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
         check("lora_targets", len(self.lora_targets) > 0, "must name at least one module")
-        check("device", self.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda")
         check("grad_clip", self.grad_clip is None or self.grad_clip > 0, "must be > 0 or None")
         check("progress_every_s", self.progress_every_s >= 0, "must be >= 0")
+
+    # The policy's training knobs, under the names the loop uses.
+    @property
+    def epochs(self) -> int:
+        return self.policy.epochs
+
+    @property
+    def batch_size(self) -> int:
+        return self.policy.batch_size
+
+    @property
+    def lr(self) -> float:
+        return self.policy.learning_rate
+
+    @property
+    def patience(self) -> int:
+        return self.policy.patience
 
 
 @dataclass
@@ -96,7 +108,7 @@ class TrainResult:
 @dataclass
 class Row:
     ids: list[int]
-    label: int
+    label: Any  # the kind's target
     signal: int  # 0 labelled, ±1 feedback on `label`
     weight: float
 
@@ -107,7 +119,7 @@ class Batch:
 
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T)
-    labels: torch.Tensor  # (B,) target class, or the class shown for feedback rows
+    labels: torch.Tensor  # (B, …) targets, or the answer shown for feedback rows
     signals: torch.Tensor  # (B,)
     weights: torch.Tensor  # (B,)
     n_data: int
@@ -127,7 +139,7 @@ def encode(tokenizer: Any, items: Sequence[Item], max_len: int) -> list[Row]:
     return [Row(i, it.label, it.signal, it.weight) for i, it in zip(ids, items)]
 
 
-def collate(rows: Sequence[Row], pad_id: int) -> Batch:
+def collate(rows: Sequence[Row], pad_id: int, kind: TaskKind) -> Batch:
     rows = sorted(rows, key=lambda r: r.signal != 0)  # labelled first (stable: order kept otherwise)
     width = max(len(r.ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -138,7 +150,7 @@ def collate(rows: Sequence[Row], pad_id: int) -> Batch:
     return Batch(
         input_ids=ids,
         attention_mask=mask,
-        labels=torch.tensor([r.label for r in rows], dtype=torch.long),
+        labels=kind.target_tensor([r.label for r in rows]),
         signals=torch.tensor([r.signal for r in rows], dtype=torch.long),
         weights=torch.tensor([r.weight for r in rows], dtype=torch.float32),
         n_data=sum(r.signal == 0 for r in rows),
@@ -165,16 +177,17 @@ def batch_order(rows: Sequence[Row], batch_size: int, rng: random.Random | None 
     return chunks
 
 
-def iter_batches(rows: Sequence[Row], batch_size: int, pad_id: int, rng: random.Random | None = None
-                 ) -> Iterator[Batch]:
+def iter_batches(rows: Sequence[Row], batch_size: int, pad_id: int, kind: TaskKind,
+                 rng: random.Random | None = None) -> Iterator[Batch]:
     """Batches built as they are needed: on CUDA the CPU pads the next one while the GPU runs."""
     for chunk in batch_order(rows, batch_size, rng):
-        yield collate([rows[i] for i in chunk], pad_id)
+        yield collate([rows[i] for i in chunk], pad_id, kind)
 
 
-def make_batches(rows: Sequence[Row], batch_size: int, pad_id: int, rng: random.Random | None = None) -> list[Batch]:
+def make_batches(rows: Sequence[Row], batch_size: int, pad_id: int, kind: TaskKind,
+                 rng: random.Random | None = None) -> list[Batch]:
     """All of an epoch's batches at once (validation, benchmarks)."""
-    return list(iter_batches(rows, batch_size, pad_id, rng))
+    return list(iter_batches(rows, batch_size, pad_id, kind, rng))
 
 
 # ---------------------------------------------------------------- setup
@@ -182,7 +195,8 @@ def make_batches(rows: Sequence[Row], batch_size: int, pad_id: int, rng: random.
 
 @dataclass
 class TrainState:
-    model: Classifier
+    kind: TaskKind
+    model: EncoderWithHead
     tokenizer: Any
     config: TrainConfig
     device: torch.device
@@ -206,7 +220,8 @@ def _live(items: Sequence[Item], lam: float) -> list[Item]:
 
 
 def setup(
-    model: Classifier, tokenizer: Any, train_items: Sequence[Item], validation_items: Sequence[Item], config: TrainConfig
+    kind: TaskKind, model: EncoderWithHead, tokenizer: Any, train_items: Sequence[Item],
+    validation_items: Sequence[Item], config: TrainConfig,
 ) -> TrainState:
     """Seed, pick the device, wrap LoRA adapters or unfreeze everything, tokenise, build the optimiser."""
     torch.manual_seed(config.seed)
@@ -215,7 +230,7 @@ def setup(
         from peft import LoraConfig, PeftModel, get_peft_model
 
         if not isinstance(model.encoder, PeftModel):
-            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            lora = LoraConfig(r=config.policy.lora_r, lora_alpha=config.policy.lora_alpha, lora_dropout=config.lora_dropout,
                               target_modules=list(config.lora_targets))
             model.encoder = get_peft_model(model.encoder, lora)
     else:
@@ -250,6 +265,7 @@ def setup(
         "validation_rows": len(val_rows),
     }
     return TrainState(
+        kind=kind,
         model=model,
         tokenizer=tokenizer,
         config=config,
@@ -258,7 +274,7 @@ def setup(
         scaler=scaler,
         amp_dtype=amp_dtype,
         train_rows=encode(tokenizer, train, config.max_len),
-        val_batches=make_batches(val_rows, max(config.batch_size, 64), pad_id),
+        val_batches=make_batches(val_rows, max(config.batch_size, 64), pad_id, kind),
         rng=random.Random(config.seed),
         pad_id=pad_id,
         counts=counts,
@@ -280,6 +296,7 @@ def train_step(state: TrainState, batch: Batch) -> torch.Tensor:
     with _autocast(state):
         logits = state.model(batch.input_ids, batch.attention_mask)
     loss = combined_loss(
+        state.kind,
         logits[:n], batch.labels[:n],
         logits[n:], batch.labels[n:], batch.signals[n:],
         cfg.lambda_data, cfg.variant,
@@ -312,10 +329,10 @@ def validate(state: TrainState) -> float | None:
         with _autocast(state):
             logits = state.model(b.input_ids, b.attention_mask).float()
         if n > 0:
-            d_sum += (data_losses(logits[:n], b.labels[:n]) * b.weights[:n]).sum().item()
+            d_sum += (state.kind.data_losses(logits[:n], b.labels[:n]) * b.weights[:n]).sum().item()
             d_w += b.weights[:n].sum().item()
         if n < len(b.labels):
-            fb = feedback_losses(logits[n:], b.labels[n:], b.signals[n:], "bounded")
+            fb = state.kind.feedback_losses(logits[n:], b.labels[n:], b.signals[n:], "bounded")
             f_sum += (fb * b.weights[n:]).sum().item()
             f_w += b.weights[n:].sum().item()
     state.model.train()
@@ -359,7 +376,7 @@ def fit(
         model.train()
         running = torch.zeros((), device=state.device)
         n = 0
-        for batch in iter_batches(state.train_rows, cfg.batch_size, state.pad_id, state.rng):
+        for batch in iter_batches(state.train_rows, cfg.batch_size, state.pad_id, state.kind, state.rng):
             if should_stop is not None and should_stop():
                 raise TrainingInterrupted(f"stopped at epoch {epoch}, step {step}")
             running += train_step(state, batch.to(state.device))
@@ -407,7 +424,8 @@ def fit(
 
 
 def train(
-    model: Classifier,
+    kind: TaskKind,
+    model: EncoderWithHead,
     tokenizer: Any,
     train_items: Sequence[Item],
     validation_items: Sequence[Item],
@@ -418,7 +436,7 @@ def train(
     should_stop: StopFn | None = None,
 ) -> TrainResult:
     """setup + fit: trains `model` in place and returns what happened."""
-    state = setup(model, tokenizer, train_items, validation_items, config)
+    state = setup(kind, model, tokenizer, train_items, validation_items, config)
     return fit(state, on_progress=on_progress, on_epoch=on_epoch, should_stop=should_stop)
 
 
@@ -426,7 +444,7 @@ def train(
 
 
 def save(
-    model: Classifier,
+    model: EncoderWithHead,
     tokenizer: Any,
     *,
     parent_meta: VersionMeta,

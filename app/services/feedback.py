@@ -3,46 +3,57 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from app.api.deps import Caller
-from app.api.problems import Problem, invalid
-from app.db.models import Feedback, Prediction, Task
+from app.db.session import transaction
+from app.db.tables import Feedback, Prediction, Task
+from app.db.threads import in_db_thread
+from app.errors import Forbidden, NotFound
+from app.kinds import TaskSpec, get_kind
+from app.security import hash_user_id
+from app.services.clients import Caller
+from app.state import AppState
 
 
 def record_feedback(
-    session: Session,
+    sessions: sessionmaker[Session],
     *,
     prediction_id: str,
     caller: Caller,
     signal: int,
     correction: str | None,
     user_hash: str | None,
-) -> Feedback:
-    row = session.execute(
-        select(Prediction.task_id, Prediction.client_id, Prediction.label, Task.labels)
-        .join(Task, Task.id == Prediction.task_id)
-        .where(Prediction.id == prediction_id)
-    ).one_or_none()
-    if row is None:
-        raise Problem(404, "unknown-prediction", "Unknown prediction", f"No prediction with id {prediction_id!r}.",
-                      field="prediction_id")
-    task_id, owner, shown, labels = row
-    if not caller.is_admin and owner != caller.client_id:
-        raise Problem(403, "not-your-prediction", "Forbidden",
-                      "This prediction was made for another client; feedback is only taken on your own.",
-                      field="prediction_id")
-    if correction is not None:
-        if correction not in labels:
-            raise invalid("correction", f"{correction!r} is not a label of this task.", slug="unknown-label")
-        if signal == -1 and correction == shown:
-            raise invalid("correction", f"signal -1 says {shown!r} was wrong, but the correction repeats it.",
-                          slug="contradictory-feedback")
-        if signal == 1 and correction != shown:
-            raise invalid("correction", f"signal 1 says {shown!r} was right, but the correction says {correction!r}.",
-                          slug="contradictory-feedback")
-    fb = Feedback(prediction_id=prediction_id, task_id=task_id, client_id=caller.client_id, user_hash=user_hash,
-                  signal=signal, correction=correction)
-    session.add(fb)
-    session.flush()
+) -> tuple[Feedback, str]:
+    """Store one signal on one of the caller's own predictions; (the row, the task's name).
+    Committed when this returns."""
+    with transaction(sessions) as s:
+        row = s.execute(
+            select(Prediction.client_id, Prediction.label, Task.id, Task.name, Task.kind, Task.labels)
+            .join(Task, Task.id == Prediction.task_id)
+            .where(Prediction.id == prediction_id)
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"No prediction with id {prediction_id!r}.", field="prediction_id",
+                           slug="unknown-prediction", title="Unknown prediction")
+        owner, shown, task_id, task_name, kind, labels = row
+        if not caller.is_admin and owner != caller.client_id:
+            raise Forbidden("This prediction was made for another client; feedback is only taken on your own.",
+                            field="prediction_id", slug="not-your-prediction")
+        spec = TaskSpec(name=task_name, kind=kind, labels=list(labels))
+        get_kind(kind).check_feedback(spec, shown=shown, signal=signal, correction=correction)
+        fb = Feedback(prediction_id=prediction_id, task_id=task_id, client_id=caller.client_id,
+                      user_hash=user_hash, signal=signal, correction=correction)
+        s.add(fb)
+        s.flush()
+    return fb, task_name
+
+
+async def give_feedback(state: AppState, *, prediction_id: str, caller: Caller, signal: int,
+                        correction: str | None, user_id: str | None) -> Feedback:
+    """`record_feedback` on the DB thread pool (no model work, the connection held only for the
+    transaction), counted in the process's metrics."""
+    user_hash = hash_user_id(user_id, state.settings.resolved_user_hash_key) if user_id else None
+    fb, task = await in_db_thread(record_feedback, state.sessions, prediction_id=prediction_id, caller=caller,
+                                  signal=signal, correction=correction, user_hash=user_hash)
+    state.metrics.feedback.labels(task, "correction" if correction else str(signal)).inc()
     return fb

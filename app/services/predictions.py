@@ -1,17 +1,23 @@
-"""Turning a batch of forward results into committed prediction rows (one insert per batch)."""
+"""Predicting: check the texts, queue them on the task's micro-batcher, and commit every
+answer (one insert per batch) before any caller hears it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.api.deps import in_db_thread
-from app.api.problems import invalid
-from app.db.models import Prediction, new_id, utcnow
-from app.serving.batcher import Pending
-from app.serving.registry import Scored
+from app.db.tables import Prediction, new_id, utcnow
+from app.db.threads import in_db_thread
+from app.errors import Invalid, Overloaded, Unavailable
+from app.security import hash_user_id
+from app.serving.batcher import BatcherClosed, MicroBatcher, Pending, QueueFull
+from app.serving.engine import Scored
+from app.services.clients import Caller
+from app.services.tasks import load_task
+from app.state import AppState
 
 
 @dataclass(frozen=True)
@@ -22,18 +28,20 @@ class PredictContext:
 
 
 def check_texts(texts: list[str], *, single: bool, max_chars: int, max_texts: int) -> None:
-    """Every bad text is a 422 that names it; nothing is predicted or stored."""
+    """Every bad text is an Invalid that names it; nothing is predicted or stored."""
     if not single:
         if not texts:
-            raise invalid("texts", "texts must hold at least one text.")
+            raise Invalid("texts", "texts must hold at least one text.")
         if len(texts) > max_texts:
-            raise invalid("texts", f"{len(texts)} texts in one call; the limit is {max_texts}.", slug="too-many-texts")
+            raise Invalid("texts", f"{len(texts)} texts in one call; the limit is {max_texts}.",
+                          slug="too-many-texts")
     for i, t in enumerate(texts):
         where = "text" if single else f"texts[{i}]"
         if not t.strip():
-            raise invalid(where, f"{where} is empty.", slug="empty-text")
+            raise Invalid(where, f"{where} is empty.", slug="empty-text")
         if len(t) > max_chars:
-            raise invalid(where, f"{where} has {len(t)} characters; the limit is {max_chars}.", slug="text-too-long")
+            raise Invalid(where, f"{where} has {len(t)} characters; the limit is {max_chars}.",
+                          slug="text-too-long")
 
 
 def _insert(sessions: sessionmaker[Session], rows: list[dict]) -> None:
@@ -43,7 +51,7 @@ def _insert(sessions: sessionmaker[Session], rows: list[dict]) -> None:
         conn.execute(insert(Prediction.__table__), rows)
 
 
-def make_commit(sessions: sessionmaker[Session]):
+def make_commit(sessions: sessionmaker[Session]):  # noqa: ANN201 - the batcher's commit callable
     """The batcher's commit step: store every prediction of the batch, then answer each request."""
 
     async def commit(batch: list[Pending], results: list[list[Scored]]) -> list[tuple[int, list[dict]]]:
@@ -57,10 +65,65 @@ def make_commit(sessions: sessionmaker[Session]):
                 pid = new_id()
                 rows.append({"id": pid, "task_id": ctx.task_id, "model_version_id": sc.model.version_id,
                              "client_id": ctx.client_id, "user_hash": ctx.user_hash, "text": text,
-                             "label": sc.label, "scores": sc.scores, "created_at": now})
-                out.append({"id": pid, "label": sc.label, "scores": sc.scores})
+                             "label": sc.answer.label, "scores": sc.answer.scores, "created_at": now})
+                out.append({"id": pid, **sc.answer.body})
             answers.append((scored[0].model.version, out))
         await in_db_thread(_insert, sessions, rows)
         return answers
 
     return commit
+
+
+def batcher_for(state: AppState, task: str) -> MicroBatcher:
+    """The task's micro-batcher, made on first use."""
+    b = state.batchers.get(task)
+    if b is None:
+        s = state.settings
+        m = state.metrics
+
+        def observe(n: int, depth: int) -> None:
+            m.batch_size.labels(task).observe(n)
+            m.queue_depth.labels(task).set(depth)
+
+        b = MicroBatcher(
+            task,
+            lambda texts: state.served.forward(task, texts),
+            make_commit(state.sessions),
+            max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms,
+            max_queue=s.max_queue,
+            enabled=s.batching,
+            observer=observe,
+        )
+        state.batchers[task] = b
+    return b
+
+
+def _task_exists(sessions: sessionmaker[Session], name: str) -> None:
+    with sessions() as s:
+        load_task(s, name)
+
+
+async def predict(state: AppState, *, task: str, texts: list[str], single: bool, caller: Caller,
+                  user_id: str | None) -> dict[str, Any]:
+    """Predict one text or a list; every prediction is stored before this returns.
+    {"model_version", "predictions": [{"id", …the kind's answer}]}."""
+    s = state.settings
+    check_texts(texts, single=single, max_chars=s.max_text_chars, max_texts=s.max_texts_per_request)
+    loaded = await state.served.ensure(task)
+    if loaded is None:
+        await in_db_thread(_task_exists, state.sessions, task)  # NotFound for a task that does not exist
+        raise Unavailable(f"Task {task!r} has no loaded model yet.", slug="model-not-loaded",
+                          title="Model not loaded")
+    user_hash = hash_user_id(user_id, s.resolved_user_hash_key) if user_id else None
+    ctx = PredictContext(task_id=loaded.task_id, client_id=caller.client_id, user_hash=user_hash)
+    try:
+        version, predictions = await batcher_for(state, task).submit(texts, ctx)
+    except (QueueFull, BatcherClosed):
+        state.metrics.rejected.labels(task).inc()
+        raise Overloaded(f"The queue for task {task!r} is full; retry shortly.") from None
+    state.metrics.predictions.labels(task).inc(len(texts))
+    return {"model_version": version, "predictions": predictions}
+
+
+__all__ = ["PredictContext", "batcher_for", "check_texts", "make_commit", "predict"]

@@ -1,67 +1,90 @@
-"""Creating tasks (with their zero-shot version 0) and describing them."""
+"""Tasks: create one (with its version 0, built by the task's kind), find one, describe them."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.api.problems import Problem
 from app.config import Settings
-from app.db.models import Example, Feedback, Prediction, Task
 from app.db.session import transaction
-from app.schemas import TaskCreate, TaskOut, VersionOut
-from app.versions import active_version, create_zero_shot_files, register_version
+from app.db.tables import Example, Feedback, Prediction, Task
+from app.db.versions import active_version, path_in_use, register_version
+from app.errors import Conflict, NotFound
+from app.kinds import TaskSpec, get_kind
+from app.model.store import VersionMeta, save_version
+from app.policy import Policy
+from app.statuses import VersionStatus
 
 
-def _duplicate(name: str) -> Problem:
-    return Problem(409, "duplicate-task", "Duplicate task", f"A task named {name!r} already exists.", field="name")
+def load_task(session: Session, name: str) -> Task:
+    task = session.scalar(select(Task).where(Task.name == name))
+    if task is None:
+        raise NotFound.of("task", name, field="task", detail=f"No task named {name!r}.")
+    return task
 
 
-def create_task(*, sessions: sessionmaker[Session], settings: Settings, payload: TaskCreate) -> Task:
+def spec_of(task: Task) -> TaskSpec:
+    return TaskSpec(name=task.name, kind=task.kind, labels=[str(lab) for lab in task.labels],
+                    descriptions=dict(task.descriptions or {}))
+
+
+def _duplicate(name: str) -> Conflict:
+    return Conflict(f"A task named {name!r} already exists.", field="name", slug="duplicate-task",
+                    title="Duplicate task")
+
+
+def build_version_zero(task: Task, *, base_model: str, models_dir: Path, max_seq_len: int) -> tuple[Path, str]:
+    """Build and store version 0 with the task kind's zero-shot head (slow: no transaction open)."""
+    spec = spec_of(task)
+    model, tokenizer = get_kind(task.kind).build_zero_shot(base_model, spec)
+    meta = VersionMeta(task=task.name, kind=task.kind, labels=list(spec.labels), encoder={"kind": "full"},
+                       base_model=base_model, max_seq_len=max_seq_len)
+    return save_version(model, tokenizer, meta, models_dir / task.name, "v0")
+
+
+def create_task(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    name: str,
+    kind: str,
+    labels: list[str],
+    descriptions: dict[str, str],
+    lambda_data: float,
+    feedback_loss: str,
+    finetune: str,
+    quantize: bool,
+    policy: Policy,
+) -> dict[str, Any]:
     """Build version 0 first (slow, no transaction open), then insert task + version at once."""
     with sessions() as s:
-        if s.scalar(select(Task.id).where(Task.name == payload.name)) is not None:
-            raise _duplicate(payload.name)
-    task = Task(
-        name=payload.name,
-        kind=payload.kind,
-        labels=payload.labels,
-        descriptions=payload.descriptions,
-        lambda_data=payload.lambda_data,
-        feedback_loss=payload.feedback_loss,
-        finetune=payload.finetune,
-        quantize=payload.quantize,
-        policy=payload.policy.model_dump(),
-    )
-    path, sha = create_zero_shot_files(
-        task=task, base_model=settings.base_model, models_dir=settings.models_dir, max_seq_len=settings.max_seq_len
-    )
+        if s.scalar(select(Task.id).where(Task.name == name)) is not None:
+            raise _duplicate(name)
+    task = Task(name=name, kind=kind, labels=labels, descriptions=descriptions, lambda_data=lambda_data,
+                feedback_loss=feedback_loss, finetune=finetune, quantize=quantize, policy=policy.to_dict())
+    path, sha = build_version_zero(task, base_model=settings.base_model, models_dir=settings.models_dir,
+                                   max_seq_len=settings.max_seq_len)
     try:
         with transaction(sessions) as s:
             s.add(task)
             s.flush()
-            register_version(s, task=task, path=path, sha256=sha, version=0, status="active",
+            register_version(s, task=task, path=path, sha256=sha, version=0, status=VersionStatus.ACTIVE,
                              metrics={"zero_shot": True})
     except IntegrityError:
-        _remove_orphan(path, sessions)
-        raise _duplicate(payload.name) from None
-    return task
-
-
-def _remove_orphan(path: Path, sessions: sessionmaker[Session]) -> None:
-    """A lost creation race leaves files no row points at; identical content may be shared, so check."""
-    from app.db.models import ModelVersion
-
-    with sessions() as s:
-        if s.scalar(select(ModelVersion.id).where(ModelVersion.path == str(path))) is None:
+        with sessions() as s:
+            orphan = not path_in_use(s, path)  # identical content may be shared
+        if orphan:
             shutil.rmtree(path, ignore_errors=True)
+        raise _duplicate(name) from None
+    return get_task(sessions, name=name)
 
 
-def counts(session: Session, task_id: int) -> dict[str, object]:
+def counts(session: Session, task_id: int) -> dict[str, Any]:
     predictions = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.task_id == task_id))
     fb = session.execute(
         select(
@@ -83,23 +106,29 @@ def counts(session: Session, task_id: int) -> dict[str, object]:
     }
 
 
-def version_out(mv) -> VersionOut:  # noqa: ANN001 - ModelVersion
-    return VersionOut.model_validate(mv, from_attributes=True)
+def describe(session: Session, task: Task) -> dict[str, Any]:
+    """A task as the API shows it: its settings, active version and counts."""
+    return {
+        "name": task.name,
+        "kind": task.kind,
+        "labels": task.labels,
+        "descriptions": task.descriptions,
+        "lambda_": task.lambda_data,
+        "feedback_loss": task.feedback_loss,
+        "finetune": task.finetune,
+        "quantize": task.quantize,
+        "policy": task.policy,
+        "active_version": active_version(session, task.id),
+        "counts": counts(session, task.id),
+        "created_at": task.created_at,
+    }
 
 
-def describe(session: Session, task: Task) -> TaskOut:
-    active = active_version(session, task.id)
-    return TaskOut(
-        name=task.name,
-        kind=task.kind,
-        labels=task.labels,
-        descriptions=task.descriptions,
-        lambda_=task.lambda_data,
-        feedback_loss=task.feedback_loss,
-        finetune=task.finetune,
-        quantize=task.quantize,
-        policy=task.policy,
-        active_version=version_out(active) if active else None,
-        counts=counts(session, task.id),
-        created_at=task.created_at,
-    )
+def get_task(sessions: sessionmaker[Session], *, name: str) -> dict[str, Any]:
+    with sessions() as s:
+        return describe(s, load_task(s, name))
+
+
+def list_tasks(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
+    with sessions() as s:
+        return [describe(s, t) for t in s.scalars(select(Task).order_by(Task.id))]

@@ -8,10 +8,8 @@ and scores the active version on a held-out test set after every round.
 Modules, one job each:
   data      read `text,label` CSVs into the traffic and test sets of one scenario
   users     what a simulated user says about one answer (pure, seeded per text)
-  metrics   accuracy and macro-F1
   arms      the experiment arms and how the task and users are set up for each
-  service   start and stop the API and worker processes on a free loopback port
-  api       a small httpx wrapper over the endpoints the simulator uses
+  service   the API and worker processes of one arm (app/launch.py), talked to with app/client.py
   runner    one arm end to end, and all arms in turn
   checks    the issue's targets, measured on a result
   report    markdown and PNG plots from the result JSON

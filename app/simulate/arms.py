@@ -23,9 +23,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from app.policy import FEEDBACK_LOSSES
 from app.simulate.users import Behaviour
 
-LOSSES = ("bounded", "signed", "robust")
+LOSSES = FEEDBACK_LOSSES
+SIM_EPOCHS = 2  # the product's default is 3; two keep a many-round sweep affordable on 2 cores
 DEFAULT_ARMS = (
     "feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "robust", "lora",
     "lambda-0.25", "lambda-0.5", "lambda-0.75", "noise-0", "noise-0.1", "noise-0.3", "adversarial-0.1",

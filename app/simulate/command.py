@@ -16,7 +16,8 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from app.simulate.arms import DEFAULT_ARMS, QUICK_ARMS
+from app.policy import Policy
+from app.simulate.arms import DEFAULT_ARMS, QUICK_ARMS, SIM_EPOCHS
 
 console = Console(stderr=True)
 
@@ -75,9 +76,10 @@ def simulate(
                                                                           "set their own."),
     feedback_loss: str = typer.Option("bounded", help="Feedback loss of the task (bounded, signed or robust), in "
                                                       "arms that do not set their own."),
-    epochs: int = typer.Option(2, min=1, help="Policy: epochs per retrain (at most; early stopping)."),
-    learning_rate: float = typer.Option(5e-5, help="Policy: encoder learning rate (the head's is 10x)."),
-    batch_size: int = typer.Option(16, min=1, help="Policy: training batch size."),
+    epochs: int = typer.Option(SIM_EPOCHS, min=1, help="Policy: epochs per retrain (at most; early stopping)."),
+    learning_rate: float = typer.Option(Policy.default("learning_rate"),
+                                        help="Policy: encoder learning rate (the head's is 10x)."),
+    batch_size: int = typer.Option(Policy.default("batch_size"), min=1, help="Policy: training batch size."),
     users: int = typer.Option(3, min=1, help="Honest users sharing the traffic."),
     base_model: Optional[str] = typer.Option(None, help="Encoder path or id (default FLYWHEEL_BASE_MODEL, "
                                                         "else the bundled all-MiniLM-L6-v2)."),
@@ -123,11 +125,12 @@ def simulate(
                                   traffic_size=sizes.rounds * sizes.traffic_per_round, test_size=sizes.test_size,
                                   max_labels=sizes.max_labels, seed=seed)
         labels_in_file = len({r.label for r in read_csv(train)})
+        training = Policy(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size)
     except (DataError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     options = Options(rounds=sizes.rounds, traffic_per_round=sizes.traffic_per_round, seed=seed, honest_users=users,
-                      epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, base_model=base_model,
+                      training=training, base_model=base_model,
                       torch_threads=threads, max_seq_len=max_seq_len, keep_data=keep_data,
                       score_rejected=score_rejected)
     console.print(f"simulating {len(arm_list)} arms on {len(scenario.labels)} labels: {sizes.rounds} rounds x "
@@ -149,8 +152,9 @@ def simulate(
                   "max_labels": sizes.max_labels},
         "options": {"correction_rate": correction_rate, "noise": noise, "adversarial_share": adversarial_share,
                     "lambda": lambda_data, "feedback_loss": feedback_loss, "honest_users": users, "epochs": epochs,
-                    "learning_rate": learning_rate, "batch_size": batch_size, "patience": options.patience, "gate_tolerance": options.gate_tolerance,
-                    "max_client_share": options.max_client_share, "threads": threads, "quick": quick,
+                    "learning_rate": learning_rate, "batch_size": batch_size, "patience": training.patience,
+                    "gate_tolerance": training.gate_tolerance, "max_client_share": training.max_client_share,
+                    "threads": threads, "quick": quick,
                     "score_rejected": score_rejected},
     }
 

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.learning.data import normalize_text
+from app.texts import normalize_text
 
 
 class DataError(ValueError):

@@ -17,14 +17,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from app.simulate.api import FlywheelAPI
-from app.simulate.arms import Arm, distinct
+from app.client import FlywheelClient
+from app.kinds import get_kind
+from app.kinds.classification import label_metrics
+from app.policy import Policy
+from app.simulate.arms import SIM_EPOCHS, Arm, distinct
 from app.simulate.data import Example, Scenario
-from app.simulate.metrics import accuracy, macro_f1
 from app.simulate.service import Service, ServiceConfig
 from app.simulate.users import Draws, assign_clients, decide
+from app.statuses import RunStatus
 
 TASK = "sim"
+TASK_KIND = "classification"  # the kind the simulator's CSV scenarios are
 REQUEST_TEXTS = 64  # texts per predict request; the server's default FLYWHEEL_MAX_TEXTS_PER_REQUEST
 
 
@@ -34,12 +38,7 @@ class Options:
     traffic_per_round: int
     seed: int = 0
     honest_users: int = 3
-    epochs: int = 3
-    learning_rate: float = 5e-5
-    batch_size: int = 16
-    patience: int = 2
-    gate_tolerance: float = 0.01
-    max_client_share: float = 0.5
+    training: Policy = field(default_factory=lambda: Policy(epochs=SIM_EPOCHS))  # the task's policy
     base_model: str | None = None
     torch_threads: int = 0
     max_seq_len: int | None = None
@@ -48,18 +47,10 @@ class Options:
     keep_data: Path | None = None  # keep each arm's data directory under this folder
 
     def policy(self) -> dict[str, Any]:
-        """Gate and training knobs; retraining only when the simulator asks for it."""
-        return {
-            "min_new_signals": 1_000_000_000,
-            "min_interval_s": 0,
-            "max_interval_s": None,
-            "epochs": self.epochs,
-            "learning_rate": self.learning_rate,
-            "batch_size": self.batch_size,
-            "patience": self.patience,
-            "gate_tolerance": self.gate_tolerance,
-            "max_client_share": self.max_client_share,
-        }
+        """The task's policy: the training and gate knobs given, and retraining only when the
+        simulator asks for it."""
+        return {**self.training.to_dict(), "min_new_signals": 1_000_000_000, "min_interval_s": 0,
+                "max_interval_s": None}
 
 
 Status = Callable[[str], None]
@@ -76,14 +67,15 @@ class Score:
     macro_f1: float
 
 
-def score(api: FlywheelAPI, key: str, test: Sequence[Example], expect_version: int) -> Score:
+def score(api: FlywheelClient, key: str, test: Sequence[Example], expect_version: int) -> Score:
     """Accuracy and macro-F1 of the served version on the test set, from the API's answers.
     All answers must come from `expect_version` (a swap half way would mix two models)."""
-    versions, answers = api.predict(TASK, [e.text for e in test], key, REQUEST_TEXTS)
+    versions, answers = api.predict(TASK, [e.text for e in test], key=key, batch=REQUEST_TEXTS)
     if set(versions) != {expect_version}:
         raise RuntimeError(f"test set scored by versions {sorted(set(versions))}, expected {expect_version}")
     gold, pred = [e.label for e in test], [a.label for a in answers]
-    return Score(expect_version, accuracy(gold, pred), macro_f1(gold, pred))
+    m = label_metrics(gold, pred)
+    return Score(expect_version, m["accuracy"], m["macro_f1"])
 
 
 def gate_summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +128,7 @@ class ArmRecord:
 class ArmRun:
     """The state of one arm while it runs against its service."""
 
-    def __init__(self, api: FlywheelAPI, scenario: Scenario, arm: Arm, options: Options, status: Status) -> None:
+    def __init__(self, api: FlywheelClient, scenario: Scenario, arm: Arm, options: Options, status: Status) -> None:
         self.api, self.scenario, self.arm, self.options, self.status = api, scenario, arm, options, status
         c = arm.conditions
         self.owners = assign_clients(len(scenario.traffic), honest=options.honest_users,
@@ -144,6 +136,7 @@ class ArmRun:
         self.keys: dict[int, str] = {}
         self.eval_key = ""
         self.signals_total = 0
+        self.kind = get_kind(TASK_KIND)
 
     def setup(self) -> Score:
         c, o = self.arm.conditions, self.options
@@ -169,18 +162,18 @@ class ArmRun:
             by_owner.setdefault(self.owners[i], []).append(i)
         for owner, idx in sorted(by_owner.items()):
             self.status(f"{'adversary' if owner < 0 else f'user {owner}'} predicting {len(idx)} texts")
-            _, answers = self.api.predict(TASK, [self.scenario.traffic[i].text for i in idx], self.keys[owner],
-                                          REQUEST_TEXTS)
+            _, answers = self.api.predict(TASK, [self.scenario.traffic[i].text for i in idx], key=self.keys[owner],
+                                          batch=REQUEST_TEXTS)
             self.status(f"{'adversary' if owner < 0 else f'user {owner}'} giving feedback")
             for i, answer in zip(idx, answers):
                 gold = self.scenario.traffic[i].label
                 right += answer.label == gold
-                sig = decide(answer.label, gold, behaviour=c.behaviour, labels=labels,
+                sig = decide(answer.label, gold, behaviour=c.behaviour, labels=labels, kind=self.kind,
                              draws=Draws.for_text(seed, i), hostile=owner < 0)
                 if sig is None:
                     counts["not_sent"] += 1
                     continue
-                self.api.feedback(answer.id, sig.body(), self.keys[owner])
+                self.api.feedback(answer.id, sig.body(), key=self.keys[owner])
                 counts["corrections" if sig.correction is not None else
                        "positive" if sig.signal > 0 else "negative"] += 1
                 counts["from_adversary"] += owner < 0
@@ -189,7 +182,7 @@ class ArmRun:
         return {"sent": counts, "traffic_accuracy": right / max(stop - start, 1)}
 
     def retrain(self) -> dict[str, Any]:
-        run_id = self.api.retrain(TASK)
+        run_id, _ = self.api.retrain(TASK)  # joins a run already open
 
         def on_poll(run: dict[str, Any]) -> None:
             p = run.get("progress") or {}
@@ -225,10 +218,10 @@ class ArmRun:
         run = self.retrain()
         active = self.api.task(TASK)["active_version"]["version"]
         rejected = None
-        if run["status"] == "rejected" and self.options.score_rejected:
+        if run["status"] == RunStatus.REJECTED and self.options.score_rejected:
             rejected = self.score_rejected(run, active)
         s = self.score_version(active)
-        candidate = s if run["status"] == "promoted" else rejected
+        candidate = s if run["status"] == RunStatus.PROMOTED else rejected
         counts = run.get("data_counts") or {}
         return {
             "round": r,
@@ -264,8 +257,7 @@ def run_arm(scenario: Scenario, arm: Arm, options: Options, *, status: Status = 
     try:
         status("starting the service")
         with Service(config) as service:
-            api = FlywheelAPI(service.url, service.admin_token)
-            try:
+            with FlywheelClient(service.url, service.admin_token, timeout_s=600.0) as api:
                 state = ArmRun(api, scenario, arm, options, status)
                 record.zero_shot = state.setup()
                 for r in range(1, options.rounds + 1):
@@ -273,8 +265,6 @@ def run_arm(scenario: Scenario, arm: Arm, options: Options, *, status: Status = 
                     record.rounds.append(state.round(r))
                     if on_round is not None:
                         on_round()
-            finally:
-                api.close()
     finally:
         if options.keep_data is None:
             shutil.rmtree(data_dir, ignore_errors=True)

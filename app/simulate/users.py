@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # a type only: importing the kinds loads torch, which `flywheel --help` need not
+    from app.kinds import TaskKind
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,10 @@ class Draws:
         return cls(rng.random(), rng.random(), rng.random())
 
 
-def truthful(shown: str, gold: str, behaviour: Behaviour, draws: Draws) -> Signal:
-    """What a user who knows the gold label and tells the truth says."""
-    right = shown == gold
+def truthful(shown: str, gold: str, behaviour: Behaviour, draws: Draws, kind: TaskKind) -> Signal:
+    """What a user who knows the gold answer and tells the truth says (the task kind judges
+    whether the shown answer matches it)."""
+    right = kind.is_right(shown, gold)
     if behaviour.oracle:
         return Signal(1 if right else -1, gold)
     if right:
@@ -81,10 +85,11 @@ def flip(sig: Signal, shown: str, labels: Sequence[str], draws: Draws) -> Signal
 
 
 def decide(
-    shown: str, gold: str, *, behaviour: Behaviour, labels: Sequence[str], draws: Draws, hostile: bool = False
+    shown: str, gold: str, *, behaviour: Behaviour, labels: Sequence[str], draws: Draws, kind: TaskKind,
+    hostile: bool = False,
 ) -> Signal | None:
     """The signal one user sends about one answer, or None when it sends nothing."""
-    sig = truthful(shown, gold, behaviour, draws)
+    sig = truthful(shown, gold, behaviour, draws, kind)
     if hostile or draws.noise < behaviour.noise:
         sig = flip(sig, shown, labels, draws)
     if sig.signal < 0 and sig.correction is None and not behaviour.send_negatives:

@@ -1,7 +1,7 @@
 """Prometheus metrics of a worker process, on their own registry.
 
 The API's /metrics derives run counts, the active version and the last gate scores from the
-database (app/metrics.py `RunsCollector`), which is right however many workers there are.
+database (app/telemetry.py `RunsCollector`), which is right however many workers there are.
 These are the figures only the process that trains can know: what it ran, how long that took
 and how its last gate went.  A stand-alone worker serves them with `serve(port)`
 (`run_worker(..., metrics_port=…)`); an embedded worker's can be added to the API's output

@@ -16,13 +16,13 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoTokenizer
 
-from app.serving.model import Classifier, label_prompt
+from app.model.encoder import EncoderWithHead, auto_encoder
 
 META_FILE = "flywheel.json"
 HEAD_FILE = "head.safetensors"
@@ -60,32 +60,10 @@ def directory_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def auto_encoder(path: str | Path) -> torch.nn.Module:
-    """A bare encoder; BERT-like models skip the pooler we never use."""
-    try:
-        return AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
-    except TypeError:
-        return AutoModel.from_pretrained(path, local_files_only=True)
+BuildModel = Callable[[torch.nn.Module, "VersionMeta"], EncoderWithHead]  # (encoder, meta) -> model to load into
 
 
-def load_base(base_model: str) -> tuple[torch.nn.Module, Any]:
-    """Encoder and tokenizer from a local path or an id already in the local cache (never downloads)."""
-    tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
-    return auto_encoder(base_model), tokenizer
-
-
-def build_zero_shot(
-    base_model: str, labels: Sequence[str], descriptions: dict[str, str] | None = None
-) -> tuple[Classifier, Any]:
-    encoder, tokenizer = load_base(base_model)
-    model = Classifier(encoder, len(labels))
-    model.eval()
-    descriptions = descriptions or {}
-    model.init_head_from_texts(tokenizer, [label_prompt(lab, descriptions.get(lab)) for lab in labels])
-    return model, tokenizer
-
-
-def save_version(model: Classifier, tokenizer: Any, meta: VersionMeta, root: Path, name: str) -> tuple[Path, str]:
+def save_version(model: EncoderWithHead, tokenizer: Any, meta: VersionMeta, root: Path, name: str) -> tuple[Path, str]:
     """Write a version under `root/<name>-<sha12>`; returns (final path, sha256)."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{uuid.uuid4().hex}"
@@ -120,8 +98,10 @@ def read_meta(path: Path) -> VersionMeta:
     return VersionMeta.from_json(json.loads((path / META_FILE).read_text()))
 
 
-def load_version(path: Path, *, device: torch.device, trainable_lora: bool = False) -> tuple[Classifier, Any, VersionMeta]:
-    """Rebuild a stored version.  LoRA adapters are merged for serving unless training goes on."""
+def load_version(path: Path, *, build: BuildModel, device: torch.device, trainable_lora: bool = False
+                 ) -> tuple[EncoderWithHead, Any, VersionMeta]:
+    """Rebuild a stored version: `build` (the task kind's) puts the head on the encoder, then the
+    head's weights are loaded.  LoRA adapters are merged for serving unless training goes on."""
     meta = read_meta(path)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     if meta.encoder["kind"] == "lora":
@@ -134,7 +114,7 @@ def load_version(path: Path, *, device: torch.device, trainable_lora: bool = Fal
             encoder = encoder.merge_and_unload()
     else:
         encoder = auto_encoder(path / "encoder")
-    model = Classifier(encoder, len(meta.labels))
+    model = build(encoder, meta)
     model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
     model.to(device)
     model.eval()

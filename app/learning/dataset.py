@@ -1,43 +1,32 @@
-"""A task's training and validation data, read from the database.
+"""A task's training and validation data, built from plain rows (no database here).
 
-Labelled examples, corrections (used as labels) and ±1 signals on the label that was shown,
-with contradictions resolved, each client's share capped and a deterministic held-out
-slice of feedback kept for the gate.
+Labelled examples, corrections (used as labels) and ±1 signals on the answer that was shown,
+with contradictions resolved, each client's share capped and a deterministic held-out slice
+of feedback kept for the gate.  `app/db/training_rows.py` gathers the rows.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-import unicodedata
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from app.db.models import Example, Feedback, Prediction, Task
-from app.learning.policy import Policy
-
-_SPACE = re.compile(r"\s+")
+from app.policy import Policy
+from app.texts import split_for, text_hash
 
 
-def normalize_text(text: str) -> str:
-    """One spelling per text: NFKC, case-folded, whitespace collapsed, ends trimmed."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+class ExampleLike(Protocol):
+    text: str
+    label: str
+    split: str
 
 
-def text_hash(text: str) -> str:
-    """sha256 hex of the normalised text: the identity of a text across examples and feedback."""
-    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
-
-
-def split_for(text: str, validation_fraction: float = 0.2) -> str:
-    """'train' or 'validation', fixed by the text's hash, so a text never sits on both sides."""
-    if not 0.0 <= validation_fraction <= 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1], got {validation_fraction}")
-    bucket = int(text_hash(text)[:8], 16) / 0x1_0000_0000  # uniform in [0, 1)
-    return "validation" if bucket < validation_fraction else "train"
+class FeedbackLike(Protocol):
+    id: int
+    client_id: int | None
+    signal: int
+    correction: str | None
+    text: str
+    shown: str
 
 
 # ---------------------------------------------------------------- what the trainer and gate get
@@ -47,12 +36,13 @@ def split_for(text: str, validation_fraction: float = 0.2) -> str:
 class Item:
     """One training or validation row.
 
-    signal 0: a labelled row (example or correction), `label` is the right class.
-    signal ±1: feedback on the class that was shown, `label` is that shown class.
+    signal 0: a labelled row (example or correction), `label` is the right answer's target.
+    signal ±1: feedback on the answer that was shown, `label` is that shown answer's target.
+    The target is whatever the task's kind trains on (a class index for classification).
     """
 
     text: str
-    label: int
+    label: Any
     signal: int = 0
     weight: float = 1.0
     source: str = "example"  # example | correction | feedback
@@ -66,30 +56,6 @@ class TaskDataset:
     validation: list[Item]
     counts: dict[str, int]
     watermark: dict[str, int]
-
-
-# ---------------------------------------------------------------- watermark: what a run has seen
-
-
-def current_watermark(session: Session, task_id: int) -> dict[str, int]:
-    """Highest feedback and example ids of the task now; a run reads nothing past them."""
-    fb = session.scalar(select(func.max(Feedback.id)).where(Feedback.task_id == task_id))
-    ex = session.scalar(select(func.max(Example.id)).where(Example.task_id == task_id))
-    return {"feedback_id": int(fb or 0), "example_id": int(ex or 0)}
-
-
-def new_signals_since(session: Session, task_id: int, watermark: Mapping[str, Any] | None) -> int:
-    """Feedback rows plus examples that arrived after `watermark` (all of them for an empty one)."""
-    wm = watermark or {}
-    fb = session.scalar(
-        select(func.count()).select_from(Feedback)
-        .where(Feedback.task_id == task_id, Feedback.id > int(wm.get("feedback_id", 0)))
-    )
-    ex = session.scalar(
-        select(func.count()).select_from(Example)
-        .where(Example.task_id == task_id, Example.id > int(wm.get("example_id", 0)))
-    )
-    return int(fb or 0) + int(ex or 0)
 
 
 # ---------------------------------------------------------------- contradictions
@@ -163,52 +129,57 @@ def client_weights(counts: Mapping[Any, int], cap: float) -> dict[Any, float]:
 # ---------------------------------------------------------------- the dataset
 
 
-def build_dataset(session: Session, *, task: Task, policy: Policy | None = None) -> TaskDataset:
-    """Examples, corrections and ±1 signals of `task`, resolved, capped and split.
+def build_dataset(
+    *,
+    labels: Sequence[str],
+    examples: Sequence[ExampleLike],
+    feedback: Sequence[FeedbackLike],
+    watermark: Mapping[str, int],
+    policy: Policy,
+    target: Callable[[str], Any] | None = None,
+) -> TaskDataset:
+    """Examples, corrections and ±1 signals, resolved, capped and split.
 
     Examples keep the split stored when they were uploaded; feedback is split by the same hash
-    of its normalised text, so a text sits on one side only.
+    of its normalised text, so a text sits on one side only.  `target` turns a stored label
+    into what the trainer learns (by default its index in `labels`); a label it refuses
+    (KeyError/ValueError) is counted as dropped.
     """
-    policy = policy or Policy.from_dict(task.policy)
-    labels = [str(lab) for lab in task.labels]
+    labels = [str(lab) for lab in labels]
     index = {lab: i for i, lab in enumerate(labels)}
-    watermark = current_watermark(session, task.id)
+    to_target = target or index.__getitem__
     counts = {"examples": 0, "corrections": 0, "positive": 0, "negative": 0,
               "conflicts_dropped": 0, "unknown_label_dropped": 0, "clients": 0, "capped_clients": 0}
     train: list[Item] = []
     validation: list[Item] = []
 
-    examples = session.execute(
-        select(Example.text, Example.label, Example.split)
-        .where(Example.task_id == task.id, Example.id <= watermark["example_id"])
-        .order_by(Example.id)
-    )
-    for text, label, split in examples:
-        if label not in index:
+    def target_or_none(label: str) -> Any:
+        try:
+            return to_target(label)
+        except (KeyError, ValueError):
             counts["unknown_label_dropped"] += 1
+            return None
+
+    for ex in examples:
+        t = target_or_none(ex.label)
+        if t is None:
             continue
-        (validation if split == "validation" else train).append(Item(text, index[label]))
+        (validation if ex.split == "validation" else train).append(Item(ex.text, t))
         counts["examples"] += 1
 
     # Each client's latest word on each text is its one vote there.
     latest: dict[tuple[str, int | None], Vote] = {}
-    rows = session.execute(
-        select(Feedback.id, Feedback.client_id, Feedback.signal, Feedback.correction, Prediction.text, Prediction.label)
-        .join(Prediction, Prediction.id == Feedback.prediction_id)
-        .where(Feedback.task_id == task.id, Feedback.id <= watermark["feedback_id"])
-        .order_by(Feedback.id)
-    )
-    for fid, client, signal, correction, text, shown in rows:
-        if correction is not None:
-            vote = Vote("is", correction, fid, client, text, "correction")
-        elif signal > 0:
-            vote = Vote("is", shown, fid, client, text, "feedback")
+    for fb in feedback:
+        if fb.correction is not None:
+            vote = Vote("is", fb.correction, fb.id, fb.client_id, fb.text, "correction")
+        elif fb.signal > 0:
+            vote = Vote("is", fb.shown, fb.id, fb.client_id, fb.text, "feedback")
         else:
-            vote = Vote("not", shown, fid, client, text, "feedback")
+            vote = Vote("not", fb.shown, fb.id, fb.client_id, fb.text, "feedback")
         if vote.label not in index:
             counts["unknown_label_dropped"] += 1
             continue
-        latest[(text_hash(text), client)] = vote
+        latest[(text_hash(fb.text), fb.client_id)] = vote
 
     by_text: dict[str, list[Vote]] = {}
     for (key, _client), vote in latest.items():
@@ -229,15 +200,15 @@ def build_dataset(session: Session, *, task: Task, policy: Policy | None = None)
     for vote in sorted(kept, key=lambda v: v.order):
         w = weights[vote.client]
         if vote.source == "correction":
-            item = Item(vote.text, index[vote.label], 0, w, "correction", vote.client)
+            item = Item(vote.text, to_target(vote.label), 0, w, "correction", vote.client)
             counts["corrections"] += 1
         else:
             signal = 1 if vote.claim == "is" else -1
-            item = Item(vote.text, index[vote.label], signal, w, "feedback", vote.client)
+            item = Item(vote.text, to_target(vote.label), signal, w, "feedback", vote.client)
             counts["positive" if signal > 0 else "negative"] += 1
         side = split_for(vote.text, policy.feedback_validation_fraction)
         (validation if side == "validation" else train).append(item)
 
     counts["train"] = len(train)
     counts["validation"] = len(validation)
-    return TaskDataset(labels=labels, train=train, validation=validation, counts=counts, watermark=watermark)
+    return TaskDataset(labels=labels, train=train, validation=validation, counts=counts, watermark=dict(watermark))

@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from app.statuses import RunStatus, Trigger, VersionStatus
+
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -103,8 +105,8 @@ class TrainingRun(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued running promoted rejected failed
-    trigger: Mapped[str] = mapped_column(String(16), default="admin")  # admin | schedule | requeue
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED)  # a RunStatus
+    trigger: Mapped[str] = mapped_column(String(16), default=Trigger.ADMIN)  # a Trigger
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -144,7 +146,7 @@ class ModelVersion(Base):
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), default=None)
-    status: Mapped[str] = mapped_column(String(16), default="candidate")  # candidate active rejected retired
+    status: Mapped[str] = mapped_column(String(16), default=VersionStatus.CANDIDATE)  # a VersionStatus
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     training_run_id: Mapped[int | None] = mapped_column(

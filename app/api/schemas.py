@@ -1,62 +1,33 @@
-"""Request and response bodies shared by the API modules."""
+"""Request and response bodies of the HTTP API (the policy's own schema is `app.policy.Policy`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from app.kinds import KINDS
+from app.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FeedbackLoss, Finetune, Policy
+from app.texts import storable
+
 TASK_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
-
-def storable(value: str) -> str:
-    """Text every database and the tokenizer accept: no NUL, no lone surrogate."""
-    if "\x00" in value:
-        raise ValueError("contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("is not valid Unicode (lone surrogate)") from None
-    return value
-
-
 Text = Annotated[str, AfterValidator(storable)]
-
-
-class Policy(BaseModel):
-    """Retrain policy, gate limits and per-client cap of one task (the API's view of
-    `app.learning.policy.Policy`; a test keeps the two in step)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_new_signals: int = Field(50, ge=1, description="Signals since the last run before a scheduled retrain.")
-    min_interval_s: float = Field(600, ge=0, description="Never retrain more often than this.")
-    max_interval_s: float | None = Field(86_400, gt=0, description="Retrain at least this often when anything is new.")
-    gate_tolerance: float = Field(0.01, ge=0, le=1, description="Candidate may score at most this much below active.")
-    max_recall_drop: float = Field(0.10, ge=0, le=1, description="No class's recall may drop by more than this.")
-    max_client_share: float = Field(0.5, gt=0, le=1, description="Largest share of feedback one client may carry.")
-    feedback_validation_fraction: float = Field(0.2, ge=0, lt=1, description="Feedback texts held out for the gate.")
-    epochs: int = Field(3, ge=1, le=100)
-    learning_rate: float = Field(5e-5, gt=0, lt=1)
-    batch_size: int = Field(16, ge=1, le=1024)
-    patience: int = Field(2, ge=1, le=100, description="Epochs without validation gain before stopping early.")
-    lora_r: int = Field(8, ge=1, le=256)
-    lora_alpha: int = Field(16, ge=1, le=1024)
 
 
 class TaskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=TASK_NAME, description="Lowercase letters, digits, '-' and '_'.")
-    kind: Literal["classification"] = "classification"
+    kind: Literal[tuple(KINDS)] = "classification"  # type: ignore[valid-type]
     labels: list[Text] = Field(min_length=2, max_length=1000)
     descriptions: dict[str, Text] = Field(default_factory=dict)
-    lambda_data: float = Field(0.5, ge=0, le=1, alias="lambda", description="λ in L = λ·L_data + (1−λ)·L_feedback")
-    feedback_loss: Literal["bounded", "signed", "robust"] = "bounded"
-    finetune: Literal["full", "lora"] = "full"
+    lambda_data: float = Field(DEFAULT_LAMBDA, ge=0, le=1, alias="lambda",
+                               description="λ in L = λ·L_data + (1−λ)·L_feedback")
+    feedback_loss: FeedbackLoss = DEFAULT_FEEDBACK_LOSS
+    finetune: Finetune = DEFAULT_FINETUNE
     quantize: bool = Field(False, description="Serve with int8 dynamic quantisation (CPU).")
     policy: Policy = Field(default_factory=Policy)
 

@@ -1,14 +1,19 @@
-"""Prometheus metrics of the API process.  Training-run figures come from the database at
+"""Prometheus metrics of the API process (operational figures; model quality metrics are the
+gate's, in the task kinds).  Training-run figures come from the database at
 scrape time (see `RunsCollector`), so they are right however many workers there are."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import asyncio
+from typing import Any, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import ModelVersion, Task, TrainingRun
+from app.db.tables import ModelVersion, Task, TrainingRun
+from app.statuses import JUDGED_RUN_STATUSES, VersionStatus
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -56,13 +61,13 @@ class RunsCollector:
                     runs.add_metric([name, status], n)
                 for name, version in s.execute(
                     select(Task.name, ModelVersion.version).join(ModelVersion, ModelVersion.task_id == Task.id)
-                    .where(ModelVersion.status == "active")
+                    .where(ModelVersion.status == VersionStatus.ACTIVE)
                 ):
                     active.add_metric([name], version)
                 last = (
                     select(Task.name, TrainingRun.gate)
                     .join(TrainingRun, TrainingRun.task_id == Task.id)
-                    .where(TrainingRun.status.in_(["promoted", "rejected"]))
+                    .where(TrainingRun.status.in_(JUDGED_RUN_STATUSES))
                     .order_by(TrainingRun.finished_at.desc())
                 )
                 seen: set[str] = set()
@@ -79,3 +84,11 @@ class RunsCollector:
         yield runs
         yield active
         yield gate
+
+
+async def scrape(metrics: Metrics, batchers: Mapping[str, Any]) -> bytes:
+    """The exposition text, with each batcher's queue depth read now (off the event loop: the
+    runs collector queries the database)."""
+    for task, b in batchers.items():
+        metrics.queue_depth.labels(task).set(b.depth)
+    return await asyncio.to_thread(generate_latest, metrics.registry)

@@ -1,0 +1,112 @@
+"""A task's versions in the database: register one, activate one (rollback or roll forward),
+find the active ones.
+
+Activation is one transaction: the old active version becomes `retired`, the new one
+`active`; a partial unique index guarantees there is never more than one active version
+per task.  API processes notice the change and swap (see `serving/served.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.db.tables import ModelVersion, Task, utcnow
+from app.statuses import VersionStatus
+
+
+def next_version_number(session: Session, task_id: int) -> int:
+    current = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.task_id == task_id))
+    return 0 if current is None else current + 1
+
+
+def active_version(session: Session, task_id: int) -> ModelVersion | None:
+    return session.scalar(
+        select(ModelVersion).where(ModelVersion.task_id == task_id, ModelVersion.status == VersionStatus.ACTIVE)
+    )
+
+
+def register_version(
+    session: Session,
+    *,
+    task: Task,
+    path: Path,
+    sha256: str,
+    version: int,
+    status: VersionStatus = VersionStatus.CANDIDATE,
+    parent_id: int | None = None,
+    training_run_id: int | None = None,
+    metrics: dict[str, Any] | None = None,
+    data_counts: dict[str, Any] | None = None,
+) -> ModelVersion:
+    mv = ModelVersion(
+        task_id=task.id,
+        version=version,
+        parent_id=parent_id,
+        status=VersionStatus.CANDIDATE if status == VersionStatus.ACTIVE else status,
+        path=str(path),
+        sha256=sha256,
+        training_run_id=training_run_id,
+        metrics=metrics or {},
+        data_counts=data_counts or {},
+    )
+    session.add(mv)
+    session.flush()
+    if status == VersionStatus.ACTIVE:
+        activate(session, version=mv)
+    return mv
+
+
+def activate(session: Session, *, version: ModelVersion) -> ModelVersion:
+    """Make `version` the task's active version; the previous one is retired."""
+    if version.status == VersionStatus.ACTIVE:
+        return version
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.task_id == version.task_id, ModelVersion.status == VersionStatus.ACTIVE)
+        .values(status=VersionStatus.RETIRED)
+    )
+    session.flush()
+    version.status = VersionStatus.ACTIVE
+    version.activated_at = utcnow()
+    session.flush()
+    return version
+
+
+def get_version(session: Session, task_id: int, number: int) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.task_id == task_id, ModelVersion.version == number))
+
+
+def list_versions(session: Session, task_id: int) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).where(ModelVersion.task_id == task_id)
+                                .order_by(ModelVersion.version)))
+
+
+def path_in_use(session: Session, path: Path | str) -> bool:
+    """Does any version row point at these files (identical content is stored once)?"""
+    return session.scalar(select(ModelVersion.id).where(ModelVersion.path == str(path)).limit(1)) is not None
+
+
+@dataclass(frozen=True)
+class ActiveRow:
+    """What an API process needs to serve a task's active version."""
+
+    task_id: int
+    task: str
+    version_id: int
+    version: int
+    path: str
+    quantize: bool
+
+
+def active_rows(session: Session) -> list[ActiveRow]:
+    stmt = (
+        select(Task.id, Task.name, ModelVersion.id, ModelVersion.version, ModelVersion.path, Task.quantize)
+        .join(ModelVersion, (ModelVersion.task_id == Task.id) & (ModelVersion.status == VersionStatus.ACTIVE))
+        .order_by(Task.id)
+    )
+    return [ActiveRow(*r) for r in session.execute(stmt).all()]

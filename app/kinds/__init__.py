@@ -1,0 +1,40 @@
+"""Task kinds: the extension point.  A kind is one module implementing `TaskKind`
+(`app/kinds/base.py`), registered in `KINDS` below; nothing else in Flywheel names a kind.
+
+Adding a kind: write `app/kinds/<kind>.py` with a `TaskKind` subclass, add it to `KINDS`, and
+(when its task needs fields of its own) add them to the task schema.  See the README's design
+notes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.kinds.base import Answer, TaskKind, TaskSpec
+from app.kinds.classification import Classification
+from app.model.encoder import EncoderWithHead
+from app.model.store import VersionMeta, read_meta
+from app.model.store import load_version as _load_stored
+
+KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(),)}
+
+
+def get_kind(name: str) -> TaskKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown task kind {name!r}; known: {', '.join(KINDS)}") from None
+
+
+def load_version(path: Path, *, device: torch.device, trainable_lora: bool = False
+                 ) -> tuple[EncoderWithHead, Any, VersionMeta]:
+    """A stored version rebuilt with the head of the kind it records."""
+
+    kind = get_kind(read_meta(path).kind)
+    return _load_stored(path, build=kind.build_model, device=device, trainable_lora=trainable_lora)
+
+
+__all__ = ["KINDS", "Answer", "TaskKind", "TaskSpec", "get_kind", "load_version"]

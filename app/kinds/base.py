@@ -1,0 +1,113 @@
+"""The interface every task kind implements: what differs between classification, rating and
+tagging, and nothing else.
+
+Everything around a kind is shared and kind-agnostic: the micro-batcher, the served-model
+cache and hot swap, training runs and their lifecycle, the gate's procedure, storage and the
+HTTP plumbing.  They call a kind through these methods:
+
+- architecture: `build_model` (encoder + this kind's head) and `build_zero_shot` (version 0);
+- training: `target` (a stored label -> what the loss compares with), `target_tensor`,
+  `data_losses` and `feedback_losses` (per-row; `app/learning/losses.py` mixes them by λ);
+- serving: `decode` (a batch of head outputs -> one `Answer` per text, what is stored and sent);
+- input: `check_label` (examples) and `check_feedback` (signals and corrections);
+- the gate: `predicted_targets` and `gate_metrics` (a `score` in [0, 1], higher is better, plus
+  whatever the kind can report; a per-class `recall` under `examples` is guarded by the gate);
+- the simulator: `is_right` (does a shown answer match the gold one).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+from app.model.encoder import EncoderWithHead
+from app.model.store import VersionMeta
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a kind knows of a task: plain values from its row, no ORM."""
+
+    name: str
+    kind: str
+    labels: list[str]
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One text's answer: `label` and `scores` are stored with the prediction; `body` is what the
+    client gets beside the prediction's id."""
+
+    label: str
+    scores: dict[str, float]
+    body: dict[str, Any]
+
+
+class TaskKind(ABC):
+    name: ClassVar[str]
+
+    # -- architecture
+
+    @abstractmethod
+    def build_model(self, encoder: torch.nn.Module, meta: VersionMeta) -> EncoderWithHead:
+        """The encoder with this kind's (untrained) head, shaped for the version `meta` describes."""
+
+    @abstractmethod
+    def build_zero_shot(self, base_model: str, spec: TaskSpec) -> tuple[EncoderWithHead, Any]:
+        """Version 0 from the base encoder, before any example: (model, tokenizer)."""
+
+    # -- training
+
+    @abstractmethod
+    def target(self, spec: TaskSpec, label: str) -> Any:
+        """A stored label as the loss's target; KeyError/ValueError for one the task does not have."""
+
+    @abstractmethod
+    def target_tensor(self, targets: Sequence[Any]) -> torch.Tensor:
+        """Targets of a batch as one tensor (first dimension: rows)."""
+
+    @abstractmethod
+    def data_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-row loss on labelled rows (examples, corrections).  (N, ...) -> (N,)."""
+
+    @abstractmethod
+    def feedback_losses(self, outputs: torch.Tensor, shown: torch.Tensor, signals: torch.Tensor,
+                        variant: str) -> torch.Tensor:
+        """Per-row loss for a ±1 signal on the answer that was shown.  -> (N,)."""
+
+    # -- serving
+
+    @abstractmethod
+    def decode(self, outputs: torch.Tensor, labels: Sequence[str]) -> list[Answer]:
+        """Head outputs of a batch (on the CPU, float32) -> one answer per row."""
+
+    # -- input checks (raise app.errors.Invalid naming the field)
+
+    @abstractmethod
+    def check_label(self, spec: TaskSpec, label: str, *, field: str) -> None:
+        """An example's label must be one the task can learn."""
+
+    @abstractmethod
+    def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None) -> None:
+        """A signal (and correction) must make sense for the answer that was shown."""
+
+    # -- the gate
+
+    @abstractmethod
+    def predicted_targets(self, outputs: torch.Tensor) -> list[Any]:
+        """The answer of each row as a target (comparable with `Item.label`)."""
+
+    @abstractmethod
+    def gate_metrics(self, items: Sequence[Any], predicted: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
+        """Metrics of one model on validation items (`app.learning.dataset.Item`); `score` None when
+        there are no items."""
+
+    # -- the simulator
+
+    @abstractmethod
+    def is_right(self, shown: str, gold: str) -> bool:
+        """Would a truthful user say +1 to `shown` when the right answer is `gold`?"""

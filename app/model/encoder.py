@@ -1,0 +1,83 @@
+"""The encoder every task kind shares: device choice, loading a local encoder, pooling, and
+the tokenise/pad helpers a forward needs.  A kind puts its own head on top (`app/kinds/`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+
+def resolve_device(preference: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), CPU otherwise."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def auto_encoder(path: str | Path) -> nn.Module:
+    """A bare encoder; BERT-like models skip the pooler we never use."""
+    try:
+        return AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_pretrained(path, local_files_only=True)
+
+
+def load_base(base_model: str) -> tuple[nn.Module, Any]:
+    """Encoder and tokenizer from a local path or an id already in the local cache (never downloads)."""
+    tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
+    return auto_encoder(base_model), tokenizer
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors that are not padding.  hidden (B,T,H), mask (B,T) -> (B,H)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class EncoderWithHead(nn.Module):
+    """An encoder and a kind's head: `encoder` and `head` are what the store saves and loads.
+
+    forward(ids, mask) -> the head's output for the mean-pooled encoding."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.encoder.config.hidden_size)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask))
+
+    @torch.no_grad()
+    def embed_texts(self, tokenizer: Any, texts: Sequence[str], max_len: int = 64) -> torch.Tensor:
+        """Mean-pooled embeddings of a few texts (label names, anchors), on the model's device."""
+        device = next(self.parameters()).device
+        enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        return self.embed(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int, device: torch.device) -> dict[str, torch.Tensor]:
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+
+def pad_ids(ids: Sequence[Sequence[int]], *, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Already tokenised rows padded to the longest, as forward arguments on `device`."""
+    width = max(len(r) for r in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, r in enumerate(ids):
+        input_ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}

@@ -1,0 +1,269 @@
+"""Executing a claimed run, in named steps:
+
+  start   — the run is still ours; read the task and its active version (the parent)
+  gather  — the task's examples and feedback as a dataset (resolved, capped, split)
+  fit     — load the parent, score it on the validation rows, train the candidate
+  store   — save the candidate (atomic, content-hashed) and register it as a `candidate`
+  judge   — score the candidate on the same rows and ask the gate
+  finish  — in one transaction, promote it (the old active retires) or reject it with the reason
+
+Any error fails the run with its text and leaves the active version alone; a shutdown puts
+the run back in the queue; a run taken away (lost heartbeat) is abandoned.  Every write
+checks the run is still this worker's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.session import transaction
+from app.db.tables import ModelVersion, Task, TrainingRun, utcnow
+from app.db.training_rows import load_training_rows
+from app.db.versions import activate, active_version, next_version_number, register_version
+from app.kinds import TaskKind, TaskSpec, get_kind, load_version
+from app.learning.dataset import TaskDataset, build_dataset
+from app.learning.gate import Verdict, decide, evaluate
+from app.learning.trainer import TrainConfig, TrainingInterrupted, TrainResult, save, train
+from app.model.encoder import resolve_device
+from app.policy import Policy
+from app.runs import telemetry
+from app.runs.heartbeat import RunControl
+from app.runs.lifecycle import RunAbandoned, drop_candidate, fail_owned, owned, release_interrupted, update_owned
+from app.statuses import RunStatus, VersionStatus
+
+log = logging.getLogger(__name__)
+
+
+class RunError(Exception):
+    """A run cannot proceed, for a reason worth showing the admin as is."""
+
+
+def task_spec(task: Task) -> TaskSpec:
+    return TaskSpec(name=task.name, kind=task.kind, labels=[str(lab) for lab in task.labels],
+                    descriptions=dict(task.descriptions or {}))
+
+
+def gather_dataset(session: Session, task: Task, policy: Policy | None = None) -> TaskDataset:
+    """The task's training rows from the database, built into a dataset for its kind."""
+    spec = task_spec(task)
+    kind = get_kind(task.kind)
+    rows = load_training_rows(session, task.id)
+    return build_dataset(labels=spec.labels, examples=rows.examples, feedback=rows.feedback,
+                         watermark=rows.watermark, policy=policy or Policy.from_stored(task.policy),
+                         target=lambda label: kind.target(spec, label))
+
+
+def train_config_for(task: Task, policy: Policy, settings: Settings, max_len: int) -> TrainConfig:
+    return TrainConfig(policy=policy, lambda_data=task.lambda_data, variant=task.feedback_loss,
+                       finetune=task.finetune, seed=settings.seed, max_len=max_len, device=settings.device)
+
+
+@dataclass
+class RunContext:
+    """What the steps pass along."""
+
+    run_id: int
+    worker_id: str
+    task_id: int = 0
+    task_name: str = "?"
+    task: Task | None = None
+    kind: TaskKind | None = None
+    policy: Policy = field(default_factory=Policy)
+    parent_id: int = 0
+    parent_path: Path = Path()
+    candidate_id: int | None = None
+    candidate_path: Path | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+# ---------------------------------------------------------------- the steps
+
+
+def start(factory: sessionmaker[Session], ctx: RunContext) -> None:
+    with transaction(factory) as s:
+        run = owned(s, ctx.run_id, ctx.worker_id)
+        task = s.get(Task, run.task_id)
+        ctx.task_id, ctx.task_name = task.id, task.name
+        parent = active_version(s, task.id)
+        if parent is None:
+            raise RunError(f"task {task.name!r} has no active version to start from")
+        s.expunge(task)
+        ctx.task, ctx.parent_id, ctx.parent_path = task, parent.id, Path(parent.path)
+    ctx.kind = get_kind(ctx.task.kind)
+    ctx.policy = Policy.from_stored(ctx.task.policy)
+    telemetry.RUNS.labels(ctx.task_name, "started").inc()
+
+
+def gather(factory: sessionmaker[Session], ctx: RunContext) -> TaskDataset:
+    with factory() as s:
+        dataset = gather_dataset(s, ctx.task, ctx.policy)
+    if not dataset.train:
+        raise RunError(f"nothing to train on: {dataset.counts}")
+    return dataset
+
+
+@dataclass
+class Fitted:
+    model: Any
+    tokenizer: Any
+    parent_meta: Any
+    config: TrainConfig
+    device: torch.device
+    active_metrics: dict[str, Any]
+    result: TrainResult
+
+
+def fit(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dataset: TaskDataset,
+        control: RunControl) -> Fitted:
+    task = ctx.task
+    device = resolve_device(settings.device)
+    model, tokenizer, parent_meta = load_version(ctx.parent_path, device=device,
+                                                 trainable_lora=task.finetune == "lora")
+    config = train_config_for(task, ctx.policy, settings, parent_meta.max_seq_len)
+    active_metrics = evaluate(ctx.kind, model, tokenizer, dataset.validation, dataset.labels, device=device,
+                              max_len=config.max_len)
+
+    def on_progress(epoch: int, step: int, total: int, loss: float) -> None:
+        progress = {"epoch": epoch, "epochs": config.epochs, "step": step, "total_steps": total,
+                    "fraction": round(step / total, 4), "loss": loss if math.isfinite(loss) else None}
+        if not update_owned(factory, ctx.run_id, ctx.worker_id, progress=progress):
+            control.lost.set()
+
+    curve: list[dict[str, Any]] = []
+    last_curve_write = [0.0]
+
+    def on_epoch(entry: dict[str, Any]) -> None:
+        """The loss curve so far, written at most once a second (short epochs are many)."""
+        curve.append(entry)
+        if time.monotonic() - last_curve_write[0] >= config.progress_every_s:
+            last_curve_write[0] = time.monotonic()
+            if not update_owned(factory, ctx.run_id, ctx.worker_id, loss_curve=list(curve)):
+                control.lost.set()
+
+    result = train(ctx.kind, model, tokenizer, dataset.train, dataset.validation, config,
+                   on_progress=on_progress, on_epoch=on_epoch, should_stop=control.should_stop)
+    return Fitted(model, tokenizer, parent_meta, config, device, active_metrics, result)
+
+
+def store(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, fitted: Fitted,
+          counts: dict[str, Any]) -> None:
+    with factory() as s:
+        number = next_version_number(s, ctx.task_id)
+    ctx.candidate_path, sha = save(fitted.model, fitted.tokenizer, parent_meta=fitted.parent_meta,
+                                   parent_path=ctx.parent_path, root=settings.models_dir / ctx.task_name,
+                                   name=f"v{number}",
+                                   extra={"training_run_id": ctx.run_id, "parent_version_id": ctx.parent_id})
+    with transaction(factory) as s:
+        owned(s, ctx.run_id, ctx.worker_id)
+        version = register_version(s, task=s.get(Task, ctx.task_id), path=ctx.candidate_path, sha256=sha,
+                                   version=next_version_number(s, ctx.task_id), status=VersionStatus.CANDIDATE,
+                                   parent_id=ctx.parent_id, training_run_id=ctx.run_id, data_counts=counts)
+        ctx.candidate_id = version.id
+        s.execute(update(TrainingRun).where(TrainingRun.id == ctx.run_id).values(candidate_version_id=version.id))
+
+
+def judge(ctx: RunContext, fitted: Fitted, dataset: TaskDataset) -> tuple[Verdict, dict[str, Any]]:
+    candidate_metrics = evaluate(ctx.kind, fitted.model, fitted.tokenizer, dataset.validation, dataset.labels,
+                                 device=fitted.device, max_len=fitted.config.max_len)
+    verdict = decide(candidate_metrics, fitted.active_metrics, tolerance=ctx.policy.gate_tolerance,
+                     max_recall_drop=ctx.policy.max_recall_drop)
+    return verdict, candidate_metrics
+
+
+def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, dataset: TaskDataset,
+           verdict: Verdict, counts: dict[str, Any]) -> RunStatus:
+    result = fitted.result
+    with transaction(factory) as s:
+        run = owned(s, ctx.run_id, ctx.worker_id)
+        version = s.get(ModelVersion, ctx.candidate_id)
+        current = active_version(s, ctx.task_id)
+        if verdict.promote and (current is None or current.id != ctx.parent_id):
+            verdict = Verdict(False, "the active version changed while this run trained; the candidate was "
+                              "compared with its parent, not with the current active", verdict.candidate,
+                              verdict.active, verdict.tolerance, verdict.max_recall_drop)
+        gate = {**verdict.to_json(), "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                "stopped_early": result.stopped_early}
+        version.metrics = gate
+        if verdict.promote:
+            activate(s, version=version)
+        else:
+            version.status = VersionStatus.REJECTED
+            version.reason = verdict.reason
+        run.status = RunStatus.PROMOTED if verdict.promote else RunStatus.REJECTED
+        run.gate = gate
+        run.loss_curve = result.loss_curve
+        run.data_counts = counts
+        run.watermark = dataset.watermark
+        run.device = result.device
+        run.duration_s = time.monotonic() - ctx.started
+        run.finished_at = utcnow()
+        run.progress = {"epoch": result.epochs_run, "epochs": fitted.config.epochs, "step": result.steps,
+                        "total_steps": result.steps, "fraction": 1.0, "best_epoch": result.best_epoch}
+        status, duration = RunStatus(run.status), run.duration_s
+    log.info("run %s (%s): %s — %s", ctx.run_id, ctx.task_name, status, verdict.reason)
+    telemetry.RUNS.labels(ctx.task_name, status).inc()
+    telemetry.RUN_SECONDS.labels(ctx.task_name).observe(duration)
+    telemetry.GATE_SCORE.labels(ctx.task_name, "candidate").set(verdict.candidate.get("score") or 0.0)
+    telemetry.GATE_SCORE.labels(ctx.task_name, "active").set(verdict.active.get("score") or 0.0)
+    telemetry.GATE_PROMOTED.labels(ctx.task_name).set(1.0 if verdict.promote else 0.0)
+    return status
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def execute_run(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    run_id: int,
+    *,
+    worker_id: str,
+    control: RunControl | None = None,
+) -> str:
+    """Execute a run this worker has claimed.  Returns its final status: promoted, rejected or
+    failed; `queued` if a shutdown interrupted it (requeued); `abandoned` if it was taken away."""
+    control = control or RunControl()
+    ctx = RunContext(run_id=run_id, worker_id=worker_id)
+    try:
+        start(factory, ctx)
+        dataset = gather(factory, ctx)
+        fitted = fit(factory, settings, ctx, dataset, control)
+        counts = {**dataset.counts, **fitted.result.counts}
+        store(factory, settings, ctx, fitted, counts)
+        verdict, _ = judge(ctx, fitted, dataset)
+        return finish(factory, ctx, fitted, dataset, verdict, counts)
+    except (RunAbandoned, TrainingInterrupted) as exc:
+        if control.lost.is_set() or isinstance(exc, RunAbandoned):
+            log.warning("run %s abandoned: %s", run_id, exc)
+            drop_candidate(factory, ctx.candidate_id, ctx.candidate_path, "its run was taken away from this worker")
+            telemetry.RUNS.labels(ctx.task_name, "abandoned").inc()
+            return "abandoned"
+        log.info("run %s interrupted by shutdown; requeued", run_id)
+        drop_candidate(factory, ctx.candidate_id, ctx.candidate_path, "its run was interrupted")
+        if not release_interrupted(factory, run_id, worker_id):
+            return "abandoned"
+        telemetry.RUNS.labels(ctx.task_name, "requeued").inc()
+        return RunStatus.QUEUED
+    except Exception as exc:
+        log.exception("run %s failed", run_id)
+        error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RunError) else str(exc)
+        drop_candidate(factory, ctx.candidate_id, ctx.candidate_path, f"run failed: {error}")
+        duration = time.monotonic() - ctx.started
+        if not fail_owned(factory, run_id, worker_id, error=error, duration_s=duration):
+            return "abandoned"
+        telemetry.RUNS.labels(ctx.task_name, "failed").inc()
+        telemetry.RUN_SECONDS.labels(ctx.task_name).observe(duration)
+        return RunStatus.FAILED
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

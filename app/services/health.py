@@ -1,0 +1,29 @@
+"""Readiness: the database answers and every task's active version is loaded here."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from app.db.threads import in_db_thread
+from app.db.versions import active_rows
+from app.errors import Unavailable
+from app.state import AppState
+
+
+def _active(state: AppState) -> list:
+    with state.sessions() as s:
+        s.execute(text("SELECT 1"))
+        return active_rows(s)
+
+
+async def readiness(state: AppState) -> dict[str, object]:
+    try:
+        rows = await in_db_thread(_active, state)
+    except Exception as exc:
+        raise Unavailable(f"Database unreachable: {type(exc).__name__}.", slug="not-ready", title="Not ready",
+                          retry_after_s=0) from None
+    loaded = state.served.loaded()
+    missing = [r.task for r in rows if r.task not in loaded]
+    if missing:
+        raise Unavailable(f"Models still loading: {', '.join(missing)}.", slug="not-ready", title="Not ready")
+    return {"status": "ready", "models": {t: m.version for t, m in loaded.items()}}

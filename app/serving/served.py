@@ -1,0 +1,134 @@
+"""The models this API process serves, one active version per task, and the hot swap.
+
+(In memory, per process.  The versions themselves, and which one is active, are rows in the
+database: `app/db/versions.py`.)
+
+A watcher polls the database for each task's active version.  When it changes, the new
+version is loaded and warmed on a loader thread, off the request path, and then one dict
+entry is replaced.  A forward reads the entry once at its start, so batches already in
+flight finish on the old model and every answer names the version that produced it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.versions import active_rows
+from app.model.encoder import resolve_device
+from app.serving.engine import LoadedModel, Scored, load_for_serving, score_texts
+
+__all__ = ["ServedModels", "LoadedModel", "Scored"]
+
+log = logging.getLogger("flywheel.served")
+
+
+LOADER_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Lower this thread's scheduling priority (Linux: niceness is per thread; threads it
+    starts, such as its OpenMP team, inherit it).  Elsewhere a no-op."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
+class ServedModels:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        device: str = "auto",
+        max_len: int = 128,
+        chunk: int = 32,
+        on_swap: Any = None,
+    ) -> None:
+        self._sessions = sessions
+        self.device = resolve_device(device)
+        self.max_len = max_len
+        self.chunk = chunk
+        self._models: dict[str, LoadedModel] = {}
+        self._load_lock = threading.Lock()
+        # Loads run on their own low-priority thread: a swap under load then takes CPU from
+        # the inference thread only when that thread does not want it.
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader", initializer=_lower_priority)
+        self._on_swap = on_swap
+        self.synced = False  # True once every active version seen at start is loaded
+
+    def current(self, task: str) -> LoadedModel | None:
+        return self._models.get(task)
+
+    def loaded(self) -> dict[str, LoadedModel]:
+        return dict(self._models)
+
+    def forward(self, task: str, texts: list[str]) -> list[Scored]:
+        """Runs on the inference thread.  Reads the model reference once: a swap mid-batch is harmless."""
+        loaded = self._models.get(task)
+        if loaded is None:
+            raise LookupError(f"no model loaded for task {task!r}")
+        return score_texts(loaded, texts, chunk=self.chunk)
+
+    def _install(self, loaded: LoadedModel) -> None:
+        old = self._models.get(loaded.task)
+        self._models[loaded.task] = loaded
+        log.info("task %s now serves version %d (id %d)%s", loaded.task, loaded.version, loaded.version_id,
+                 f", was {old.version}" if old else "")
+        if self._on_swap is not None:
+            self._on_swap(loaded)
+
+    def sync_once(self) -> int:
+        """Load every active version that differs from what is served; returns how many swapped."""
+        with self._sessions() as session:
+            rows = active_rows(session)
+        swapped = 0
+        for row in rows:
+            cur = self._models.get(row.task)
+            if cur is not None and cur.version_id == row.version_id and cur.task_id == row.task_id:
+                continue
+            with self._load_lock:
+                cur = self._models.get(row.task)
+                if cur is not None and cur.version_id == row.version_id:
+                    continue
+                started = time.perf_counter()
+                try:
+                    loaded = load_for_serving(row, device=self.device, max_len=self.max_len)
+                except Exception:
+                    log.exception("could not load version %d of task %s; still serving the old one",
+                                  row.version, row.task)
+                    continue
+                log.info("loaded %s v%d in %.2fs", row.task, row.version, time.perf_counter() - started)
+                self._install(loaded)
+                swapped += 1
+        known = {r.task for r in rows}
+        for name in [t for t in self._models if t not in known]:
+            self._models.pop(name, None)  # task deleted
+        self.synced = True
+        return swapped
+
+    async def ensure(self, task: str) -> LoadedModel | None:
+        """The task's model, loading it now if this process has not seen it yet."""
+        loaded = self._models.get(task)
+        if loaded is None:
+            await asyncio.get_running_loop().run_in_executor(self._loader, self.sync_once)
+            loaded = self._models.get(task)
+        return loaded
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll for new active versions until cancelled."""
+        while True:
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._loader, self.sync_once)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("model watcher failed; retrying")
+            await asyncio.sleep(interval_s)
