@@ -37,9 +37,17 @@ class Policy(BaseModel):
     # Gate
     gate_tolerance: float = Field(0.01, ge=0, le=1, description="Candidate may score at most this much below active.")
     max_recall_drop: float = Field(0.10, ge=0, le=1, description="No class's recall may drop by more than this.")
+    gate_confidence: float = Field(0.95, ge=0.5, lt=1, description="Confidence the gate needs, one-sided, to "
+                                                                   "promote (not worse than the tolerance) or to "
+                                                                   "reject (worse); otherwise inconclusive.")
+    gate_min_rows: int = Field(30, ge=1, le=1_000_000, description="Fewest validation rows with a known outcome "
+                                                                   "before the gate decides anything.")
     # Data
     max_client_share: float = Field(0.5, gt=0, le=1, description="Largest share of feedback one client may carry.")
     feedback_validation_fraction: float = Field(0.2, ge=0, lt=1, description="Feedback texts held out for the gate.")
+    # Asking for feedback
+    feedback_budget: float = Field(0.05, ge=0, le=1, description="Largest share of predictions that may carry "
+                                                                 "feedback_wanted: true.")
     # Training
     epochs: int = Field(3, ge=1, le=100)
     learning_rate: float = Field(5e-5, gt=0, lt=1)

@@ -20,11 +20,13 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
 
 
-def split_for(text: str, validation_fraction: float = 0.2) -> str:
-    """'train' or 'validation', fixed by the text's hash, so a text never sits on both sides."""
+def split_for(text: str, validation_fraction: float = 0.2, salt: str = "") -> str:
+    """'train' or 'validation', fixed by the text's hash (and `salt`), so a text never sits on both
+    sides; another salt draws another slice."""
     if not 0.0 <= validation_fraction <= 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1], got {validation_fraction}")
-    bucket = int(text_hash(text)[:8], 16) / 0x1_0000_0000  # uniform in [0, 1)
+    digest = text_hash(text) if not salt else hashlib.sha256(f"{salt}\0{text_hash(text)}".encode()).hexdigest()
+    bucket = int(digest[:8], 16) / 0x1_0000_0000  # uniform in [0, 1)
     return "validation" if bucket < validation_fraction else "train"
 
 

@@ -1,5 +1,6 @@
-"""The validation gate: a worse candidate and a per-class recall drop are rejected, a better
-candidate is promoted, feedback is scored by agreement, and no validation data means no promotion."""
+"""The validation gate: a paired test on the same rows that says promote, reject or keep
+collecting; feedback outcomes scored honestly (a changed −1'd answer is unknown, never right);
+a per-class recall drop vetoes; no validation data (or too little) promotes nothing."""
 
 from __future__ import annotations
 
@@ -8,30 +9,39 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.learning.dataset import Item
 from app.kinds.classification import Classification, build_zero_shot
-from app.learning.gate import decide, evaluate, predict_targets
+from app.learning.dataset import Item
+from app.learning.gate import Evaluation, compare, evaluate, judge, predict_targets
 from app.learning.trainer import TrainConfig, train
 from app.policy import Policy
-
-KIND = Classification()
 from tests.learning_helpers import LABELS, synthetic
 
+KIND = Classification()
 CPU = torch.device("cpu")
 PAIRS = synthetic(80, seed=2)
 TRAIN = [Item(t, LABELS.index(lab)) for t, lab in PAIRS[:50]]
 VALIDATION = [Item(t, LABELS.index(lab)) for t, lab in PAIRS[50:]]
 
 
-def _metrics(score: float, recall: dict[str, float]) -> dict:
-    return {"n": 10, "score": score, "examples": {"n": 10, "accuracy": score, "macro_f1": score, "recall": recall}}
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir: Path):  # noqa: ANN201
     model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
-    train(KIND, model, tok, TRAIN, VALIDATION, TrainConfig(policy=Policy(epochs=6, batch_size=8, learning_rate=3e-3, patience=6), max_len=32))
+    config = TrainConfig(policy=Policy(epochs=6, batch_size=8, learning_rate=3e-3, patience=6), max_len=32)
+    train(KIND, model, tok, TRAIN, VALIDATION, config)
     return model, tok
+
+
+def _evaluation(items: list[Item], predicted: list[int]) -> Evaluation:
+    return Evaluation(predicted, KIND.gate_metrics(items, predicted, LABELS))
+
+
+def _labelled(n: int) -> list[Item]:
+    return [Item(f"text {i}", i % 2) for i in range(n)]
+
+
+def _answers(items: list[Item], wrong: set[int]) -> list[int]:
+    """Right on every row except those in `wrong`."""
+    return [1 - it.label if i in wrong else it.label for i, it in enumerate(items)]
 
 
 def test_promotes_a_better_candidate(trained, tiny_model_dir: Path) -> None:  # noqa: ANN001
@@ -40,55 +50,106 @@ def test_promotes_a_better_candidate(trained, tiny_model_dir: Path) -> None:  # 
     rows = VALIDATION + [Item(t, LABELS.index(lab), +1, source="feedback") for t, lab in PAIRS[60:70]]
     c = evaluate(KIND, candidate, tok, rows, LABELS, device=CPU, max_len=32)
     a = evaluate(KIND, active, active_tok, rows, LABELS, device=CPU, max_len=32)
-    assert c["score"] > a["score"]
-    verdict = decide(c, a, tolerance=0.01, max_recall_drop=0.10)
+    assert c.metrics["score"] > a.metrics["score"]
+    verdict = judge(KIND, rows, c, a, tolerance=0.01, max_recall_drop=0.10, min_rows=10)
     assert verdict.promote, verdict.reason
     record = verdict.to_json()
-    assert record["verdict"] == "promote"
+    assert record["verdict"] == "promote" and record["comparison"]["lower_bound"] >= -0.01
+    assert record["comparison"]["rows"] == len(rows) and record["comparison"]["confidence"] == 0.95
     assert set(record["candidate"]) >= {"score", "examples", "feedback"}
     assert set(record["candidate"]["examples"]["recall"]) == set(LABELS)
 
 
-def test_rejects_a_candidate_worse_than_the_tolerance(trained, tiny_model_dir: Path) -> None:  # noqa: ANN001
+def test_rejects_a_worse_candidate(trained, tiny_model_dir: Path) -> None:  # noqa: ANN001
     good, tok = trained
     worse, worse_tok = build_zero_shot(str(tiny_model_dir), LABELS)
     a = evaluate(KIND, good, tok, VALIDATION, LABELS, device=CPU, max_len=32)
     c = evaluate(KIND, worse, worse_tok, VALIDATION, LABELS, device=CPU, max_len=32)
-    verdict = decide(c, a, tolerance=0.01, max_recall_drop=1.0)  # recall check off: the score alone decides
-    assert not verdict.promote and "below the active" in verdict.reason
+    verdict = judge(KIND, VALIDATION, c, a, tolerance=0.01, max_recall_drop=1.0, min_rows=10)
+    assert verdict.decision == "reject" and "worse than the active" in verdict.reason
 
 
-def test_tolerance_is_the_boundary() -> None:
-    recall = {"bank": 0.8, "weather": 0.8}
-    assert decide(_metrics(0.795, recall), _metrics(0.80, recall), tolerance=0.01).promote
-    rejected = decide(_metrics(0.78, recall), _metrics(0.80, recall), tolerance=0.01)
-    assert not rejected.promote and "below the active" in rejected.reason
+def test_the_same_answers_promote_and_clearly_worse_ones_reject() -> None:
+    items = _labelled(200)
+    active = _evaluation(items, _answers(items, wrong=set(range(40))))
+    same = _evaluation(items, _answers(items, wrong=set(range(40))))
+    assert judge(KIND, items, same, active).promote
+    worse = _evaluation(items, _answers(items, wrong=set(range(80))))
+    assert judge(KIND, items, worse, active).decision == "reject"
 
 
-def test_rejects_a_per_class_recall_drop_even_when_the_score_is_better() -> None:
-    active = _metrics(0.80, {"bank": 0.9, "weather": 0.7})
-    candidate = _metrics(0.85, {"bank": 0.75, "weather": 1.0})
-    verdict = decide(candidate, active, tolerance=0.01, max_recall_drop=0.10)
-    assert not verdict.promote and "'bank'" in verdict.reason and "below" not in verdict.reason
-    assert decide(candidate, active, tolerance=0.01, max_recall_drop=0.20).promote
+def test_a_small_difference_on_few_rows_is_inconclusive_not_a_verdict() -> None:
+    items = _labelled(40)
+    active = _evaluation(items, _answers(items, wrong={0, 1, 2, 3}))
+    candidate = _evaluation(items, _answers(items, wrong={2, 3, 4, 5, 6}))  # one worse, by chance or not
+    verdict = judge(KIND, items, candidate, active, tolerance=0.01)
+    assert verdict.decision == "inconclusive" and "keep collecting" in verdict.reason
 
 
-def test_feedback_is_scored_by_agreement(trained) -> None:  # noqa: ANN001
+def test_too_few_rows_with_a_known_outcome_is_inconclusive() -> None:
+    items = _labelled(12)
+    right = _evaluation(items, _answers(items, wrong=set()))
+    verdict = judge(KIND, items, right, right, min_rows=30)
+    assert verdict.decision == "inconclusive" and "too few" in verdict.reason
+
+
+def test_changing_a_refuted_answer_is_unknown_not_right() -> None:
+    """A −1 says the shown label was wrong; a candidate that merely answers something else has not
+    shown it is right.  The old gate counted that as agreement; this one knows it does not know."""
+    items = [Item(f"text {i}", 0, -1, source="feedback") for i in range(100)]  # label 0 was refuted each time
+    active = _evaluation(items, [0] * 100)  # keeps the refuted label: known wrong
+    candidate = _evaluation(items, [1] * 100)  # changes it: unknown
+    cmp = compare(KIND, items, candidate.predicted, active.predicted, confidence=0.95)
+    assert cmp.known == 0 and cmp.mean_lo == 0.0 and cmp.mean_hi == 1.0
+    assert judge(KIND, items, candidate, active).decision == "inconclusive"
+    assert candidate.metrics["feedback"]["unknown_negative"] == 100 and candidate.metrics["score"] is None
+    assert active.metrics["feedback"]["kept_negative"] == 1.0 and active.metrics["score"] == 0.0
+
+
+def test_a_plus_one_answer_changed_is_known_wrong() -> None:
+    items = [Item(f"text {i}", 0, +1, source="feedback") for i in range(100)]
+    keeps, changes = _evaluation(items, [0] * 100), _evaluation(items, [1] * 100)
+    assert keeps.metrics["score"] == 1.0 and changes.metrics["score"] == 0.0
+    assert judge(KIND, items, changes, keeps).decision == "reject"
+
+
+def test_row_weights_count_in_the_comparison() -> None:
+    """A capped client's rows weigh less here too: its rows alone cannot sink a candidate."""
+    heavy = [Item(f"a {i}", 0, weight=1.0) for i in range(100)]
+    light = [Item(f"b {i}", 0, weight=0.01, client_id=7) for i in range(100)]
+    items = heavy + light
+    active = _evaluation(items, [0] * 200)
+    candidate = _evaluation(items, [0] * 100 + [1] * 100)  # wrong only on the light client's rows
+    cmp = compare(KIND, items, candidate.predicted, active.predicted, confidence=0.95)
+    assert cmp.mean_lo == pytest.approx(-0.01 / 1.01)
+
+
+def test_rejects_a_per_class_recall_drop_on_classes_with_enough_examples() -> None:
+    items = _labelled(200)
+    active = _evaluation(items, _answers(items, wrong=set()))
+    # 30 of label 0's 100 rows wrong, and 30 extra rows of label 1 right: recall of label 0 drops 0.3.
+    candidate = _evaluation(items, _answers(items, wrong={i for i in range(0, 60, 2)}))
+    verdict = judge(KIND, items, candidate, active, tolerance=1.0, max_recall_drop=0.10)
+    assert verdict.decision == "reject" and "'bank'" in verdict.reason
+    assert judge(KIND, items, candidate, active, tolerance=1.0, max_recall_drop=0.5).promote
+
+
+def test_feedback_is_scored_by_known_outcomes(trained) -> None:  # noqa: ANN001
     model, tok = trained
     texts = [t for t, _ in PAIRS[50:60]]
     shown = predict_targets(KIND, model, tok, texts, device=CPU, max_len=32)
     agreeing = [Item(t, p, +1, source="feedback") for t, p in zip(texts, shown)]
-    disagreeing = [Item(t, p, -1, source="feedback") for t, p in zip(texts, shown)]
-    assert evaluate(KIND, model, tok, agreeing, LABELS, device=CPU, max_len=32)["feedback"]["agreement_positive"] == 1.0
-    m = evaluate(KIND, model, tok, disagreeing, LABELS, device=CPU, max_len=32)
-    assert m["feedback"]["disagreement_negative"] == 0.0 and m["score"] == 0.0
+    refuted = [Item(t, p, -1, source="feedback") for t, p in zip(texts, shown)]
+    assert evaluate(KIND, model, tok, agreeing, LABELS, device=CPU, max_len=32).metrics["score"] == 1.0
+    m = evaluate(KIND, model, tok, refuted, LABELS, device=CPU, max_len=32).metrics
+    assert m["feedback"]["kept_negative"] == 1.0 and m["score"] == 0.0
     corrections = [Item(t, p, 0, source="correction") for t, p in zip(texts, shown)]
-    assert evaluate(KIND, model, tok, corrections, LABELS, device=CPU, max_len=32)["corrections"]["accuracy"] == 1.0
+    assert evaluate(KIND, model, tok, corrections, LABELS, device=CPU, max_len=32).metrics["corrections"]["accuracy"] == 1.0
 
 
 def test_no_validation_data_means_no_promotion(trained) -> None:  # noqa: ANN001
     model, tok = trained
     empty = evaluate(KIND, model, tok, [], LABELS, device=CPU, max_len=32)
-    assert empty["score"] is None
-    verdict = decide(empty, empty)
+    assert empty.metrics["score"] is None
+    verdict = judge(KIND, [], empty, empty)
     assert not verdict.promote and "no validation data" in verdict.reason

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.tables import Task
 from app.db.training_rows import current_watermark, new_signals_since
-from app.learning.dataset import Vote, client_weights, resolve
+from app.learning.dataset import Vote, auc, client_reliability, client_weights, resolve
 from app.runs.execute import gather_dataset
 from app.texts import normalize_text, split_for, text_hash
 from tests.learning_helpers import LABELS, add_client, add_examples, add_feedback, create_task, migrated, synthetic
@@ -156,3 +156,63 @@ def test_tiny_model_dir_is_usable(tiny_model_dir: Path) -> None:
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert "[UNK]" not in tok.tokenize("lost card weather")
+
+
+# ---------------------------------------------------------------- per-client reliability
+
+
+def _vote(claim: str, label: str, client: int | None, text: str, p: float | None = None,
+          source: str = "feedback") -> Vote:
+    return Vote(claim, label, 0, client, text, source, p)
+
+
+def test_auc_is_the_mann_whitney_statistic() -> None:
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auc([0.1], [0.9]) == 0.0
+    assert auc([0.5, 0.5], [0.5]) == 0.5  # ties count half
+    assert auc([], [0.1]) is None
+
+
+def test_a_client_that_contradicts_known_labels_loses_its_weight() -> None:
+    known = {text_hash(f"t{i}"): "bank" for i in range(20)}
+    honest = [_vote("is", "bank", 1, f"t{i}") for i in range(10)]
+    liar = [_vote("not", "bank", 2, f"t{i}") for i in range(10, 20)]
+    trust = client_reliability(honest + liar, known)
+    assert trust[1].weight == pytest.approx(1.0 - 2 / 12)  # r = (10+1)/(10+2): prior keeps it below 1
+    assert trust[2].weight == 0.0 and (trust[2].agree, trust[2].disagree) == (0, 10)
+
+
+def test_a_client_whose_plus_ones_fall_on_unlikely_answers_loses_its_weight() -> None:
+    """The model's confidence in the shown label (logged as the propensity) separates right answers
+    from wrong ones for honest users; a client that flips every signal shows the opposite ranking."""
+    votes = []
+    for client in (1, 2):  # honest: +1 on confident answers, −1 on unsure ones
+        votes += [_vote("is", "bank", client, f"h{client}-{i}", 0.9) for i in range(12)]
+        votes += [_vote("not", "bank", client, f"l{client}-{i}", 0.2) for i in range(12)]
+    votes += [_vote("not", "bank", 3, f"a{i}", 0.9) for i in range(12)]  # flips: −1 on confident answers
+    votes += [_vote("is", "bank", 3, f"b{i}", 0.2) for i in range(12)]
+    trust = client_reliability(votes, {})
+    assert trust[1].weight == trust[2].weight == 1.0
+    assert trust[3].auc == 0.0 and trust[3].weight == 0.0
+
+
+def test_too_little_evidence_changes_nothing() -> None:
+    votes = [_vote("not", "bank", 5, "t1", 0.9), _vote("is", "bank", 5, "t2", 0.1)]
+    assert client_reliability(votes, {text_hash("t1"): "bank"})[5].weight == 1.0
+
+
+def test_reliability_lowers_a_hostile_clients_weight_in_the_dataset(factory: sessionmaker[Session],
+                                                                    settings: Settings) -> None:
+    task_id = create_task(factory, settings, policy={"feedback_validation_fraction": 0.0, "max_client_share": 1.0})
+    pairs = synthetic(40, seed=6)
+    add_examples(factory, task_id, pairs, split="train")
+    honest, hostile = add_client(factory, "honest"), add_client(factory, "hostile")
+    for text, label in pairs[:20]:
+        add_feedback(factory, task_id, text, label, +1, client_id=honest)
+    for text, label in pairs[20:]:
+        add_feedback(factory, task_id, text, label, -1, client_id=hostile)  # the example's label, called wrong
+    ds = _dataset(factory, task_id)
+    weights = {it.client_id: it.weight for it in _feedback_rows(ds)}
+    assert weights[honest] > 0.8 and weights[hostile] == 0.0
+    assert ds.counts["down_weighted_clients"] >= 1
+    assert ds.reliability[str(hostile)]["disagree"] == 20

@@ -191,7 +191,8 @@ def test_poisoned_feedback_is_rejected_and_the_active_stays(factory: sessionmake
     candidate = next(v for v in versions(factory, task_id) if v.id == run.candidate_version_id)
     assert candidate.status == "rejected" and candidate.reason == run.gate["reason"]
     assert run.gate["verdict"] == "reject" and run.data_counts["negative"] > 0
-    assert "recall of 'weather' fell" in run.gate["reason"] or "below the active" in run.gate["reason"]
+    # The labelled examples outvote the hostile feedback: the sources are tested apart.
+    assert "worse than the active beyond the tolerance on labelled rows" in run.gate["reason"]
 
 
 def test_a_failing_run_is_failed_with_its_error_and_the_active_stays(factory: sessionmaker[Session],

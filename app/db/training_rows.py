@@ -31,6 +31,7 @@ class FeedbackRow:
     correction: str | None
     text: str  # the text of the prediction the signal is about
     shown: str  # the label that prediction showed
+    propensity: float | None = None  # the probability the model gave the shown label then
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,18 @@ def load_training_rows(session: Session, task_id: int) -> TrainingRows:
         )
     ]
     feedback = [
-        FeedbackRow(*row)
-        for row in session.execute(
+        FeedbackRow(fid, client, signal, correction, text, shown, _propensity(scores, shown))
+        for fid, client, signal, correction, text, shown, scores in session.execute(
             select(Feedback.id, Feedback.client_id, Feedback.signal, Feedback.correction, Prediction.text,
-                   Prediction.label)
+                   Prediction.label, Prediction.scores)
             .join(Prediction, Prediction.id == Feedback.prediction_id)
             .where(Feedback.task_id == task_id, Feedback.id <= watermark["feedback_id"])
             .order_by(Feedback.id)
         )
     ]
     return TrainingRows(examples=examples, feedback=feedback, watermark=watermark)
+
+
+def _propensity(scores: Any, shown: str) -> float | None:
+    value = scores.get(shown) if isinstance(scores, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None

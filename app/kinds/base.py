@@ -10,8 +10,9 @@ HTTP plumbing.  They call a kind through these methods:
   `data_losses` and `feedback_losses` (per-row; `app/learning/losses.py` mixes them by λ);
 - serving: `decode` (a batch of head outputs -> one `Answer` per text, what is stored and sent);
 - input: `check_label` (examples) and `check_feedback` (signals and corrections);
-- the gate: `predicted_targets` and `gate_metrics` (a `score` in [0, 1], higher is better, plus
-  whatever the kind can report; a per-class `recall` under `examples` is guarded by the gate);
+- the gate: `predicted_targets`, `outcome` (right, wrong or unknown per validation row; the
+  gate's paired test runs on these) and `gate_metrics` (a `score` in [0, 1] for display, plus
+  whatever the kind can report; a per-class `recall`/`support` under `examples` is guarded);
 - the simulator: `is_right` (does a shown answer match the gold one).
 """
 
@@ -85,6 +86,11 @@ class TaskKind(ABC):
     def decode(self, outputs: torch.Tensor, labels: Sequence[str]) -> list[Answer]:
         """Head outputs of a batch (on the CPU, float32) -> one answer per row."""
 
+    @abstractmethod
+    def uncertainty(self, answer: Answer) -> float:
+        """How unsure the model was of this answer, in [0, 1] (1: no idea): what makes a label from
+        the user worth asking for."""
+
     # -- input checks (raise app.errors.Invalid naming the field)
 
     @abstractmethod
@@ -100,6 +106,11 @@ class TaskKind(ABC):
     @abstractmethod
     def predicted_targets(self, outputs: torch.Tensor) -> list[Any]:
         """The answer of each row as a target (comparable with `Item.label`)."""
+
+    @abstractmethod
+    def outcome(self, item: Any, predicted: Any) -> float | None:
+        """Was `predicted` right for this validation row: 1.0, 0.0, or None when the row cannot tell
+        (a −1 says what is wrong, not what is right)."""
 
     @abstractmethod
     def gate_metrics(self, items: Sequence[Any], predicted: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:

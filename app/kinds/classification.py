@@ -26,7 +26,6 @@ from app.model.store import VersionMeta
 
 ZERO_SHOT_SCALE = 20.0
 VARIANTS = ("bounded", "signed", "robust")
-SCORE_WEIGHTS = {"examples": 0.5, "feedback": 0.25, "corrections": 0.25}
 
 
 # ---------------------------------------------------------------- the head and version 0
@@ -133,6 +132,7 @@ def label_metrics(truth: Sequence[Hashable], pred: Sequence[Hashable], name: Any
         raise ValueError(f"need equal, non-empty sequences, got {len(truth)} true and {len(pred)} predicted")
     classes = sorted(set(truth) | set(pred), key=str)
     recall: dict[str, float] = {}
+    support_of: dict[str, int] = {}
     f1s: list[float] = []
     for c in classes:
         tp = sum(t == c and p == c for t, p in zip(truth, pred))
@@ -140,12 +140,14 @@ def label_metrics(truth: Sequence[Hashable], pred: Sequence[Hashable], name: Any
         predicted = sum(p == c for p in pred)
         if support:
             recall[name(c)] = tp / support
+            support_of[name(c)] = support
         f1s.append(2 * tp / (support + predicted) if support + predicted else 0.0)
     return {
         "n": len(truth),
         "accuracy": sum(t == p for t, p in zip(truth, pred)) / len(truth),
         "macro_f1": sum(f1s) / len(f1s),
         "recall": recall,
+        "support": support_of,
     }
 
 
@@ -187,6 +189,11 @@ class Classification(TaskKind):
             answers.append(Answer(labels[best], scores, {"label": labels[best], "scores": scores}))
         return answers
 
+    def uncertainty(self, answer: Answer) -> float:
+        """1 − the margin between the two most likely labels (0: sure; 1: a coin toss between two)."""
+        top = sorted(answer.scores.values(), reverse=True)[:2]
+        return 1.0 - (top[0] - (top[1] if len(top) > 1 else 0.0))
+
     def check_label(self, spec: TaskSpec, label: str, *, field: str) -> None:
         if label not in spec.labels:
             raise Invalid(field, f"{label!r} is not a label of this task", slug="unknown-label")
@@ -206,42 +213,42 @@ class Classification(TaskKind):
     def predicted_targets(self, outputs: torch.Tensor) -> list[int]:
         return outputs.argmax(-1).tolist()
 
+    def outcome(self, item: Any, predicted: Any) -> float | None:
+        if item.signal >= 0:  # a labelled row, or a +1: `label` is the right answer
+            return 1.0 if predicted == item.label else 0.0
+        return 0.0 if predicted == item.label else None  # a −1: only keeping the refuted label is known wrong
+
     def gate_metrics(self, items: Sequence[Any], predicted: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
-        """Labelled validation examples (accuracy, macro-F1, per-class recall) and the held-out
-        slice of feedback (agreement with +1, disagreement with −1, accuracy on corrections).
-        One score is the weighted mean of the parts present: examples' macro-F1 0.5, feedback
-        agreement 0.25, correction accuracy 0.25, the weights of missing parts shared out among
-        the others.  Feedback rows carry their per-client weights, so the cap on one client's
-        share holds here too."""
-        examples = [(it, p) for it, p in zip(items, predicted) if it.source == "example"]
-        corrections = [(it, p) for it, p in zip(items, predicted) if it.source == "correction"]
-        feedback = [(it, p) for it, p in zip(items, predicted) if it.signal != 0]
+        """Labelled validation examples (accuracy, macro-F1, per-class recall and support),
+        corrections (accuracy) and the held-out feedback, scored honestly: a +1'd label kept is
+        right, changed is wrong; a −1'd label kept is wrong, changed is unknown (counted apart,
+        never as right).  `score` is the weighted accuracy over every row whose outcome is known.
+        Rows carry their per-client weights, so the cap on one client's share holds here too."""
         metrics: dict[str, Any] = {"n": len(items)}
-        parts: dict[str, float] = {}
+        examples = [(it, p) for it, p in zip(items, predicted) if it.source == "example"]
         if examples:
             metrics["examples"] = label_metrics([it.label for it, _ in examples], [p for _, p in examples],
                                                 name=lambda c: labels[c])
-            parts["examples"] = metrics["examples"]["macro_f1"]
-        if feedback:
-            # A model agrees with a user when it shows the +1'd label, and avoids the −1'd one.
-            agree = [(p == it.label) == (it.signal > 0) for it, p in feedback]
-            weights = [it.weight for it, _ in feedback]
-            pos = [(a, w) for (it, _), a, w in zip(feedback, agree, weights) if it.signal > 0]
-            neg = [(a, w) for (it, _), a, w in zip(feedback, agree, weights) if it.signal < 0]
-            metrics["feedback"] = {
-                "n_positive": len(pos),
-                "n_negative": len(neg),
-                "agreement_positive": _weighted_rate(*zip(*pos)) if pos else None,
-                "disagreement_negative": _weighted_rate(*zip(*neg)) if neg else None,
-                "agreement": _weighted_rate(agree, weights),
-            }
-            parts["feedback"] = metrics["feedback"]["agreement"]
+        corrections = [(it, p) for it, p in zip(items, predicted) if it.source == "correction"]
         if corrections:
             acc = _weighted_rate([p == it.label for it, p in corrections], [it.weight for it, _ in corrections])
             metrics["corrections"] = {"n": len(corrections), "accuracy": acc}
-            parts["corrections"] = acc
-        total = sum(SCORE_WEIGHTS[k] for k in parts)
-        metrics["score"] = sum(SCORE_WEIGHTS[k] * v for k, v in parts.items()) / total if parts else None
+        feedback = [(it, p) for it, p in zip(items, predicted) if it.signal != 0]
+        if feedback:
+            pos = [(p == it.label, it.weight) for it, p in feedback if it.signal > 0]
+            neg = [(p == it.label, it.weight) for it, p in feedback if it.signal < 0]
+            metrics["feedback"] = {
+                "n_positive": len(pos),
+                "n_negative": len(neg),
+                "kept_positive": _weighted_rate(*zip(*pos)) if pos else None,  # right
+                "kept_negative": _weighted_rate(*zip(*neg)) if neg else None,  # known wrong
+                "unknown_negative": sum(not kept for kept, _ in neg),  # changed a −1'd label: not known
+            }
+        outcomes = [(self.outcome(it, p), it.weight) for it, p in zip(items, predicted)]
+        known = [(o, w) for o, w in outcomes if o is not None]
+        total = sum(w for _, w in known)
+        metrics["known_rows"] = len(known)
+        metrics["score"] = sum(o * w for o, w in known) / total if known and total > 0 else None
         return metrics
 
     def is_right(self, shown: str, gold: str) -> bool:

@@ -7,7 +7,7 @@ of feedback kept for the gate.  `app/db/training_rows.py` gathers the rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from app.policy import Policy
@@ -27,6 +27,7 @@ class FeedbackLike(Protocol):
     correction: str | None
     text: str
     shown: str
+    propensity: float | None
 
 
 # ---------------------------------------------------------------- what the trainer and gate get
@@ -56,6 +57,7 @@ class TaskDataset:
     validation: list[Item]
     counts: dict[str, int]
     watermark: dict[str, int]
+    reliability: dict[str, dict[str, Any]] = field(default_factory=dict)  # per client id: evidence and weight
 
 
 # ---------------------------------------------------------------- contradictions
@@ -71,6 +73,7 @@ class Vote:
     client: int | None
     text: str
     source: str  # feedback | correction
+    propensity: float | None = None  # p(shown label) when the answer was given
 
 
 def compatible(a: Vote, b: Vote) -> bool:
@@ -126,6 +129,94 @@ def client_weights(counts: Mapping[Any, int], cap: float) -> dict[Any, float]:
     return weights  # unreachable: k = n-1 always fits once cap >= 1/n
 
 
+# ---------------------------------------------------------------- per-client reliability
+
+MIN_AGREEMENT_EVIDENCE = 5  # comparisons with known labels / other clients before agreement counts
+MIN_SIGNALS_PER_SIDE = 10  # +1s and −1s each before a client's propensity ranking counts
+INFORMATIVE_POOL_AUC = 0.55  # the others' ranking must say something for a comparison to mean anything
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """How far one client's word is to be trusted, from the data, and why."""
+
+    agree: int  # its votes consistent with a known label or with another client's vote on the text
+    disagree: int
+    auc: float | None  # P(p_shown of one of its +1s > that of one of its −1s)
+    weight: float  # in [0, 1], multiplies its rows' weight
+
+    def to_json(self) -> dict[str, Any]:
+        return {"agree": self.agree, "disagree": self.disagree,
+                "auc": None if self.auc is None else round(self.auc, 4), "weight": round(self.weight, 4)}
+
+
+def auc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
+    """P(a random positive > a random negative), ties counting half (Mann–Whitney)."""
+    if not positives or not negatives:
+        return None
+    ranked = sorted([(v, 1) for v in positives] + [(v, 0) for v in negatives])
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):  # average ranks over ties
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        avg = (i + j + 1) / 2.0
+        rank_sum += avg * sum(flag for _, flag in ranked[i:j])
+        i = j
+    n_pos, n_neg = len(positives), len(negatives)
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def client_reliability(votes: Sequence[Vote], known: Mapping[str, str]) -> dict[int | None, Reliability]:
+    """Per client, from three kinds of evidence in the data:
+
+    - agreement with a known label of the same text (a labelled example, or a correction given
+      by someone else): r = (agree + 1) / (agree + disagree + 2), weight factor 2r − 1;
+    - agreement with the other clients' votes on the same text, counted the same way;
+    - whether its +1s fall on answers the model was surer of than its −1s (the propensity
+      logged with each prediction): its AUC against the pooled AUC of everyone else,
+      factor (AUC − ½) / (AUC_others − ½), when the others' ranking is informative at all.
+    A client with too little evidence of a kind keeps factor 1 for it: reliability lowers a
+    weight only on evidence, never by default.  Votes are the latest per (text, client).
+    """
+    by_text: dict[str, list[Vote]] = {}
+    for v in votes:
+        by_text.setdefault(text_hash(v.text), []).append(v)
+    agree: dict[int | None, int] = {}
+    disagree: dict[int | None, int] = {}
+    for key, group in by_text.items():
+        gold = known.get(key)
+        for v in group:
+            checks = [compatible(v, o) for o in group if o.client != v.client]
+            if gold is not None:
+                checks.append(compatible(v, Vote("is", gold, 0, None, v.text, "example")))
+            agree[v.client] = agree.get(v.client, 0) + sum(checks)
+            disagree[v.client] = disagree.get(v.client, 0) + len(checks) - sum(checks)
+    sides: dict[int | None, tuple[list[float], list[float]]] = {}
+    for v in votes:
+        if v.propensity is None:
+            continue
+        pos, neg = sides.setdefault(v.client, ([], []))
+        # a +1 is an "is" on the shown label; a −1 (with or without a correction) refutes it
+        (pos if v.claim == "is" and v.source == "feedback" else neg).append(v.propensity)
+    out: dict[int | None, Reliability] = {}
+    for client in {v.client for v in votes}:
+        a, d = agree.get(client, 0), disagree.get(client, 0)
+        factor = 1.0
+        if a + d >= MIN_AGREEMENT_EVIDENCE:
+            factor = max(0.0, 2.0 * (a + 1) / (a + d + 2) - 1.0)
+        pos, neg = sides.get(client, ([], []))
+        mine = auc(pos, neg) if len(pos) >= MIN_SIGNALS_PER_SIDE and len(neg) >= MIN_SIGNALS_PER_SIDE else None
+        if mine is not None:
+            others_pos = [p for c, (ps, _) in sides.items() if c != client for p in ps]
+            others_neg = [n for c, (_, ns) in sides.items() if c != client for n in ns]
+            pooled = auc(others_pos, others_neg)
+            if pooled is not None and pooled >= INFORMATIVE_POOL_AUC:
+                factor *= min(1.0, max(0.0, (mine - 0.5) / (pooled - 0.5)))
+        out[client] = Reliability(a, d, mine, factor)
+    return out
+
+
 # ---------------------------------------------------------------- the dataset
 
 
@@ -137,13 +228,16 @@ def build_dataset(
     watermark: Mapping[str, int],
     policy: Policy,
     target: Callable[[str], Any] | None = None,
+    holdout_salt: str = "",
 ) -> TaskDataset:
     """Examples, corrections and ±1 signals, resolved, capped and split.
 
     Examples keep the split stored when they were uploaded; feedback is split by the same hash
     of its normalised text, so a text sits on one side only.  `target` turns a stored label
     into what the trainer learns (by default its index in `labels`); a label it refuses
-    (KeyError/ValueError) is counted as dropped.
+    (KeyError/ValueError) is counted as dropped.  `holdout_salt` picks which slice of the
+    feedback is held out: a run passes its own, so over runs every signal both trains and
+    validates, but never in the same run.
     """
     labels = [str(lab) for lab in labels]
     index = {lab: i for i, lab in enumerate(labels)}
@@ -170,12 +264,13 @@ def build_dataset(
     # Each client's latest word on each text is its one vote there.
     latest: dict[tuple[str, int | None], Vote] = {}
     for fb in feedback:
+        p = getattr(fb, "propensity", None)
         if fb.correction is not None:
-            vote = Vote("is", fb.correction, fb.id, fb.client_id, fb.text, "correction")
+            vote = Vote("is", fb.correction, fb.id, fb.client_id, fb.text, "correction", p)
         elif fb.signal > 0:
-            vote = Vote("is", fb.shown, fb.id, fb.client_id, fb.text, "feedback")
+            vote = Vote("is", fb.shown, fb.id, fb.client_id, fb.text, "feedback", p)
         else:
-            vote = Vote("not", fb.shown, fb.id, fb.client_id, fb.text, "feedback")
+            vote = Vote("not", fb.shown, fb.id, fb.client_id, fb.text, "feedback", p)
         if vote.label not in index:
             counts["unknown_label_dropped"] += 1
             continue
@@ -196,6 +291,13 @@ def build_dataset(
     weights = client_weights(per_client, policy.max_client_share)
     counts["clients"] = len(per_client)
     counts["capped_clients"] = sum(w < 1.0 for w in weights.values())
+    # Trust: every vote the client gave (before conflicts were resolved) is evidence about it.
+    known = {text_hash(ex.text): ex.label for ex in examples}
+    known.update({text_hash(v.text): v.label for v in latest.values() if v.source == "correction" and v.client is None})
+    trust = client_reliability(list(latest.values()), known)
+    for client in weights:
+        weights[client] *= trust[client].weight if client in trust else 1.0
+    counts["down_weighted_clients"] = sum(t.weight < 1.0 for t in trust.values())
 
     for vote in sorted(kept, key=lambda v: v.order):
         w = weights[vote.client]
@@ -206,9 +308,10 @@ def build_dataset(
             signal = 1 if vote.claim == "is" else -1
             item = Item(vote.text, to_target(vote.label), signal, w, "feedback", vote.client)
             counts["positive" if signal > 0 else "negative"] += 1
-        side = split_for(vote.text, policy.feedback_validation_fraction)
+        side = split_for(vote.text, policy.feedback_validation_fraction, holdout_salt)
         (validation if side == "validation" else train).append(item)
 
     counts["train"] = len(train)
     counts["validation"] = len(validation)
-    return TaskDataset(labels=labels, train=train, validation=validation, counts=counts, watermark=dict(watermark))
+    return TaskDataset(labels=labels, train=train, validation=validation, counts=counts, watermark=dict(watermark),
+                       reliability={str(c): t.to_json() for c, t in sorted(trust.items(), key=lambda kv: str(kv[0]))})

@@ -1,11 +1,24 @@
-"""The validation gate: nothing is promoted on faith.
+"""The validation gate: nothing is promoted on faith, and nothing on a lucky draw.
 
-Candidate and active are scored on the same validation rows by the task kind's
-`gate_metrics` (for classification: labelled validation examples and the held-out slice of
-feedback, see `app/kinds/classification.py`).  Verdict: promote only if the candidate's score
-is at most `tolerance` below the active's and no class's recall on the examples falls by more
-than `max_recall_drop`.  With no validation rows at all there is nothing to compare, and the
-candidate is rejected (say so, and wait for labelled examples or more feedback).
+Candidate and active answer the same validation rows: labelled validation examples and
+corrections, and a held-out slice of feedback.  Each row's outcome is scored honestly by the
+task kind (`TaskKind.outcome`): a labelled row is right or wrong; a +1'd answer is right, so
+keeping it is right and changing it is wrong; a −1'd answer is wrong, so keeping it is wrong,
+but changing it is *unknown* (the new answer may be right or wrong).  Per row, the candidate's
+advantage d = right(candidate) − right(active) is then known, or only bounded: an unknown
+outcome is counted as wrong for the candidate and right for the active in the pessimistic
+bound (d_lo), and the other way round in the optimistic one (d_hi).  Two models giving the
+same answer tie, whatever the truth.
+
+The decision is a one-sided paired test on those rows, by bootstrap over rows (each row
+weighted as in training, so one client's cap holds here too) at `confidence`:
+  promote       the lower bound of mean(d_lo) is ≥ −tolerance: not worse, even counting every
+                unknown against the candidate;
+  reject        the upper bound of mean(d_hi) is < −tolerance: worse, even counting every
+                unknown for it;  or a class's recall (classes with ≥ MIN_RECALL_SUPPORT
+                validation examples) fell by more than `max_recall_drop`;
+  inconclusive  neither (or fewer than `min_rows` rows with a known outcome): keep collecting.
+With no validation rows at all there is nothing to compare, and the candidate is not promoted.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from app.kinds.base import TaskKind
@@ -20,6 +34,8 @@ from app.learning.dataset import Item
 from app.model.encoder import tokenize
 
 EPS = 1e-9
+MIN_RECALL_SUPPORT = 10  # a recall on fewer validation examples is too noisy to veto a promotion
+BOOTSTRAP_SAMPLES = 2000
 
 
 @torch.inference_mode()
@@ -50,57 +66,175 @@ def predict_targets(kind: TaskKind, model: torch.nn.Module, tokenizer: Any, text
     return kind.predicted_targets(torch.stack(rows))
 
 
+@dataclass
+class Evaluation:
+    """One model on the validation rows: its answer per row (as targets) and the kind's metrics."""
+
+    predicted: list[Any]
+    metrics: dict[str, Any]
+
+
 def evaluate(
     kind: TaskKind, model: torch.nn.Module, tokenizer: Any, items: Sequence[Item], labels: Sequence[str], *,
     device: torch.device, max_len: int,
-) -> dict[str, Any]:
-    """Gate metrics of one model on the validation rows; `score` is None when there are none."""
+) -> Evaluation:
+    """Answers and gate metrics of one model on the validation rows (`score` None when there are none)."""
     pred = predict_targets(kind, model, tokenizer, [it.text for it in items], device=device, max_len=max_len)
-    return kind.gate_metrics(items, pred, labels)
+    return Evaluation(pred, kind.gate_metrics(items, pred, labels))
+
+
+# ---------------------------------------------------------------- the paired comparison
+
+
+@dataclass
+class Comparison:
+    """Candidate − active on the same rows: bounds on the mean advantage and their confidence bounds."""
+
+    rows: int
+    known: int  # rows whose advantage is known exactly (both outcomes known, or the same answer)
+    mean_lo: float  # pessimistic estimate: unknowns against the candidate
+    mean_hi: float  # optimistic estimate: unknowns for the candidate
+    lower: float  # one-sided lower confidence bound of mean_lo
+    upper: float  # one-sided upper confidence bound of mean_hi
+    confidence: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": "paired bootstrap over validation rows, one-sided", "rows": self.rows,
+                "known_rows": self.known, "unknown_rows": self.rows - self.known,
+                "advantage_pessimistic": self.mean_lo, "advantage_optimistic": self.mean_hi,
+                "lower_bound": self.lower, "upper_bound": self.upper, "confidence": self.confidence}
+
+
+def advantage_bounds(kind: TaskKind, items: Sequence[Item], candidate: Sequence[Any], active: Sequence[Any]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: (d_lo, d_hi, known) for d = right(candidate) − right(active)."""
+    lo, hi, known = np.zeros(len(items)), np.zeros(len(items)), np.zeros(len(items), dtype=bool)
+    for i, (it, c, a) in enumerate(zip(items, candidate, active)):
+        if c == a:
+            known[i] = True  # same answer, same outcome: a tie whatever the truth
+            continue
+        oc, oa = kind.outcome(it, c), kind.outcome(it, a)
+        lo[i] = (oc if oc is not None else 0.0) - (oa if oa is not None else 1.0)
+        hi[i] = (oc if oc is not None else 1.0) - (oa if oa is not None else 0.0)
+        known[i] = oc is not None and oa is not None
+    return lo, hi, known
+
+
+def compare(kind: TaskKind, items: Sequence[Item], candidate: Sequence[Any], active: Sequence[Any], *,
+            confidence: float, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> Comparison:
+    """The paired comparison of two models' answers on the same rows."""
+    lo, hi, known = advantage_bounds(kind, items, candidate, active)
+    w = np.array([it.weight for it in items], dtype=float)
+    n = len(items)
+    if n == 0 or w.sum() <= 0:
+        return Comparison(n, int(known.sum()), 0.0, 0.0, -1.0, 1.0, confidence)
+    rng = np.random.default_rng(seed)
+    means_lo, means_hi = [], []
+    chunk = max(1, 2_000_000 // n)  # resample in chunks: at most ~2M indices in memory at once
+    for start in range(0, samples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, samples - start), n))
+        ws = w[idx]
+        total = ws.sum(axis=1).clip(min=EPS)
+        means_lo.append((ws * lo[idx]).sum(axis=1) / total)
+        means_hi.append((ws * hi[idx]).sum(axis=1) / total)
+    boot_lo, boot_hi = np.concatenate(means_lo), np.concatenate(means_hi)
+    return Comparison(
+        rows=n, known=int(known.sum()),
+        mean_lo=float((w * lo).sum() / w.sum()), mean_hi=float((w * hi).sum() / w.sum()),
+        lower=float(np.quantile(boot_lo, 1.0 - confidence)), upper=float(np.quantile(boot_hi, confidence)),
+        confidence=confidence,
+    )
 
 
 @dataclass
 class Verdict:
-    promote: bool
+    decision: str  # promote | reject | inconclusive
     reason: str
     candidate: dict[str, Any]
     active: dict[str, Any]
     tolerance: float
     max_recall_drop: float
+    comparison: Comparison | None = None
+
+    @property
+    def promote(self) -> bool:
+        return self.decision == "promote"
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "verdict": "promote" if self.promote else "reject",
+            "verdict": self.decision,
             "reason": self.reason,
             "tolerance": self.tolerance,
             "max_recall_drop": self.max_recall_drop,
+            "comparison": self.comparison.to_json() if self.comparison else None,
             "candidate": self.candidate,
             "active": self.active,
         }
 
 
-def decide(
-    candidate: dict[str, Any], active: dict[str, Any], *, tolerance: float = 0.01, max_recall_drop: float = 0.10
-) -> Verdict:
-    """Promote or reject `candidate` against `active` (both from `evaluate` on the same rows)."""
-    def verdict(promote: bool, reason: str) -> Verdict:
-        return Verdict(promote, reason, candidate, active, tolerance, max_recall_drop)
-
-    if candidate.get("score") is None or active.get("score") is None:
-        return verdict(False, "no validation data (no validation examples, no held-out feedback): "
-                              "nothing is promoted on faith")
-    problems: list[str] = []
-    c, a = candidate["score"], active["score"]
-    if c < a - tolerance - EPS:
-        problems.append(f"score {c:.4f} is more than {tolerance:g} below the active's {a:.4f}")
-    a_recall = (active.get("examples") or {}).get("recall", {})
-    c_recall = (candidate.get("examples") or {}).get("recall", {})
+def recall_drops(candidate: dict[str, Any], active: dict[str, Any], max_recall_drop: float) -> list[str]:
+    """Classes (with enough validation examples) whose recall fell by more than the limit."""
+    a_ex, c_ex = active.get("examples") or {}, candidate.get("examples") or {}
+    a_recall, c_recall, support = a_ex.get("recall", {}), c_ex.get("recall", {}), a_ex.get("support", {})
+    problems = []
     for label in sorted(a_recall):
+        if support.get(label, 0) < MIN_RECALL_SUPPORT:
+            continue
         drop = a_recall[label] - c_recall.get(label, 0.0)
         if drop > max_recall_drop + EPS:
             problems.append(f"recall of {label!r} fell {a_recall[label]:.3f} -> {c_recall.get(label, 0.0):.3f} "
-                            f"(more than {max_recall_drop:g})")
-    if problems:
-        return verdict(False, "; ".join(problems))
-    return verdict(True, f"score {c:.4f} vs active {a:.4f} (tolerance {tolerance:g}); "
-                         f"no class's recall fell more than {max_recall_drop:g}")
+                            f"(more than {max_recall_drop:g}, on {support[label]} examples)")
+    return problems
+
+
+SOURCES = {"labelled": lambda it: it.signal == 0, "feedback": lambda it: it.signal != 0}
+
+
+def judge(
+    kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active: Evaluation, *,
+    tolerance: float = 0.01, max_recall_drop: float = 0.10, confidence: float = 0.95, min_rows: int = 30,
+    seed: int = 0,
+) -> Verdict:
+    """Promote, reject, or keep collecting: `candidate` against `active` on the same rows.
+
+    Labelled rows (examples and corrections) and ±1 feedback are tested apart, so plentiful
+    feedback cannot outvote the labelled examples (or the other way round): any source with
+    `min_rows` known outcomes that says "worse" rejects; promotion needs every such source to
+    say "not worse", and at least one of them."""
+    def verdict(decision: str, reason: str, comparison: Comparison | None = None) -> Verdict:
+        return Verdict(decision, reason, candidate.metrics, active.metrics, tolerance, max_recall_drop, comparison)
+
+    if not items:
+        return verdict("inconclusive", "no validation data (no validation examples, no held-out feedback): "
+                                       "nothing is promoted on faith")
+    overall = compare(kind, items, candidate.predicted, active.predicted, confidence=confidence, seed=seed)
+    drops = recall_drops(candidate.metrics, active.metrics, max_recall_drop)
+    if drops:
+        return verdict("reject", "; ".join(drops), overall)
+    decided: dict[str, str] = {}
+    notes: list[str] = []
+    for name, belongs in SOURCES.items():
+        idx = [i for i, it in enumerate(items) if belongs(it)]
+        if not idx:
+            continue
+        cmp = compare(kind, [items[i] for i in idx], [candidate.predicted[i] for i in idx],
+                      [active.predicted[i] for i in idx], confidence=confidence, seed=seed)
+        note = (f"{name}: advantage {cmp.mean_lo:+.4f}..{cmp.mean_hi:+.4f} on {cmp.rows} rows ({cmp.known} known), "
+                f"{confidence:.0%} bounds {cmp.lower:+.4f}/{cmp.upper:+.4f}")
+        if cmp.known < min_rows:
+            notes.append(f"{note} — too few known (need {min_rows})")
+            continue
+        notes.append(note)
+        decided[name] = ("promote" if cmp.lower >= -tolerance - EPS else
+                         "reject" if cmp.upper < -tolerance - EPS else "inconclusive")
+    detail = "; ".join(notes) + f"; tolerance {tolerance:g}"
+    worse = [n for n, d in decided.items() if d == "reject"]
+    if worse:
+        return verdict("reject", f"worse than the active beyond the tolerance on {', '.join(worse)} rows: {detail}",
+                       overall)
+    if decided and all(d == "promote" for d in decided.values()):
+        return verdict("promote", f"not worse than the active beyond the tolerance: {detail}", overall)
+    if not decided:
+        return verdict("inconclusive", f"too few validation rows with a known outcome; keep collecting: {detail}",
+                       overall)
+    return verdict("inconclusive", f"cannot tell yet; keep collecting: {detail}", overall)

@@ -32,7 +32,7 @@ from app.db.training_rows import load_training_rows
 from app.db.versions import activate, active_version, next_version_number, register_version
 from app.kinds import TaskKind, TaskSpec, get_kind, load_version
 from app.learning.dataset import TaskDataset, build_dataset
-from app.learning.gate import Verdict, decide, evaluate
+from app.learning.gate import Evaluation, Verdict, evaluate, judge as gate_judge
 from app.learning.trainer import TrainConfig, TrainingInterrupted, TrainResult, save, train
 from app.model.encoder import resolve_device
 from app.policy import Policy
@@ -53,14 +53,15 @@ def task_spec(task: Task) -> TaskSpec:
                     descriptions=dict(task.descriptions or {}))
 
 
-def gather_dataset(session: Session, task: Task, policy: Policy | None = None) -> TaskDataset:
+def gather_dataset(session: Session, task: Task, policy: Policy | None = None, holdout_salt: str = ""
+                   ) -> TaskDataset:
     """The task's training rows from the database, built into a dataset for its kind."""
     spec = task_spec(task)
     kind = get_kind(task.kind)
     rows = load_training_rows(session, task.id)
     return build_dataset(labels=spec.labels, examples=rows.examples, feedback=rows.feedback,
                          watermark=rows.watermark, policy=policy or Policy.from_stored(task.policy),
-                         target=lambda label: kind.target(spec, label))
+                         target=lambda label: kind.target(spec, label), holdout_salt=holdout_salt)
 
 
 def train_config_for(task: Task, policy: Policy, settings: Settings, max_len: int) -> TrainConfig:
@@ -106,7 +107,7 @@ def start(factory: sessionmaker[Session], ctx: RunContext) -> None:
 
 def gather(factory: sessionmaker[Session], ctx: RunContext) -> TaskDataset:
     with factory() as s:
-        dataset = gather_dataset(s, ctx.task, ctx.policy)
+        dataset = gather_dataset(s, ctx.task, ctx.policy, holdout_salt=f"run-{ctx.run_id}")
     if not dataset.train:
         raise RunError(f"nothing to train on: {dataset.counts}")
     return dataset
@@ -119,7 +120,7 @@ class Fitted:
     parent_meta: Any
     config: TrainConfig
     device: torch.device
-    active_metrics: dict[str, Any]
+    active: Evaluation
     result: TrainResult
 
 
@@ -130,8 +131,8 @@ def fit(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dat
     model, tokenizer, parent_meta = load_version(ctx.parent_path, device=device,
                                                  trainable_lora=task.finetune == "lora")
     config = train_config_for(task, ctx.policy, settings, parent_meta.max_seq_len)
-    active_metrics = evaluate(ctx.kind, model, tokenizer, dataset.validation, dataset.labels, device=device,
-                              max_len=config.max_len)
+    active = evaluate(ctx.kind, model, tokenizer, dataset.validation, dataset.labels, device=device,
+                      max_len=config.max_len)
 
     def on_progress(epoch: int, step: int, total: int, loss: float) -> None:
         progress = {"epoch": epoch, "epochs": config.epochs, "step": step, "total_steps": total,
@@ -152,7 +153,7 @@ def fit(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dat
 
     result = train(ctx.kind, model, tokenizer, dataset.train, dataset.validation, config,
                    on_progress=on_progress, on_epoch=on_epoch, should_stop=control.should_stop)
-    return Fitted(model, tokenizer, parent_meta, config, device, active_metrics, result)
+    return Fitted(model, tokenizer, parent_meta, config, device, active, result)
 
 
 def store(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, fitted: Fitted,
@@ -172,12 +173,13 @@ def store(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, f
         s.execute(update(TrainingRun).where(TrainingRun.id == ctx.run_id).values(candidate_version_id=version.id))
 
 
-def judge(ctx: RunContext, fitted: Fitted, dataset: TaskDataset) -> tuple[Verdict, dict[str, Any]]:
-    candidate_metrics = evaluate(ctx.kind, fitted.model, fitted.tokenizer, dataset.validation, dataset.labels,
-                                 device=fitted.device, max_len=fitted.config.max_len)
-    verdict = decide(candidate_metrics, fitted.active_metrics, tolerance=ctx.policy.gate_tolerance,
-                     max_recall_drop=ctx.policy.max_recall_drop)
-    return verdict, candidate_metrics
+def judge(ctx: RunContext, fitted: Fitted, dataset: TaskDataset) -> Verdict:
+    candidate = evaluate(ctx.kind, fitted.model, fitted.tokenizer, dataset.validation, dataset.labels,
+                         device=fitted.device, max_len=fitted.config.max_len)
+    p = ctx.policy
+    return gate_judge(ctx.kind, dataset.validation, candidate, fitted.active, tolerance=p.gate_tolerance,
+                      max_recall_drop=p.max_recall_drop, confidence=p.gate_confidence, min_rows=p.gate_min_rows,
+                      seed=ctx.run_id)
 
 
 def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, dataset: TaskDataset,
@@ -188,9 +190,9 @@ def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, data
         version = s.get(ModelVersion, ctx.candidate_id)
         current = active_version(s, ctx.task_id)
         if verdict.promote and (current is None or current.id != ctx.parent_id):
-            verdict = Verdict(False, "the active version changed while this run trained; the candidate was "
-                              "compared with its parent, not with the current active", verdict.candidate,
-                              verdict.active, verdict.tolerance, verdict.max_recall_drop)
+            verdict = Verdict("inconclusive", "the active version changed while this run trained; the candidate "
+                              "was compared with its parent, not with the current active", verdict.candidate,
+                              verdict.active, verdict.tolerance, verdict.max_recall_drop, verdict.comparison)
         gate = {**verdict.to_json(), "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                 "stopped_early": result.stopped_early}
         version.metrics = gate
@@ -198,7 +200,7 @@ def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, data
             activate(s, version=version)
         else:
             version.status = VersionStatus.REJECTED
-            version.reason = verdict.reason
+            version.reason = verdict.reason if verdict.decision == "reject" else f"inconclusive: {verdict.reason}"
         run.status = RunStatus.PROMOTED if verdict.promote else RunStatus.REJECTED
         run.gate = gate
         run.loss_curve = result.loss_curve
@@ -216,6 +218,7 @@ def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, data
     telemetry.GATE_SCORE.labels(ctx.task_name, "candidate").set(verdict.candidate.get("score") or 0.0)
     telemetry.GATE_SCORE.labels(ctx.task_name, "active").set(verdict.active.get("score") or 0.0)
     telemetry.GATE_PROMOTED.labels(ctx.task_name).set(1.0 if verdict.promote else 0.0)
+    telemetry.GATE_DECISIONS.labels(ctx.task_name, verdict.decision).inc()
     return status
 
 
@@ -238,9 +241,9 @@ def execute_run(
         start(factory, ctx)
         dataset = gather(factory, ctx)
         fitted = fit(factory, settings, ctx, dataset, control)
-        counts = {**dataset.counts, **fitted.result.counts}
+        counts = {**dataset.counts, **fitted.result.counts, "reliability": dataset.reliability}
         store(factory, settings, ctx, fitted, counts)
-        verdict, _ = judge(ctx, fitted, dataset)
+        verdict = judge(ctx, fitted, dataset)
         return finish(factory, ctx, fitted, dataset, verdict, counts)
     except (RunAbandoned, TrainingInterrupted) as exc:
         if control.lost.is_set() or isinstance(exc, RunAbandoned):

@@ -38,6 +38,10 @@ GATE_PROMOTED = Gauge(
     "flywheel_worker_gate_promoted", "1 if the last candidate this worker judged was promoted, else 0", ["task"],
     registry=REGISTRY,
 )
+GATE_DECISIONS = Counter(
+    "flywheel_worker_gate_decisions_total", "Gate decisions of this worker: promote, reject, inconclusive",
+    ["task", "decision"], registry=REGISTRY,
+)
 REAPED = Counter(
     "flywheel_worker_reaped_total", "Runs this worker's reaper failed because their worker went silent", ["task"],
     registry=REGISTRY,
