@@ -39,11 +39,19 @@ class ApiError(RuntimeError):
 
 @dataclass(frozen=True)
 class Answer:
-    """One prediction: its id (to send feedback on) and the label the model chose."""
+    """One prediction: its id (to send feedback on), the label the model chose, and whether the
+    server asks for the user's word on it (`feedback_wanted`; False from a server that does not
+    send the key)."""
 
     id: str
     label: str
     scores: Mapping[str, float]
+    feedback_wanted: bool = False
+
+    @classmethod
+    def from_json(cls, p: Mapping[str, Any]) -> Answer:
+        """One entry of a predict answer's `predictions`."""
+        return cls(p["id"], p["label"], p.get("scores", {}), bool(p.get("feedback_wanted", False)))
 
 
 def _body(r: httpx.Response) -> Any:
@@ -166,7 +174,7 @@ class FlywheelClient:
             chunk = list(texts[s: s + batch])
             body = self._predict_once(task, chunk, key)
             versions += [int(body["model_version"])] * len(chunk)
-            answers += [Answer(p["id"], p["label"], p.get("scores", {})) for p in body["predictions"]]
+            answers += [Answer.from_json(p) for p in body["predictions"]]
         return versions, answers
 
     def _predict_once(self, task: str, texts: list[str], key: str | None) -> Json:

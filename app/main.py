@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
-from app.api import clients, examples, feedback, health, predict, problems, runs, tasks, users, versions
+from app.api import clients, examples, feedback, health, predict, problems, review, runs, tasks, users, versions
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_sessionmaker
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.flywheel = build_state(settings)
     problems.install(app)
-    for module in (health, tasks, predict, feedback, examples, runs, versions, clients, users):
+    for module in (health, tasks, predict, feedback, review, examples, runs, versions, clients, users):
         app.include_router(module.router)
 
     app.add_middleware(RequestTiming, metrics=app.state.flywheel.metrics)

@@ -91,6 +91,17 @@ def test_batched_answer_matches_single_answers(client, task) -> None:
             assert single["scores"][lab] == pytest.approx(b["scores"][lab], abs=1e-4)
 
 
+def test_every_prediction_says_whether_feedback_is_wanted(client, task) -> None:
+    """`feedback_wanted` is always there and a boolean; it is not stored.  Under the default
+    budget (5%) the first ask can come at the 20th prediction at the earliest."""
+    preds = predict(client, texts=["lost card", "bill", "rain"])["predictions"]
+    preds += predict(client, text="hello")["predictions"]
+    assert all(p["feedback_wanted"] is False for p in preds)
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["PredictionOut"]
+    assert schema["properties"]["feedback_wanted"]["type"] == "boolean"
+    assert "feedback_wanted" in schema["required"]
+
+
 def test_limits_are_inclusive(client, task) -> None:
     assert len(predict(client, texts=["a" * MAX_CHARS] * MAX_TEXTS)["predictions"]) == MAX_TEXTS
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from app.client import ApiError, FlywheelClient
+from app.client import Answer, ApiError, FlywheelClient
 from app.config import Settings
 from conftest import ADMIN_TOKEN
 from live import serve_in_thread
@@ -38,6 +38,12 @@ def make_task(api: FlywheelClient, name: str = "tickets", **fields: object) -> d
     return api.create_task({"name": name, "labels": LABELS, **fields})
 
 
+def test_answer_reads_feedback_wanted_and_defaults_to_false() -> None:
+    asked = Answer.from_json({"id": "p1", "label": "weather", "scores": {"weather": 0.6}, "feedback_wanted": True})
+    assert asked == Answer("p1", "weather", {"weather": 0.6}, True)
+    assert Answer.from_json({"id": "p2", "label": "billing"}).feedback_wanted is False  # an older server
+
+
 def test_admin_and_client_calls_round_trip(api: FlywheelClient) -> None:
     created = make_task(api)
     assert created["name"] == "tickets" and created["active_version"]["version"] == 0
@@ -48,6 +54,7 @@ def test_admin_and_client_calls_round_trip(api: FlywheelClient) -> None:
     assert versions == [0] * len(TEXTS) and len(answers) == len(TEXTS)
     assert len({a.id for a in answers}) == len(TEXTS)
     assert all(a.label in LABELS and set(a.scores) == set(LABELS) for a in answers)
+    assert all(isinstance(a.feedback_wanted, bool) for a in answers)
     api.feedback(answers[0].id, {"signal": 1}, key=key)
     fix = next(lab for lab in LABELS if lab != answers[1].label)
     api.feedback(answers[1].id, {"signal": -1, "correction": fix}, key=key)
@@ -96,7 +103,7 @@ def test_wait_run_follows_a_worker_to_the_verdict_then_activate_rolls_back(api: 
     from app.worker import Worker
 
     make_task(api, policy={"epochs": 6, "learning_rate": 3e-3, "batch_size": 8, "patience": 6,
-                           "gate_tolerance": 1.0, "max_recall_drop": 1.0})
+                           "gate_tolerance": 1.0, "max_recall_drop": 1.0, "gate_min_rows": 1})
     key = api.create_client("helpdesk")
     gold = {"card": "card_lost", "rain": "weather", "bill": "billing"}
     texts = [f"{word} {filler} {i}" for i in range(8) for word in gold for filler in ("please", "help")]

@@ -99,11 +99,32 @@ class PredictionOut(BaseModel):
     id: str
     label: str
     scores: dict[str, float]
+    feedback_wanted: bool = Field(description="A label from your user would teach the model most here: ask "
+                                              "for it.  True on at most the task's policy.feedback_budget "
+                                              "share of predictions.")
 
 
 class PredictResponse(BaseModel):
     model_version: int
     predictions: list[PredictionOut]
+
+
+class ReviewItem(BaseModel):
+    prediction_id: str
+    text: str
+    label: str = Field(description="The answer that was given.")
+    scores: dict[str, float]
+    signal: int | None = Field(description="The latest feedback signal on it (−1), or null if none yet.")
+    value: float = Field(description="How much a correction would teach: the kind's uncertainty of the answer "
+                                     "(0..1) times a boost of up to 2 for a label with few labelled rows.")
+    reason: Literal["refuted without a correction", "uncertain", "rare label"]
+    created_at: datetime
+
+
+class ReviewResponse(BaseModel):
+    task: str
+    items: list[ReviewItem] = Field(description="Best first: −1s without a correction (most recent first), "
+                                                "then by value.")
 
 
 class FeedbackRequest(BaseModel):

@@ -1,5 +1,7 @@
 """Predicting: check the texts, queue them on the task's micro-batcher, and commit every
-answer (one insert per batch) before any caller hears it."""
+answer (one insert per batch) before any caller hears it.  Each answer says whether a label
+from the user is wanted (`feedback_wanted`, within the task's feedback budget:
+`app/services/review.py`)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from app.security import hash_user_id
 from app.serving.batcher import BatcherClosed, MicroBatcher, Pending, QueueFull
 from app.serving.engine import Scored
 from app.services.clients import Caller
+from app.services.review import Asking
 from app.services.tasks import load_task
 from app.state import AppState
 
@@ -44,20 +47,28 @@ def check_texts(texts: list[str], *, single: bool, max_chars: int, max_texts: in
                           slug="text-too-long")
 
 
-def _insert(sessions: sessionmaker[Session], rows: list[dict]) -> None:
+def _insert(sessions: sessionmaker[Session], rows: list[dict], asking: Asking | None = None,
+            stale: list[int] | None = None) -> None:
     """One INSERT for the whole batch, in its own transaction.  Core, not the ORM: nothing here
-    needs objects back, and it halves the cost of the statement for a single-row batch."""
+    needs objects back, and it halves the cost of the statement for a single-row batch.
+    Then, on the same trip to the DB thread, refresh the feedback budgets that are `stale`."""
     with sessions.kw["bind"].begin() as conn:
         conn.execute(insert(Prediction.__table__), rows)
+    if asking is not None and stale:
+        asking.refresh(sessions, stale)
 
 
-def make_commit(sessions: sessionmaker[Session]):  # noqa: ANN201 - the batcher's commit callable
-    """The batcher's commit step: store every prediction of the batch, then answer each request."""
+def make_commit(sessions: sessionmaker[Session], asking: Asking | None = None):  # noqa: ANN201 - the batcher's commit
+    """The batcher's commit step: store every prediction of the batch, then answer each request,
+    each answer with its `feedback_wanted` (decided by `asking`, the task's budget in this
+    process; its stats are read once per TTL on the insert's trip to the database)."""
+    asking = asking if asking is not None else Asking()
 
     async def commit(batch: list[Pending], results: list[list[Scored]]) -> list[tuple[int, list[dict]]]:
         now = utcnow()
         rows: list[dict] = []
         answers: list[tuple[int, list[dict]]] = []
+        decide: list[tuple[int, Scored, dict]] = []
         for pending, scored in zip(batch, results):
             ctx: PredictContext = pending.context
             out = []
@@ -66,9 +77,14 @@ def make_commit(sessions: sessionmaker[Session]):  # noqa: ANN201 - the batcher'
                 rows.append({"id": pid, "task_id": ctx.task_id, "model_version_id": sc.model.version_id,
                              "client_id": ctx.client_id, "user_hash": ctx.user_hash, "text": text,
                              "label": sc.answer.label, "scores": sc.answer.scores, "created_at": now})
-                out.append({"id": pid, **sc.answer.body})
+                answer = {"id": pid, **sc.answer.body}
+                out.append(answer)
+                decide.append((ctx.task_id, sc, answer))
             answers.append((scored[0].model.version, out))
-        await in_db_thread(_insert, sessions, rows)
+        stale = sorted({task_id for task_id, _, _ in decide if asking.stale(task_id)})
+        await in_db_thread(_insert, sessions, rows, asking, stale)
+        for task_id, sc, answer in decide:  # in arrival order, on the event loop: no other commit interleaves
+            answer["feedback_wanted"] = asking.decide(task_id, sc.model.kind, sc.answer)
         return answers
 
     return commit
@@ -88,7 +104,7 @@ def batcher_for(state: AppState, task: str) -> MicroBatcher:
         b = MicroBatcher(
             task,
             lambda texts: state.served.forward(task, texts),
-            make_commit(state.sessions),
+            make_commit(state.sessions, Asking()),
             max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms,
             max_queue=s.max_queue,
@@ -107,7 +123,7 @@ def _task_exists(sessions: sessionmaker[Session], name: str) -> None:
 async def predict(state: AppState, *, task: str, texts: list[str], single: bool, caller: Caller,
                   user_id: str | None) -> dict[str, Any]:
     """Predict one text or a list; every prediction is stored before this returns.
-    {"model_version", "predictions": [{"id", …the kind's answer}]}."""
+    {"model_version", "predictions": [{"id", …the kind's answer, "feedback_wanted"}]}."""
     s = state.settings
     check_texts(texts, single=single, max_chars=s.max_text_chars, max_texts=s.max_texts_per_request)
     loaded = await state.served.ensure(task)
@@ -123,6 +139,9 @@ async def predict(state: AppState, *, task: str, texts: list[str], single: bool,
         state.metrics.rejected.labels(task).inc()
         raise Overloaded(f"The queue for task {task!r} is full; retry shortly.") from None
     state.metrics.predictions.labels(task).inc(len(texts))
+    asked = sum(1 for p in predictions if p.get("feedback_wanted"))
+    if asked:
+        state.metrics.feedback_wanted.labels(task).inc(asked)
     return {"model_version": version, "predictions": predictions}
 
 
