@@ -1,5 +1,7 @@
-"""`flywheel simulate`: the users' decisions, metrics, arms, data sampling, targets and report
-as units, and one `--quick` run end to end on the tiny BERT with data built here."""
+"""`flywheel simulate`: the users' decisions, metrics, arms, data sampling, seeds (mean and
+spread), targets (the gate's decisions among them), progress and report as units, and `--quick`
+runs end to end on the tiny BERT with data built here (one seed; two seeds with the active and
+random arms)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from app.simulate.arms import DEFAULT_ARMS, QUICK_ARMS, distinct, make_arm, parse_arms
-from app.simulate.checks import run_checks
+from app.simulate.checks import gate_letter, run_checks, verdicts
 from app.simulate.data import DataError, build_scenario
 from app.kinds.classification import Classification, label_metrics
+from app.simulate.progress import PlainProgress, SimulationProgress, make_progress
 from app.simulate.report import write_report
+from app.simulate.seeds import aggregate, fmt, gate_spread, round_std, runs
 from app.simulate.users import Behaviour, Draws, Signal, assign_clients, decide
 
 LABELS = ["bank", "movie", "weather"]
@@ -28,8 +33,8 @@ BASELINE = dict(correction_rate=0.3, noise=0.0, adversarial_share=0.0, lambda_da
 KIND = Classification()
 
 
-def draws(noise: float = 0.9, correction: float = 0.9, pick: float = 0.0) -> Draws:
-    return Draws(noise=noise, correction=correction, pick=pick)
+def draws(noise: float = 0.9, correction: float = 0.9, pick: float = 0.0, label: float = 0.9) -> Draws:
+    return Draws(noise=noise, correction=correction, pick=pick, label=label)
 
 
 # ---------------------------------------------------------------- users
@@ -81,6 +86,34 @@ def test_draws_are_the_same_for_a_text_in_every_arm() -> None:
     assert 0.26 < flips < 0.34
 
 
+def test_active_user_labels_exactly_the_answers_the_server_asks_about() -> None:
+    b = Behaviour(label_when_asked=True)
+    for d in (draws(label=0.0), draws(label=0.99)):  # the random draw plays no part
+        def say(shown: str, wanted: bool) -> Signal | None:
+            return decide(shown, "bank", behaviour=b, labels=LABELS, kind=KIND, draws=d, wanted=wanted)
+
+        assert say("bank", True) == Signal(1, "bank") and say("movie", True) == Signal(-1, "bank")
+        assert say("bank", False) == Signal(1) and say("movie", False) == Signal(-1)
+    # Users of the other arms ignore feedback_wanted.
+    assert decide("movie", "bank", behaviour=Behaviour(), labels=LABELS, kind=KIND, draws=draws(),
+                  wanted=True) == Signal(-1)
+
+
+def test_random_user_labels_a_seeded_share_of_the_texts() -> None:
+    b = Behaviour(label_share=0.2)
+    assert decide("bank", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(label=0.1)) == Signal(1, "bank")
+    assert decide("movie", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(label=0.1)) == Signal(-1, "bank")
+    assert decide("movie", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(label=0.3),
+                  wanted=True) == Signal(-1)  # asked or not: only the draw decides
+    labelled = sum(Draws.for_text(0, i).label < 0.2 for i in range(2000)) / 2000
+    assert 0.17 < labelled < 0.23
+    # The label draw came last: the draws that existed before it are unchanged (same runs as before).
+    rng, d = random.Random("flywheel-simulate:3:17"), Draws.for_text(3, 17)
+    assert (d.noise, d.correction, d.pick) == (rng.random(), rng.random(), rng.random())
+    with pytest.raises(ValueError, match="label_share"):
+        Behaviour(label_share=1.5)
+
+
 def test_adversary_gets_its_share_of_the_traffic() -> None:
     owners = assign_clients(200, honest=3, adversarial_share=0.1, seed=1)
     assert owners.count(-1) == 20
@@ -124,7 +157,26 @@ def test_default_arms_and_duplicates() -> None:
     assert make_arm("supervised", **BASELINE).conditions.behaviour.oracle
 
 
-@pytest.mark.parametrize("spec", ["nonsense", "noise-2", "adversarial-1", ","])
+def test_active_and_random_arms() -> None:
+    active = make_arm("active-0.2", **BASELINE)
+    assert active.conditions.feedback_budget == 0.2 and active.conditions.behaviour.label_when_asked
+    assert active.conditions.behaviour.label_share == 0 and active.conditions.behaviour.correction_rate == 0
+    rnd = make_arm("random-0.1", **BASELINE)
+    assert rnd.conditions.feedback_budget == 0 and rnd.conditions.behaviour.label_share == 0.1
+    assert not rnd.conditions.behaviour.label_when_asked
+    assert "feedback_wanted" in active.describe() and "random 10%" in rnd.describe()
+    # The plain names take X from --correction-budget (default 0.05).
+    assert make_arm("active", **BASELINE).conditions == make_arm("active-0.05", **BASELINE).conditions
+    plain = parse_arms("active,random,active-0.1,random-0.2,random-0", **BASELINE, correction_budget=0.1)
+    assert plain[0].conditions.feedback_budget == 0.1 and plain[1].conditions.behaviour.label_share == 0.1
+    same = distinct(plain + parse_arms("feedback", **BASELINE))
+    assert same["active-0.1"] == "active" and same["random-0.2"] == "random-0.2"
+    assert same["feedback"] == "random-0"  # random with share 0 is the feedback arm
+    with pytest.raises(ValueError, match="correction-budget"):
+        make_arm("active", **BASELINE, correction_budget=1.5)
+
+
+@pytest.mark.parametrize("spec", ["nonsense", "noise-2", "adversarial-1", ",", "active-1.5", "random-2"])
 def test_bad_arms_are_refused(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_arms(spec, **BASELINE)
@@ -190,27 +242,37 @@ def test_scenario_keeps_test_texts_out_of_the_traffic(tmp_path: Path) -> None:
 
 
 def fake_arm(acc: list[float], gate: str, *, noise: float = 0.0, loss: str = "bounded", oracle: bool = False,
-             send_negatives: bool = True, adversarial: float = 0.0, lam: float = 0.5) -> dict[str, Any]:
+             send_negatives: bool = True, adversarial: float = 0.0, lam: float = 0.5,
+             cand: list[float | None] | None = None, seed: int = 0, corrections: list[int] | None = None,
+             budget: float = 0.0, asked: bool = False, share: float = 0.0) -> dict[str, Any]:
+    """One seed's run of an arm, as ArmRecord.to_json writes it.  Gate letters: P promoted, R
+    rejected, I inconclusive (the run ends rejected), F failed.  `cand`: each round's candidate
+    test accuracy (default: the round's accuracy when promoted, 0.1 otherwise)."""
     rounds = []
+    corrections = corrections or [0] * len(acc)
     for r, (a, g) in enumerate(zip(acc, gate), start=1):
-        status = {"P": "promoted", "R": "rejected", "F": "failed"}[g]
+        status = {"P": "promoted", "R": "rejected", "I": "rejected", "F": "failed"}[g]
+        verdict = {"P": "promote", "R": "reject", "I": "inconclusive", "F": None}[g]
+        c = cand[r - 1] if cand is not None else (a if g == "P" else 0.1)
         rounds.append({
-            "round": r, "accuracy": a, "macro_f1": a - 0.01, "candidate_accuracy": a if g == "P" else 0.1,
+            "round": r, "accuracy": a, "macro_f1": a - 0.01, "candidate_accuracy": c,
             "version": r, "signals_total": 10 * r,
             "signals_used": 10 * r, "traffic_accuracy": a,
-            "gate": {"run_id": r, "status": status, "verdict": None, "reason": "x", "candidate_score": 0.5,
+            "gate": {"run_id": r, "status": status, "verdict": verdict, "reason": "x", "candidate_score": 0.5,
                      "active_score": 0.4, "validation_rows": 3},
-            "sent": {"positive": 6, "negative": 4, "corrections": 0, "not_sent": 0, "from_adversary": 0},
+            "sent": {"positive": 6, "negative": 4, "corrections": corrections[r - 1], "not_sent": 0,
+                     "from_adversary": 0, "asked": corrections[r - 1] if asked else 0},
             "run": {"id": r, "status": status, "duration_s": 1.0, "data_counts": {}, "error": None,
                     "loss_curve": [{"epoch": 1, "train_loss": 0.5 - r, "val_loss": 0.4}]},
             "seconds": 2.0,
         })
     return {
-        "description": "fake", "seconds": 10.0, "data_dir": None,
+        "description": "fake", "seconds": 10.0, "data_dir": None, "seed": seed,
         "conditions": {"behaviour": {"correction_rate": 0.0, "oracle": oracle, "send_negatives": send_negatives,
-                                     "noise": noise},
+                                     "noise": noise, "label_when_asked": asked, "label_share": share},
                        "adversarial_share": adversarial, "lambda_data": lam, "feedback_loss": loss,
-                       "finetune": "full"},
+                       "finetune": "full", "feedback_budget": budget},
+        "corrections_by_round": corrections, "asked_by_round": [x["sent"]["asked"] for x in rounds],
         "zero_shot_accuracy": 0.5, "zero_shot_macro_f1": 0.45,
         "accuracy_by_round": acc, "macro_f1_by_round": [a - 0.01 for a in acc],
         "signals_by_round": [10 * r for r in range(1, len(acc) + 1)],
@@ -258,6 +320,172 @@ def test_checks_measure_the_targets() -> None:
     assert run_checks({})[0]["met"] is None
 
 
+def test_aggregate_gives_mean_and_spread_over_seeds() -> None:
+    one = fake_arm([0.6, 0.8], "PP", seed=3, corrections=[2, 4])
+    single = aggregate([one])
+    assert {k: single[k] for k in one} == one  # one seed: the run as it was, plus the new fields
+    assert single["seeds"] == [3] and single["accuracy_mean_by_round"] == [0.6, 0.8]
+    assert single["accuracy_std_by_round"] == [None, None] and single["accuracy_min_by_round"] == [0.6, 0.8]
+    assert "by_seed" not in single and runs(single) == [single] and round_std(single, 2) == 0.0
+
+    seeds = [fake_arm([0.6, 0.8], "PP", seed=0, corrections=[2, 4]),
+             fake_arm([0.7, 0.9], "PR", seed=1, corrections=[4, 6]),
+             fake_arm([0.8, 0.7], "RI", seed=2, corrections=[0, 2])]
+    arm = aggregate(seeds)
+    assert arm["seeds"] == [0, 1, 2] and arm["by_seed"] == seeds and runs(arm) == seeds
+    assert arm["accuracy_by_round"] == pytest.approx([0.7, 0.8]) == arm["accuracy_mean_by_round"]
+    assert arm["accuracy_std_by_round"] == pytest.approx([0.1, 0.1])  # sample std (n - 1)
+    assert arm["accuracy_min_by_round"] == [0.6, 0.7] and arm["accuracy_max_by_round"] == [0.8, 0.9]
+    assert arm["corrections_by_round"] == pytest.approx([2, 4]) and arm["signals_by_round"] == [10, 20]
+    assert arm["zero_shot_accuracy"] == 0.5 and arm["zero_shot_accuracy_spread"]["std"] == 0.0
+    assert arm["seconds"] == 30.0
+    for per_run in ("rounds", "gate_by_round", "candidate_accuracy_by_round", "version_by_round", "seed"):
+        assert per_run not in arm  # only per seed
+    assert round_std(arm, 1) == pytest.approx(0.1) and round_std(arm, 0) == 0.0
+    # candidates (default: the accuracy when promoted, else 0.1): 0.6, 0.7, 0.1 then 0.8, 0.1, 0.1
+    assert arm["candidate_accuracy_std_by_round"] == pytest.approx([0.3215, 0.4041], abs=1e-4)
+    assert gate_spread(arm, 2) == pytest.approx(0.4041, abs=1e-4)
+    assert verdicts(arm) == "PP PR RI"
+    assert fmt(0.8123, 0.0101) == "0.812 ± 0.010" and fmt(0.8123) == "0.812" and fmt(None) == "–"
+    with pytest.raises(ValueError):
+        aggregate([])
+
+
+def test_gate_letters() -> None:
+    assert gate_letter({"status": "promoted", "verdict": "promote"}) == "P"
+    assert gate_letter({"status": "rejected", "verdict": "reject"}) == "R"
+    assert gate_letter({"status": "rejected", "verdict": "inconclusive"}) == "I"
+    assert gate_letter({"status": "failed", "verdict": None}) == "F"
+
+
+def gate_arms() -> dict[str, dict[str, Any]]:
+    """Two arms, two seeds, two rounds, from zero-shot 0.5; candidates' test accuracy by hand."""
+    return {
+        # spread in round 1: stdev(0.6, 0.62) = 0.014; in round 2: stdev(0.6, 0.64) = 0.028 (candidates: 0)
+        "feedback": aggregate([
+            fake_arm([0.6, 0.6], "PR", cand=[0.6, 0.7], seed=0),  # r2: +0.10 and rejected
+            fake_arm([0.62, 0.64], "PI", cand=[0.62, 0.70], seed=1),  # r2: +0.08 and inconclusive
+        ]),
+        # spread in round 1: stdev(0.4, 0.48) = 0.057; in round 2: the candidates', stdev(0.45, 0.49) = 0.028
+        "signed": aggregate([
+            fake_arm([0.4, 0.45], "PP", cand=[0.4, 0.45], seed=0),  # r1: -0.10 and promoted; r2 +0.05, promoted
+            fake_arm([0.48, 0.48], "PR", cand=[0.48, 0.49], seed=1),  # r1 -0.02: within the spread; r2 +0.01 too
+        ]),
+    }
+
+
+def test_gate_checks_on_every_round_of_every_seed() -> None:
+    checks = {c["name"]: c for c in run_checks(gate_arms())}
+    better = checks["better_rejected"]
+    # better by more than the spread: feedback s0r1, s0r2, s1r1, s1r2, signed s0r2; kept out: two of them
+    assert better["met"] is False
+    assert "2 of 5 better candidates not promoted (40%; 1 rejected, 1 inconclusive" in better["measured"]
+    assert "feedback seed 0 round 2 (+10.0 points)" in better["measured"]
+    assert "feedback seed 1 round 2 (+8.0 points)" in better["measured"]
+    worse = checks["worse_promoted"]
+    assert worse["met"] is False and "1 of 5 promoted candidates worse" in worse["measured"]
+    assert "signed seed 0 round 1 (-10.0 points)" in worse["measured"]
+
+    # One seed: the spread is 0, so any gain counts.
+    one = {"feedback": aggregate([fake_arm([0.6, 0.6], "PR", cand=[0.6, 0.61])])}
+    checks = {c["name"]: c for c in run_checks(one)}
+    assert checks["better_rejected"]["met"] is False and "1 of 2" in checks["better_rejected"]["measured"]
+    assert checks["worse_promoted"]["met"] is True
+    one = {"feedback": aggregate([fake_arm([0.6, 0.7], "PP")])}
+    checks = {c["name"]: c for c in run_checks(one)}
+    assert checks["better_rejected"]["met"] is True and "0 of 2" in checks["better_rejected"]["measured"]
+    # Rejected candidates not scored (--no-score-rejected): the rate cannot be measured.
+    unscored = {"feedback": aggregate([fake_arm([0.6, 0.6], "PR", cand=[0.6, None])])}
+    check = next(c for c in run_checks(unscored) if c["name"] == "better_rejected")
+    assert check["met"] is None and "--score-rejected" in check["measured"]
+
+
+def test_active_against_random_with_twice_the_corrections() -> None:
+    def active(acc: float, seed: int) -> dict[str, Any]:
+        return fake_arm([0.6, acc], "PP", seed=seed, corrections=[2, 2], budget=0.05, asked=True)
+
+    def rnd(acc: float, seed: int, share: float = 0.1) -> dict[str, Any]:
+        return fake_arm([0.6, acc], "PP", seed=seed, corrections=[4, 4], share=share)
+
+    arms = {"active": aggregate([active(0.80, 0), active(0.78, 1)]),
+            "random-0.1": aggregate([rnd(0.75, 0), rnd(0.80, 1)])}
+    check = next(c for c in run_checks(arms, budget=0.05) if c["name"] == "active_vs_random")
+    assert check["met"] is True  # mean 0.79 >= 0.775
+    assert "active 0.7900 ± 0.0141 with 4 corrections vs random-0.1 0.7750 ± 0.0354 with 8" in check["measured"]
+    arms["random-0.1"] = aggregate([rnd(0.85, 0), rnd(0.80, 1)])
+    assert next(c for c in run_checks(arms) if c["name"] == "active_vs_random")["met"] is False
+    # Not the pair it needs: say which arms are.
+    arms = {"active": aggregate([active(0.8, 0)]), "random-0.05": aggregate([rnd(0.8, 0, share=0.05)])}
+    check = next(c for c in run_checks(arms, budget=0.05) if c["name"] == "active_vs_random")
+    assert check["met"] is None and "active needs random-0.1" in check["measured"]
+    check = next(c for c in run_checks({}, budget=0.05) if c["name"] == "active_vs_random")
+    assert check["met"] is None and "active-0.05 (or active) and random-0.1" in check["measured"]
+
+
+def test_plain_progress_when_not_a_terminal() -> None:
+    import io
+
+    out = io.StringIO()
+    console = Console(file=out, width=60)
+    assert not console.is_terminal
+    now = [0.0]
+    progress = make_progress(console, ["feedback", "random-0.2"], rounds=2, seeds=2)
+    assert isinstance(progress, PlainProgress)
+    progress.clock = lambda: now[0]
+    with progress:
+        progress.status("feedback seed 0", "starting the service")
+        for t in (0.5, 1.0, 2.0):  # changes within the interval: not shown
+            now[0] = t
+            progress.status("feedback seed 0", f"run 1 running epoch 1/2 step {t}")
+        now[0] = 6.0
+        progress.status("feedback seed 0", "run 1 running epoch 2/2 step 3 loss 0.1234 " + "x" * 80)
+        now[0] = 6.5
+        progress.status("random-0.2 seed 1", "starting the service")  # a new arm or seed: at once
+        progress.round_done("random-0.2 seed 1", {"round": 1, "accuracy": 0.8125,
+                                                  "gate": {"status": "rejected", "verdict": "inconclusive"},
+                                                  "sent": {"corrections": 7}})
+        progress.round_done("noise-0", None)  # an arm not run again: counted, not shown
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 5, lines
+    assert lines[0].endswith("feedback seed 0: starting the service")
+    assert "epoch 2/2" in lines[1] and lines[1].endswith("x" * 80)  # one line, not wrapped
+    assert "random-0.2 seed 1: starting the service" in lines[2]
+    assert "random-0.2 seed 1 round 1/2: test accuracy 0.812 (gate I, 7 corrections) [1/8 rounds]" in lines[3]
+    assert "done: 2/8 rounds" in lines[4]
+    assert "\x1b" not in out.getvalue()  # no control codes in a log
+
+    tty = Console(file=io.StringIO(), force_terminal=True)
+    bar = make_progress(tty, ["feedback"], rounds=2)
+    assert isinstance(bar, SimulationProgress)
+    with bar:
+        bar.status("feedback", "starting the service")
+        bar.round_done("feedback", {"round": 1, "accuracy": 0.5, "gate": {"status": "promoted"}, "sent": {}})
+        bar.round_done("feedback", None)
+    assert bar.progress.tasks[0].completed == 2
+
+
+def test_report_needs_matplotlib_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import app.simulate.data as data
+    import app.simulate.runner as runner
+    from app.cli import cli
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+
+    def no_work(*_: object, **__: object) -> None:
+        raise AssertionError("work started before the matplotlib check")
+
+    monkeypatch.setattr(data, "build_scenario", no_work)
+    monkeypatch.setattr(runner, "run_all", no_work)
+    train = write_csv(tmp_path / "train.csv", make_rows(30, seed=1))
+    result = CliRunner().invoke(cli, ["simulate", "--train", str(train), "--test", str(train), "--quick",
+                                      "--report", str(tmp_path / "report")])
+    assert result.exit_code == 2, result.output
+    assert "--report needs matplotlib" in " ".join(result.output.split())  # stdout and stderr (click >= 8.2)
+    assert not (tmp_path / "report").exists()
+
+
 def test_report_from_a_result(tmp_path: Path) -> None:
     md = write_report(fake_result(), tmp_path / "report")
     text = md.read_text()
@@ -269,6 +497,27 @@ def test_report_from_a_result(tmp_path: Path) -> None:
     assert "3 rounds x 10 texts = 30 texts" in text
     assert "| noise-0 | = feedback" in text
     assert "**not met**" in text and "**met**" in text
+
+
+def test_report_with_seeds_and_the_active_and_random_arms(tmp_path: Path) -> None:
+    result = fake_result()
+    result["seeds"] = [0, 1]
+    result["options"]["correction_budget"] = 0.05
+    result["arms"] = {
+        "feedback": aggregate([fake_arm([0.6, 0.7, 0.8], "PPP", seed=0), fake_arm([0.62, 0.7, 0.78], "PRI", seed=1)]),
+        "active": aggregate([fake_arm([0.6, 0.7, 0.8], "PPP", seed=s, budget=0.05, asked=True, corrections=[1, 2, 2])
+                             for s in (0, 1)]),
+        "random-0.1": aggregate([fake_arm([0.6, 0.7, 0.75 + s / 100], "PPP", seed=s, share=0.1,
+                                          corrections=[3, 3, 4]) for s in (0, 1)]),
+    }
+    result["checks"] = run_checks(result["arms"], budget=0.05)
+    text = write_report(result, tmp_path / "report").read_text()
+    assert (tmp_path / "report" / "accuracy_by_corrections.png").stat().st_size > 1000
+    assert "| feedback | 50.0 ± 0.0 | 61.0 ± 1.4 | 70.0 ± 0.0 | 79.0 ± 1.4 |" in text
+    assert "| PPP PRI |" in text and "I inconclusive" in text
+    assert "2 seeds (0, 1)" in text and "seed 1:" in text
+    assert "active reaches the accuracy that random reaches" in text
+    assert "inconclusive (not promoted)" in text
 
 
 # ---------------------------------------------------------------- end to end
@@ -325,3 +574,53 @@ def test_quick_run_end_to_end_on_the_tiny_model(tmp_path: Path, tiny_model_dir: 
         pred = [meta.labels[i] for i in probs.argmax(-1).tolist()]
         mine = sum(lab == p for (_, lab), p in zip(test_rows, pred)) / len(test_rows)
         assert arm["accuracy_by_round"][-1] == pytest.approx(mine, abs=1.5 / len(test_rows)), name
+
+
+def test_two_seeds_with_the_active_and_random_arms_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """--seeds 2 on the tiny model: every arm runs once per seed on the same traffic; the random
+    arm's users label exactly the texts their seed's draws pick; the active arm's users label
+    exactly the answers that came with feedback_wanted (none while the server does not send it)."""
+    train = write_csv(tmp_path / "train.csv", make_rows(60, seed=7))
+    test = write_csv(tmp_path / "test.csv", make_rows(80, seed=8)[60:])
+    out = tmp_path / "result.json"
+    env = {**os.environ, "FLYWHEEL_BASE_MODEL": str(tiny_model_dir), "FLYWHEEL_MAX_SEQ_LEN": "32"}
+    T = 30
+    cmd = [sys.executable, "-m", "app.cli", "simulate", "--train", str(train), "--test", str(test), "--quick",
+           "--seeds", "2", "--arms", "feedback,active-0.2,random-0.2", "--rounds", "1", "--traffic-per-round",
+           str(T), "--test-size", "20", "--epochs", "1", "--batch-size", "8", "--threads", "1", "--json", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    result = json.loads(out.read_text())
+    assert result["seed"] == 0 and result["seeds"] == [0, 1] and result["options"]["seeds"] == 2
+    for name, arm in result["arms"].items():
+        assert arm["seeds"] == [0, 1] and [r["seed"] for r in arm["by_seed"]] == [0, 1], name
+        accs = [r["accuracy_by_round"][0] for r in arm["by_seed"]]
+        assert arm["accuracy_by_round"] == pytest.approx([sum(accs) / 2])
+        assert arm["accuracy_min_by_round"] == [min(accs)] and arm["accuracy_max_by_round"] == [max(accs)]
+        assert arm["accuracy_std_by_round"][0] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+        for run in arm["by_seed"]:
+            assert len(run["gate_by_round"]) == 1
+            assert run["corrections_by_round"] == [run["rounds"][0]["sent"]["corrections"]]
+        assert "rounds" not in arm
+    scenario = build_scenario(train_path=train, test_path=test, traffic_size=T, test_size=20, max_labels=8, seed=0)
+    assert result["sizes"]["traffic"] == len(scenario.traffic) == T
+    feedback, active, rnd = (result["arms"][n] for n in ("feedback", "active-0.2", "random-0.2"))
+    assert all(r["corrections_by_round"] == [0] for r in feedback["by_seed"])
+    # random-0.2: the right label on exactly the texts whose draw for that seed is below 0.2
+    for run in rnd["by_seed"]:
+        expected = sum(Draws.for_text(run["seed"], i).label < 0.2 for i in range(T))
+        assert run["corrections_by_round"] == [expected], run["seed"]
+    # active-0.2: the right label on exactly the answers the server marked feedback_wanted
+    for run in active["by_seed"]:
+        assert run["corrections_by_round"] == run["asked_by_round"]
+        assert run["asked_by_round"][0] <= T
+    assert sum(active["corrections_by_round"]) > 0, "the server sent no feedback_wanted: true"
+    assert all(r["asked_by_round"] == [0] for arm in (feedback, rnd) for r in arm["by_seed"])  # budget 0
+    names = {c["name"]: c for c in result["checks"]}
+    assert names["active_vs_random"]["met"] is None and "random-0.4" in names["active_vs_random"]["measured"]
+    assert {"better_rejected", "worse_promoted"} <= set(names)
+    # Not a terminal: plain progress lines, one per finished round of each arm and seed.
+    for label in ("feedback seed 0", "feedback seed 1", "active-0.2 seed 0", "random-0.2 seed 1"):
+        assert f"{label} round 1/1: test accuracy" in proc.stderr, proc.stderr[-2000:]
+    assert "\x1b[" not in proc.stderr

