@@ -20,23 +20,11 @@ from app.kinds import load_version
 from app.model.store import read_meta, save_version
 from app.worker import Worker
 from conftest import ADMIN
+from waiting import wait_until
 from learning_helpers import FAST_POLICY, LABELS, synthetic
 from live import serve_in_thread
 
 GIVE_UP_S = 60.0  # how long to wait for something (a poll-based swap, answers) before failing; no speed claim
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Poll until `condition()` is truthy and return its value; fail naming `what` if it is not
-    by `timeout_s`.  A condition that raises (a client thread that died) fails the test at once."""
-    end = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            pytest.fail(f"gave up after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

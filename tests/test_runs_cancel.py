@@ -3,7 +3,6 @@ stops and drops its candidate), and an ended run cannot be cancelled."""
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +15,7 @@ from app.statuses import VersionStatus
 from app.worker import Worker
 from conftest import ADMIN
 from tests.learning_helpers import FAST_POLICY, add_examples, create_task, migrated, synthetic, versions
+from waiting import wait_until
 
 NEVER = {"min_new_signals": 1_000_000, "max_interval_s": None}
 
@@ -46,13 +46,6 @@ def test_cancelling_needs_the_admin_token(client) -> None:  # noqa: ANN001
     assert client.get(f"/v1/runs/{run_id}").json()["status"] == "queued"
 
 
-def _wait(what: str, check, deadline_s: float = 120.0) -> None:  # noqa: ANN001
-    end = time.monotonic() + deadline_s
-    while not check():
-        assert time.monotonic() < end, f"gave up waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_cancelling_a_running_run_stops_its_worker_and_promotes_nothing(db_url: str, settings: Settings) -> None:
     factory: sessionmaker[Session] = migrated(db_url)
     task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER, epochs=100, patience=100))
@@ -67,7 +60,7 @@ def test_cancelling_a_running_run_stops_its_worker_and_promotes_nothing(db_url: 
 
     with ThreadPoolExecutor(1) as pool:
         outcome = pool.submit(worker.run_once)
-        _wait("training to start", lambda: progress() > 0 or outcome.done())
+        wait_until(lambda: progress() > 0 or outcome.done(), 120, "training to start")
         cancel_run(factory, run_id=run_id)
         assert outcome.result(timeout=300) == "abandoned"
 

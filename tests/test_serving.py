@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from app.model.store import save_version
 from app.serving.engine import prepare_for_inference
 from app.serving.served import ServedModels
 from conftest import ADMIN, make_settings
+from waiting import wait_until
 from live import serve_in_thread
 
 LABELS = ["billing", "card_lost", "weather"]
@@ -40,19 +40,6 @@ TEXTS = [
 
 
 GIVE_UP_S = 60.0  # how long to wait for something before failing the test; never a performance claim
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Poll until `condition()` is truthy and return its value; fail naming `what` if it is not
-    by `timeout_s`.  A condition that raises (a client thread that died) fails the test at once."""
-    end = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            pytest.fail(f"gave up after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def none_failed(futures: list[Future]) -> bool:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ from tests.learning_helpers import (
     synthetic,
     versions,
 )
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_CMD = (
@@ -56,20 +56,6 @@ GIVE_UP_S = 120.0  # how long to wait for something before failing the test; nev
 @pytest.fixture
 def factory(db_url: str) -> sessionmaker[Session]:
     return migrated(db_url)
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Poll until `condition()` is truthy and return its value; fail naming `what` if it is not
-    by `timeout_s`.  The deadline only stops a broken test from hanging.  A condition that
-    raises fails the test at once (a worker that died, a run that ended too early)."""
-    end = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            pytest.fail(f"gave up after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def stop_worker(worker: Worker) -> None:
