@@ -158,9 +158,10 @@ def retrain(
         raise typer.Exit(1)
 
 
-from app.simulate.command import simulate  # noqa: E402  (its heavy imports wait until it runs)
+from app.simulate.command import combine_results, simulate  # noqa: E402  (heavy imports wait until run)
 
 cli.command()(simulate)
+cli.command("simulate-combine")(combine_results)
 
 
 from app.bench.command import bench_app  # noqa: E402  (heavy imports wait until a benchmark runs)

@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -624,3 +625,27 @@ def test_two_seeds_with_the_active_and_random_arms_end_to_end(tmp_path: Path, ti
     for label in ("feedback seed 0", "feedback seed 1", "active-0.2 seed 0", "random-0.2 seed 1"):
         assert f"{label} round 1/1: test accuracy" in proc.stderr, proc.stderr[-2000:]
     assert "\x1b[" not in proc.stderr
+
+
+def test_results_of_separate_seeds_combine_into_one_multi_seed_result(tmp_path: Path) -> None:
+    from app.simulate.combine import combine_files
+
+    paths = []
+    for seed, accs in ((0, [0.6, 0.7, 0.8]), (1, [0.6, 0.72, 0.84])):
+        result = fake_result()
+        result["seed"] = seed
+        result["arms"] = {"feedback": fake_arm(accs, "PPP", seed=seed),
+                          "supervised": fake_arm([0.7, 0.8, 0.85], "PPR", oracle=True, seed=seed)}
+        paths.append(tmp_path / f"seed{seed}.json")
+        paths[-1].write_text(json.dumps(result))
+    combined = combine_files(paths, command="flywheel simulate-combine a b")
+    feedback = combined["arms"]["feedback"]
+    assert combined["seeds"] == [0, 1] and [r["seed"] for r in feedback["by_seed"]] == [0, 1]
+    assert feedback["accuracy_by_round"] == pytest.approx([0.6, 0.71, 0.82])
+    assert feedback["accuracy_std_by_round"][-1] == pytest.approx(statistics.stdev([0.8, 0.84]))
+    assert len(combined["combined_from"]) == 2
+    checks = {c["name"]: c for c in combined["checks"]}
+    assert checks["feedback_vs_supervised"]["met"] is True  # 0.82 / 0.85
+    (tmp_path / "other.json").write_text(json.dumps({**fake_result(), "arms": {"lora": fake_arm([0.5], "P")}}))
+    with pytest.raises(ValueError, match="share no arm"):
+        combine_files([paths[0], tmp_path / "other.json"], command="x")

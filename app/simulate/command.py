@@ -249,3 +249,30 @@ def _summary(result: dict[str, Any]) -> None:
     for c in result["checks"]:
         mark = {True: "[green]met[/green]", False: "[red]not met[/red]", None: "[dim]-[/dim]"}[c["met"]]
         console.print(f"{mark}  {c['target']}: {c['measured']}")
+
+
+def combine_results(
+    results: list[Path] = typer.Argument(..., help="Result JSONs of `flywheel simulate`, one per seed."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the combined result JSON here."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write report.md and PNG plots into this folder."),
+) -> None:
+    """Combine simulate results taken with different --seed into one multi-seed result and report
+    (mean ± spread; targets on the mean; gate decisions over every round of every seed)."""
+    from app.simulate.combine import combine_files
+
+    if report is not None:
+        require_matplotlib()
+    try:
+        result = combine_files(results, command=_command_line())
+    except (ValueError, KeyError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1))
+        console.print(f"result JSON: {json_path}")
+    if report is not None:
+        from app.simulate.report import write_report
+
+        console.print(f"report: {write_report(result, report)}")
+    _summary(result)
