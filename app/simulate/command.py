@@ -101,6 +101,10 @@ def simulate(
     learning_rate: float = typer.Option(Policy.default("learning_rate"),
                                         help="Policy: encoder learning rate (the head's is 10x)."),
     batch_size: int = typer.Option(Policy.default("batch_size"), min=1, help="Policy: training batch size."),
+    gate_confidence: float = typer.Option(Policy.default("gate_confidence"),
+                                          help="Policy: confidence the gate needs to promote or reject."),
+    gate_min_rows: int = typer.Option(Policy.default("gate_min_rows"), min=1,
+                                      help="Policy: validation rows with a known outcome before the gate decides."),
     users: int = typer.Option(3, min=1, help="Honest users sharing the traffic."),
     base_model: Optional[str] = typer.Option(None, help="Encoder path or id (default FLYWHEEL_BASE_MODEL, "
                                                         "else the bundled all-MiniLM-L6-v2)."),
@@ -151,7 +155,8 @@ def simulate(
                                   traffic_size=sizes.rounds * sizes.traffic_per_round, test_size=sizes.test_size,
                                   max_labels=sizes.max_labels, seed=seed)
         labels_in_file = len({r.label for r in read_csv(train)})
-        training = Policy(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size)
+        training = Policy(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                          gate_confidence=gate_confidence, gate_min_rows=gate_min_rows)
     except (DataError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
