@@ -267,11 +267,14 @@ def _setup(result: dict[str, Any]) -> list[str]:
         f"- Training policy per retrain: {o['epochs']} epochs max (early stopping, patience {o['patience']}), "
         f"learning rate {o['learning_rate']:g} (head x10), batch size {o['batch_size']}; the candidate is "
         "fine-tuned from the active version on everything collected so far.",
-        f"- Gate: candidate promoted if its score on the held-out feedback is at most {o['gate_tolerance']:g} below "
-        f"the active's; no client carries more than {o['max_client_share']:.0%} of the feedback weight"
-        + (f"; with less than {o['gate_confidence']:.0%} confidence either way (or fewer than "
-           f"{o.get('gate_min_rows', '?')} validation rows) the verdict is inconclusive and nothing is promoted"
-           if o.get("gate_confidence") is not None else "") + ".",
+        (f"- Gate: a one-sided paired bootstrap on the validation rows (labelled rows and held-out feedback "
+         f"tested apart): promoted when not worse than the active by more than {o['gate_tolerance']:g} at "
+         f"{o['gate_confidence']:.0%} confidence, rejected when worse, otherwise inconclusive (also with fewer than "
+         f"{o.get('gate_min_rows', '?')} rows of known outcome); no client carries more than "
+         f"{o['max_client_share']:.0%} of the feedback weight."
+         if o.get("gate_confidence") is not None else
+         f"- Gate: candidate promoted if its score on the held-out feedback is at most {o['gate_tolerance']:g} below "
+         f"the active's; no client carries more than {o['max_client_share']:.0%} of the feedback weight."),
         f"- Feedback loss: {o.get('feedback_loss', 'bounded')} (+1 -> -log p; -1 -> -log(1-p) for bounded, p for "
         "robust; signed is -f·log p), in every arm that does not set its own; λ "
         f"{o['lambda']:g} in L = λ·L_data + (1-λ)·L_feedback.",
@@ -290,6 +293,12 @@ def _seed_text(result: dict[str, Any]) -> str:
     seeds = result.get("seeds") or [result["seed"]]
     if len(seeds) == 1:
         return f"seed {seeds[0]}."
+    if result.get("combined_from"):
+        return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), each a separate `flywheel simulate --seed K` "
+                "(so each seed is also its own scenario: its own traffic and test texts and, with --max-labels, "
+                "its own labels; the setup above is seed " + str(seeds[0]) + "'s), combined with `flywheel "
+                "simulate-combine`. Accuracies are the mean over seeds ± their sample standard deviation (error "
+                "bars: ±1 standard deviation); the gate letters are one group per seed.")
     return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): every arm ran once per seed on the same traffic "
             "and test texts; the seed varies the users' draws, the adversary's texts and training's seed. "
             "Accuracies are the mean over seeds ± their sample standard deviation (error bars: ±1 standard "
