@@ -216,6 +216,11 @@ def simulate(
                               on_arm=save_partial)
     result = assemble(arm_results)
 
+    _write_outputs(result, json_path, report)
+
+
+def _write_outputs(result: dict[str, Any], json_path: Optional[Path], report: Optional[Path]) -> None:
+    """The result JSON and the report where asked for, then the summary on the console."""
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))
@@ -272,12 +277,4 @@ def combine_results(
     except (ValueError, KeyError, OSError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1))
-        console.print(f"result JSON: {json_path}")
-    if report is not None:
-        from app.simulate.report import write_report
-
-        console.print(f"report: {write_report(result, report)}")
-    _summary(result)
+    _write_outputs(result, json_path, report)
