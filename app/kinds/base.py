@@ -37,6 +37,12 @@ class TaskSpec:
     labels: list[str]
     descriptions: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, task: Any) -> "TaskSpec":
+        """From anything with a task's fields (a `Task` row), without importing the database."""
+        return cls(name=task.name, kind=task.kind, labels=[str(lab) for lab in task.labels],
+                   descriptions=dict(task.descriptions or {}))
+
 
 @dataclass(frozen=True)
 class Answer:

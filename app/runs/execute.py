@@ -48,15 +48,10 @@ class RunError(Exception):
     """A run cannot proceed, for a reason worth showing the admin as is."""
 
 
-def task_spec(task: Task) -> TaskSpec:
-    return TaskSpec(name=task.name, kind=task.kind, labels=[str(lab) for lab in task.labels],
-                    descriptions=dict(task.descriptions or {}))
-
-
 def gather_dataset(session: Session, task: Task, policy: Policy | None = None, holdout_salt: str = ""
                    ) -> TaskDataset:
     """The task's training rows from the database, built into a dataset for its kind."""
-    spec = task_spec(task)
+    spec = TaskSpec.of(task)
     kind = get_kind(task.kind)
     rows = load_training_rows(session, task.id)
     return build_dataset(labels=spec.labels, examples=rows.examples, feedback=rows.feedback,

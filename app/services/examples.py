@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.session import transaction
 from app.db.tables import Example, Task
 from app.errors import Invalid
-from app.kinds import get_kind
-from app.services.tasks import load_task, spec_of
+from app.kinds import TaskSpec, get_kind
+from app.services.tasks import load_task
 from app.texts import split_for, storable, text_hash
 
 
@@ -110,7 +110,7 @@ def import_examples(sessions: sessionmaker[Session], *, task: str, rows: list[Ro
     """All rows valid and imported in one transaction, or nothing imported (the bad row named)."""
     with transaction(sessions) as s:
         t = load_task(s, task)
-        kind, spec = get_kind(t.kind), spec_of(t)
+        kind, spec = get_kind(t.kind), TaskSpec.of(t)
         validate_rows(rows, check_label=lambda label: kind.check_label(spec, label, field="label"),
                       max_chars=max_chars)
         return _upsert(s, task=t, rows=rows)

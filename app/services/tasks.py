@@ -28,11 +28,6 @@ def load_task(session: Session, name: str) -> Task:
     return task
 
 
-def spec_of(task: Task) -> TaskSpec:
-    return TaskSpec(name=task.name, kind=task.kind, labels=[str(lab) for lab in task.labels],
-                    descriptions=dict(task.descriptions or {}))
-
-
 def _duplicate(name: str) -> Conflict:
     return Conflict(f"A task named {name!r} already exists.", field="name", slug="duplicate-task",
                     title="Duplicate task")
@@ -40,7 +35,7 @@ def _duplicate(name: str) -> Conflict:
 
 def build_version_zero(task: Task, *, base_model: str, models_dir: Path, max_seq_len: int) -> tuple[Path, str]:
     """Build and store version 0 with the task kind's zero-shot head (slow: no transaction open)."""
-    spec = spec_of(task)
+    spec = TaskSpec.of(task)
     model, tokenizer = get_kind(task.kind).build_zero_shot(base_model, spec)
     meta = VersionMeta(task=task.name, kind=task.kind, labels=list(spec.labels), encoder={"kind": "full"},
                        base_model=base_model, max_seq_len=max_seq_len)
