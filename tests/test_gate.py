@@ -11,7 +11,7 @@ import torch
 
 from app.kinds.classification import Classification, build_zero_shot
 from app.learning.dataset import Item
-from app.learning.gate import Evaluation, compare, evaluate, judge, predict_targets
+from app.learning.gate import Evaluation, calibration, compare, evaluate, judge, predict_targets
 from app.learning.trainer import TrainConfig, train
 from app.policy import Policy
 from tests.learning_helpers import LABELS, synthetic
@@ -31,8 +31,8 @@ def trained(tiny_model_dir: Path):  # noqa: ANN201
     return model, tok
 
 
-def _evaluation(items: list[Item], predicted: list[int]) -> Evaluation:
-    return Evaluation(predicted, KIND.gate_metrics(items, predicted, LABELS))
+def _evaluation(items: list[Item], predicted: list[int], confidence: list[float] | None = None) -> Evaluation:
+    return Evaluation(predicted, KIND.gate_metrics(items, predicted, LABELS), confidence)
 
 
 def _labelled(n: int) -> list[Item]:
@@ -99,7 +99,7 @@ def test_changing_a_refuted_answer_is_unknown_not_right() -> None:
     items = [Item(f"text {i}", 0, -1, source="feedback") for i in range(100)]  # label 0 was refuted each time
     active = _evaluation(items, [0] * 100)  # keeps the refuted label: known wrong
     candidate = _evaluation(items, [1] * 100)  # changes it: unknown
-    cmp = compare(KIND, items, candidate.predicted, active.predicted, confidence=0.95)
+    cmp = compare(KIND, items, candidate, active, confidence=0.95)
     assert cmp.known == 0 and cmp.mean_lo == 0.0 and cmp.mean_hi == 1.0
     assert judge(KIND, items, candidate, active).decision == "inconclusive"
     assert candidate.metrics["feedback"]["unknown_negative"] == 100 and candidate.metrics["score"] is None
@@ -120,7 +120,7 @@ def test_row_weights_count_in_the_comparison() -> None:
     items = heavy + light
     active = _evaluation(items, [0] * 200)
     candidate = _evaluation(items, [0] * 100 + [1] * 100)  # wrong only on the light client's rows
-    cmp = compare(KIND, items, candidate.predicted, active.predicted, confidence=0.95)
+    cmp = compare(KIND, items, candidate, active, confidence=0.95)
     assert cmp.mean_lo == pytest.approx(-0.01 / 1.01)
 
 
@@ -153,3 +153,36 @@ def test_no_validation_data_means_no_promotion(trained) -> None:  # noqa: ANN001
     assert empty.metrics["score"] is None
     verdict = judge(KIND, [], empty, empty)
     assert not verdict.promote and "no validation data" in verdict.reason
+
+
+def test_fixing_refuted_answers_counts_by_the_models_calibrated_confidence() -> None:
+    """The pessimistic bound can never credit a fix of a −1'd answer; the estimate does, by how sure
+    the candidate is of its new answer, scaled by how well its confidence matched its accuracy on
+    the rows whose outcome is known."""
+    plus = [Item(f"p {i}", 0, +1, source="feedback") for i in range(100)]  # known: label 0 is right
+    minus = [Item(f"m {i}", 0, -1, source="feedback") for i in range(100)]  # label 0 was refuted
+    items = plus + minus
+    active = _evaluation(items, [0] * 200, [0.9] * 100 + [0.0] * 100)  # keeps every refuted answer
+    candidate = _evaluation(items, [0] * 100 + [1] * 100, [0.9] * 100 + [0.8] * 100)  # fixes them, 80% sure
+    cmp = compare(KIND, items, candidate, active, confidence=0.95)
+    assert cmp.mean_lo == 0.0 and cmp.mean_hi == pytest.approx(0.5)
+    assert cmp.mean_est == pytest.approx(0.4)  # half the rows, each 0.8 (calibration 100/90 is capped at 1)
+    assert judge(KIND, items, candidate, active).promote
+
+
+def test_an_over_confident_model_is_trusted_less() -> None:
+    items = [Item(f"t {i}", 0, +1, source="feedback") for i in range(100)]
+    right_half = [0] * 50 + [1] * 50  # right on half the rows
+    assert calibration(KIND, items, right_half, [1.0] * 100) == pytest.approx(0.5)
+    assert calibration(KIND, items, right_half, [0.25] * 100) == 1.0  # under-confident: not scaled up
+    assert calibration(KIND, [Item("t", 0, -1, source="feedback")], [1], [0.9]) == 0.0  # nothing known
+
+
+def test_classification_confidence_rules_out_a_refuted_label() -> None:
+    import torch
+
+    logits = torch.log(torch.tensor([0.5, 0.4, 0.1]))
+    refuted = Item("t", 0, -1, source="feedback")
+    assert KIND.confidence(refuted, logits, 1) == pytest.approx(0.4 / 0.5)
+    assert KIND.confidence(refuted, logits, 0) == 0.0
+    assert KIND.confidence(Item("t", 1), logits, 1) == pytest.approx(0.4)

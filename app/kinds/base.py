@@ -119,6 +119,12 @@ class TaskKind(ABC):
         (a −1 says what is wrong, not what is right)."""
 
     @abstractmethod
+    def confidence(self, item: Any, output: torch.Tensor, predicted: Any) -> float:
+        """The model's own probability that `predicted` is right for this validation row, taking
+        into account what the row says (a −1 rules its label out): the gate's estimate of the
+        outcomes it cannot know, after calibrating it on the outcomes it can."""
+
+    @abstractmethod
     def gate_metrics(self, items: Sequence[Any], predicted: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
         """Metrics of one model on validation items (`app.learning.dataset.Item`); `score` None when
         there are no items."""

@@ -218,6 +218,16 @@ class Classification(TaskKind):
             return 1.0 if predicted == item.label else 0.0
         return 0.0 if predicted == item.label else None  # a −1: only keeping the refuted label is known wrong
 
+    def confidence(self, item: Any, output: torch.Tensor, predicted: Any) -> float:
+        """p(answer); on a −1 row, renormalised without the refuted label, which is known wrong."""
+        p = torch.softmax(output.float(), dim=-1)
+        if item.signal < 0:
+            if predicted == item.label:
+                return 0.0
+            rest = float(1.0 - p[item.label])
+            return float(p[predicted]) / rest if rest > 0 else 0.0
+        return float(p[predicted])
+
     def gate_metrics(self, items: Sequence[Any], predicted: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
         """Labelled validation examples (accuracy, macro-F1, per-class recall and support),
         corrections (accuracy) and the held-out feedback, scored honestly: a +1'd label kept is

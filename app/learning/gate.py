@@ -12,11 +12,10 @@ same answer tie, whatever the truth.
 
 The decision is a one-sided paired test on those rows, by bootstrap over rows (each row
 weighted as in training, so one client's cap holds here too) at `confidence`:
-  promote       the lower bound of mean(d_lo) is ≥ −tolerance: not worse, even counting every
-                unknown against the candidate;
-  reject        the upper bound of mean(d_hi) is < −tolerance: worse, even counting every
-                unknown for it;  or a class's recall (classes with ≥ MIN_RECALL_SUPPORT
-                validation examples) fell by more than `max_recall_drop`;
+  promote       the lower bound of mean(d_est) is ≥ −tolerance: not worse beyond the tolerance;
+  reject        the upper bound of mean(d_est) is < −tolerance: worse; or a class's recall
+                (classes with ≥ MIN_RECALL_SUPPORT validation examples) fell by more than
+                `max_recall_drop`;
   inconclusive  neither (or fewer than `min_rows` rows with a known outcome): keep collecting.
 With no validation rows at all there is nothing to compare, and the candidate is not promoted.
 """
@@ -68,10 +67,12 @@ def predict_targets(kind: TaskKind, model: torch.nn.Module, tokenizer: Any, text
 
 @dataclass
 class Evaluation:
-    """One model on the validation rows: its answer per row (as targets) and the kind's metrics."""
+    """One model on the validation rows: its answer per row (as targets), the kind's metrics, and
+    how sure the model is that each answer is right given what the row says (None: not known)."""
 
     predicted: list[Any]
     metrics: dict[str, Any]
+    confidence: list[float] | None = None
 
 
 def evaluate(
@@ -79,8 +80,12 @@ def evaluate(
     device: torch.device, max_len: int,
 ) -> Evaluation:
     """Answers and gate metrics of one model on the validation rows (`score` None when there are none)."""
-    pred = predict_targets(kind, model, tokenizer, [it.text for it in items], device=device, max_len=max_len)
-    return Evaluation(pred, kind.gate_metrics(items, pred, labels))
+    if not items:
+        return Evaluation([], kind.gate_metrics(items, [], labels), [])
+    rows = model_outputs(model, tokenizer, [it.text for it in items], device=device, max_len=max_len)
+    pred = kind.predicted_targets(torch.stack(rows))
+    confidence = [kind.confidence(it, row, p) for it, row, p in zip(items, rows, pred)]
+    return Evaluation(pred, kind.gate_metrics(items, pred, labels), confidence)
 
 
 # ---------------------------------------------------------------- the paired comparison
@@ -92,56 +97,86 @@ class Comparison:
 
     rows: int
     known: int  # rows whose advantage is known exactly (both outcomes known, or the same answer)
-    mean_lo: float  # pessimistic estimate: unknowns against the candidate
-    mean_hi: float  # optimistic estimate: unknowns for the candidate
-    lower: float  # one-sided lower confidence bound of mean_lo
-    upper: float  # one-sided upper confidence bound of mean_hi
+    mean_lo: float  # pessimistic: unknowns against the candidate
+    mean_hi: float  # optimistic: unknowns for the candidate
+    mean_est: float  # unknowns estimated (each model's calibrated confidence), the decision's statistic
+    lower: float  # one-sided lower confidence bound of mean_est
+    upper: float  # one-sided upper confidence bound of mean_est
     confidence: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": "paired bootstrap over validation rows, one-sided", "rows": self.rows,
-                "known_rows": self.known, "unknown_rows": self.rows - self.known,
+        return {"method": "paired bootstrap over validation rows, one-sided; unknown outcomes estimated by "
+                          "each model's confidence, calibrated on the rows whose outcome is known",
+                "rows": self.rows, "known_rows": self.known, "unknown_rows": self.rows - self.known,
                 "advantage_pessimistic": self.mean_lo, "advantage_optimistic": self.mean_hi,
-                "lower_bound": self.lower, "upper_bound": self.upper, "confidence": self.confidence}
+                "advantage_estimate": self.mean_est, "lower_bound": self.lower, "upper_bound": self.upper,
+                "confidence": self.confidence}
 
 
-def advantage_bounds(kind: TaskKind, items: Sequence[Item], candidate: Sequence[Any], active: Sequence[Any]
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: (d_lo, d_hi, known) for d = right(candidate) − right(active)."""
-    lo, hi, known = np.zeros(len(items)), np.zeros(len(items)), np.zeros(len(items), dtype=bool)
-    for i, (it, c, a) in enumerate(zip(items, candidate, active)):
+def calibration(kind: TaskKind, items: Sequence[Item], predicted: Sequence[Any],
+                confidence: Sequence[float]) -> float:
+    """How far to trust a model's confidence: its accuracy over its mean confidence on the rows
+    whose outcome is known, at most 1 (an over-confident model is scaled down, an under-confident
+    one is not scaled up); 0 with no known row."""
+    hits = total = 0.0
+    for it, p, c in zip(items, predicted, confidence):
+        o = kind.outcome(it, p)
+        if o is not None:
+            hits, total = hits + o, total + c
+    return min(1.0, hits / total) if total > 0 else 0.0
+
+
+def advantage_rows(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active: Evaluation
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: (d_lo, d_hi, d_est, known) for d = right(candidate) − right(active).  An unknown
+    outcome is 0 or 1 in the bounds, and the model's calibrated confidence in the estimate (the
+    pessimistic value when the model gave no confidence)."""
+    n = len(items)
+    lo, hi, est, known = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
+
+    def scaled(ev: Evaluation) -> list[float] | None:
+        if ev.confidence is None:
+            return None
+        c = calibration(kind, items, ev.predicted, ev.confidence)
+        return [c * x for x in ev.confidence]
+
+    cand_q, act_q = scaled(candidate), scaled(active)
+    for i, (it, c, a) in enumerate(zip(items, candidate.predicted, active.predicted)):
         if c == a:
             known[i] = True  # same answer, same outcome: a tie whatever the truth
             continue
         oc, oa = kind.outcome(it, c), kind.outcome(it, a)
         lo[i] = (oc if oc is not None else 0.0) - (oa if oa is not None else 1.0)
         hi[i] = (oc if oc is not None else 1.0) - (oa if oa is not None else 0.0)
+        ec = oc if oc is not None else (cand_q[i] if cand_q is not None else 0.0)
+        ea = oa if oa is not None else (act_q[i] if act_q is not None else 1.0)
+        est[i] = ec - ea
         known[i] = oc is not None and oa is not None
-    return lo, hi, known
+    return lo, hi, est, known
 
 
-def compare(kind: TaskKind, items: Sequence[Item], candidate: Sequence[Any], active: Sequence[Any], *,
+def compare(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active: Evaluation, *,
             confidence: float, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> Comparison:
     """The paired comparison of two models' answers on the same rows."""
-    lo, hi, known = advantage_bounds(kind, items, candidate, active)
+    lo, hi, est, known = advantage_rows(kind, items, candidate, active)
     w = np.array([it.weight for it in items], dtype=float)
     n = len(items)
     if n == 0 or w.sum() <= 0:
-        return Comparison(n, int(known.sum()), 0.0, 0.0, -1.0, 1.0, confidence)
+        return Comparison(n, int(known.sum()), 0.0, 0.0, 0.0, -1.0, 1.0, confidence)
     rng = np.random.default_rng(seed)
-    means_lo, means_hi = [], []
+    means: list[np.ndarray] = []
     chunk = max(1, 2_000_000 // n)  # resample in chunks: at most ~2M indices in memory at once
     for start in range(0, samples, chunk):
         idx = rng.integers(0, n, size=(min(chunk, samples - start), n))
         ws = w[idx]
-        total = ws.sum(axis=1).clip(min=EPS)
-        means_lo.append((ws * lo[idx]).sum(axis=1) / total)
-        means_hi.append((ws * hi[idx]).sum(axis=1) / total)
-    boot_lo, boot_hi = np.concatenate(means_lo), np.concatenate(means_hi)
+        means.append((ws * est[idx]).sum(axis=1) / ws.sum(axis=1).clip(min=EPS))
+    boot = np.concatenate(means)
+    total = w.sum()
     return Comparison(
         rows=n, known=int(known.sum()),
-        mean_lo=float((w * lo).sum() / w.sum()), mean_hi=float((w * hi).sum() / w.sum()),
-        lower=float(np.quantile(boot_lo, 1.0 - confidence)), upper=float(np.quantile(boot_hi, confidence)),
+        mean_lo=float((w * lo).sum() / total), mean_hi=float((w * hi).sum() / total),
+        mean_est=float((w * est).sum() / total),
+        lower=float(np.quantile(boot, 1.0 - confidence)), upper=float(np.quantile(boot, confidence)),
         confidence=confidence,
     )
 
@@ -187,6 +222,11 @@ def recall_drops(candidate: dict[str, Any], active: dict[str, Any], max_recall_d
     return problems
 
 
+def _subset(ev: Evaluation, idx: Sequence[int]) -> Evaluation:
+    return Evaluation([ev.predicted[i] for i in idx], ev.metrics,
+                      None if ev.confidence is None else [ev.confidence[i] for i in idx])
+
+
 SOURCES = {"labelled": lambda it: it.signal == 0, "feedback": lambda it: it.signal != 0}
 
 
@@ -207,7 +247,7 @@ def judge(
     if not items:
         return verdict("inconclusive", "no validation data (no validation examples, no held-out feedback): "
                                        "nothing is promoted on faith")
-    overall = compare(kind, items, candidate.predicted, active.predicted, confidence=confidence, seed=seed)
+    overall = compare(kind, items, candidate, active, confidence=confidence, seed=seed)
     drops = recall_drops(candidate.metrics, active.metrics, max_recall_drop)
     if drops:
         return verdict("reject", "; ".join(drops), overall)
@@ -217,10 +257,10 @@ def judge(
         idx = [i for i, it in enumerate(items) if belongs(it)]
         if not idx:
             continue
-        cmp = compare(kind, [items[i] for i in idx], [candidate.predicted[i] for i in idx],
-                      [active.predicted[i] for i in idx], confidence=confidence, seed=seed)
-        note = (f"{name}: advantage {cmp.mean_lo:+.4f}..{cmp.mean_hi:+.4f} on {cmp.rows} rows ({cmp.known} known), "
-                f"{confidence:.0%} bounds {cmp.lower:+.4f}/{cmp.upper:+.4f}")
+        cmp = compare(kind, [items[i] for i in idx], _subset(candidate, idx), _subset(active, idx),
+                      confidence=confidence, seed=seed)
+        note = (f"{name}: advantage {cmp.mean_est:+.4f} (bounds {cmp.mean_lo:+.4f}..{cmp.mean_hi:+.4f}) on "
+                f"{cmp.rows} rows ({cmp.known} known), {confidence:.0%} interval {cmp.lower:+.4f}/{cmp.upper:+.4f}")
         if cmp.known < min_rows:
             notes.append(f"{note} — too few known (need {min_rows})")
             continue
