@@ -16,7 +16,7 @@ import torch
 from app.kinds.base import Answer, TaskKind, TaskSpec
 from app.kinds.classification import Classification
 from app.model.encoder import EncoderWithHead
-from app.model.store import VersionMeta, read_meta
+from app.model.store import VersionMeta
 from app.model.store import load_version as _load_stored
 
 KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(),)}
@@ -31,10 +31,12 @@ def get_kind(name: str) -> TaskKind:
 
 def load_version(path: Path, *, device: torch.device, trainable_lora: bool = False
                  ) -> tuple[EncoderWithHead, Any, VersionMeta]:
-    """A stored version rebuilt with the head of the kind it records."""
+    """A stored version rebuilt with the head of the kind its metadata records (read once, by the store)."""
+    return _load_stored(path, build=_build_for_its_kind, device=device, trainable_lora=trainable_lora)
 
-    kind = get_kind(read_meta(path).kind)
-    return _load_stored(path, build=kind.build_model, device=device, trainable_lora=trainable_lora)
+
+def _build_for_its_kind(encoder: torch.nn.Module, meta: VersionMeta) -> EncoderWithHead:
+    return get_kind(meta.kind).build_model(encoder, meta)
 
 
 __all__ = ["KINDS", "Answer", "TaskKind", "TaskSpec", "get_kind", "load_version"]
