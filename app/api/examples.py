@@ -1,4 +1,4 @@
-"""POST /v1/tasks/{task}/examples: JSON {"examples": [...]} or a CSV with text,label."""
+"""POST /v1/tasks/{task}/examples: JSON {"examples": [...]} or a CSV with text,label (text,score)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,11 @@ async def rows_from_request(request: Request, limit: int) -> list[Row]:
             raise Invalid(loc, f"{loc}: {err['msg']}; nothing was imported.",
                           slug="malformed-json" if malformed else "validation",
                           title="Malformed JSON" if malformed else "Invalid request") from None
-        return [Row(e.text, e.label.strip(), f"examples[{i}]") for i, e in enumerate(parsed.examples)]
+        rows = []
+        for i, e in enumerate(parsed.examples):
+            name, value = e.answer()
+            rows.append(Row(e.text, value, f"examples[{i}]", name))
+        return rows
     raise Problem(415, "unsupported-media-type", "Unsupported media type",
                   f"Send application/json, text/csv or multipart/form-data, not {ctype!r}.", field="Content-Type")
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.kinds import KINDS
 from app.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FeedbackLoss, Finetune, Policy
@@ -22,8 +22,12 @@ class TaskCreate(BaseModel):
 
     name: str = Field(pattern=TASK_NAME, description="Lowercase letters, digits, '-' and '_'.")
     kind: Literal[tuple(KINDS)] = "classification"  # type: ignore[valid-type]
-    labels: list[Text] = Field(min_length=2, max_length=1000)
-    descriptions: dict[str, Text] = Field(default_factory=dict)
+    labels: list[Text] = Field(default_factory=list, max_length=1000,
+                               description="classification, tagging: the labels (at least 2 to classify).")
+    descriptions: dict[str, Text] = Field(default_factory=dict, description="Optional text per label.")
+    range: list[float] | None = Field(None, description="rating: [lowest, highest] of the scale.")
+    anchors: dict[str, Text] | None = Field(None, description="rating: texts describing points of the scale, "
+                                                              'e.g. {"-4": "terrible", "4": "wonderful"}.')
     lambda_data: float = Field(DEFAULT_LAMBDA, ge=0, le=1, alias="lambda",
                                description="λ in L = λ·L_data + (1−λ)·L_feedback")
     feedback_loss: FeedbackLoss = DEFAULT_FEEDBACK_LOSS
@@ -43,14 +47,6 @@ class TaskCreate(BaseModel):
             raise ValueError(f"labels must be unique; repeated: {', '.join(dupes)}")
         return cleaned
 
-    @field_validator("descriptions")
-    @classmethod
-    def _descriptions_name_labels(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        unknown = sorted(set(v) - set(info.data.get("labels") or []))
-        if unknown:
-            raise ValueError(f"descriptions name unknown labels: {', '.join(unknown)}")
-        return v
-
 
 class VersionOut(BaseModel):
     id: int
@@ -69,8 +65,10 @@ class VersionOut(BaseModel):
 class TaskOut(BaseModel):
     name: str
     kind: str
-    labels: list[str]
+    labels: list[str] = Field(description="rating: the points of the scale (its ends and the anchors' values).")
     descriptions: dict[str, str]
+    range: list[float] | None = None
+    anchors: dict[str, str] | None = None
     lambda_: float = Field(serialization_alias="lambda")
     feedback_loss: str
     finetune: str
@@ -127,11 +125,21 @@ class ReviewResponse(BaseModel):
                                                 "then by value.")
 
 
+class SpanIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: int = Field(description="First character (Unicode code point), from 0.")
+    end: int = Field(description="One past the last character.")
+    label: Text
+
+
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     signal: Literal[1, -1] = Field(description="1: the answer was right; -1: it was wrong.")
-    correction: Text | None = Field(None, description="The right label, when known.")
+    correction: Text | float | list[SpanIn] | None = Field(
+        None, description="The right answer, when known: a label (classification), a number inside the range "
+                          "(rating), or the full list of spans (tagging).")
     user_id: Text | None = Field(None, min_length=1, max_length=256)
 
     @field_validator("signal", mode="before")
@@ -140,6 +148,19 @@ class FeedbackRequest(BaseModel):
         if isinstance(v, bool):  # JSON true would otherwise pass as 1
             raise ValueError("signal must be the number 1 or -1, not a boolean")
         return v
+
+    @field_validator("correction", mode="before")
+    @classmethod
+    def _correction_not_a_bool(cls, v: object) -> object:
+        if isinstance(v, bool):
+            raise ValueError("correction must be a label, a number or spans, not a boolean")
+        return v
+
+    def correction_value(self) -> Any:
+        """The correction as plain data (spans as dicts), for the task's kind to judge."""
+        if isinstance(self.correction, list):
+            return [s.model_dump() for s in self.correction]
+        return self.correction
 
 
 class FeedbackOut(BaseModel):
@@ -151,10 +172,30 @@ class FeedbackOut(BaseModel):
 
 
 class ExampleIn(BaseModel):
+    """One labelled text: `label` (classification), `score` (rating) or `spans` (tagging)."""
+
     model_config = ConfigDict(extra="forbid")
 
     text: Text
-    label: Text
+    label: Text | None = None
+    score: float | None = None
+    spans: list[SpanIn] | None = None
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> "ExampleIn":
+        given = [n for n in ("label", "score", "spans") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of 'label', 'score' or 'spans', not {' and '.join(given)}")
+        return self
+
+    def answer(self) -> tuple[str | None, Any]:
+        """(what the example called its answer, the answer as plain data); (None, None) when it
+        has none (the task's kind names what is missing)."""
+        if self.spans is not None:
+            return "spans", [s.model_dump() for s in self.spans]
+        if self.score is not None:
+            return "score", self.score
+        return ("label", self.label) if self.label is not None else (None, None)
 
 
 class ExamplesRequest(BaseModel):

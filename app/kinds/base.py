@@ -9,7 +9,8 @@ HTTP plumbing.  They call a kind through these methods:
 - training: `target` (a stored label -> what the loss compares with), `target_tensor`,
   `data_losses` and `feedback_losses` (per-row; `app/learning/losses.py` mixes them by λ);
 - serving: `decode` (a batch of head outputs -> one `Answer` per text, what is stored and sent);
-- input: `check_label` (examples) and `check_feedback` (signals and corrections);
+- input: `canonical` (an example's or correction's value -> the label string stored; `value_field`
+  names it in requests), `same` (do two stored labels say the same) and `check_feedback`;
 - the gate: `predicted_targets`, `outcome` (right, wrong or unknown per validation row; the
   gate's paired test runs on these) and `gate_metrics` (a `score` in [0, 1] for display, plus
   whatever the kind can report; a per-class `recall`/`support` under `examples` is guarded);
@@ -24,6 +25,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
+from app.errors import Invalid
 from app.model.encoder import EncoderWithHead
 from app.model.store import VersionMeta
 
@@ -56,6 +58,28 @@ class Answer:
 
 class TaskKind(ABC):
     name: ClassVar[str]
+    value_field: ClassVar[str] = "label"  # what an example or a correction calls its answer in requests
+
+    # -- the task
+
+    def define(self, *, labels: list[str], descriptions: dict[str, str], value_range: list[float] | None,
+               anchors: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
+        """A new task's stored (labels, descriptions) from what was asked for; Invalid naming the
+        field that does not fit this kind.  By default: named labels, no range, no anchors."""
+        for name, value in (("range", value_range), ("anchors", anchors)):
+            if value is not None:
+                raise Invalid(name, f"a {self.name} task takes no '{name}' (that is for rating tasks).",
+                              slug="field-not-for-kind")
+        if len(labels) < 2:
+            raise Invalid("labels", f"a {self.name} task needs at least 2 labels, got {len(labels)}.")
+        unknown = sorted(set(descriptions) - set(labels))
+        if unknown:
+            raise Invalid("descriptions", f"descriptions name unknown labels: {', '.join(unknown)}.")
+        return labels, descriptions
+
+    def describe(self, spec: TaskSpec) -> dict[str, Any]:
+        """Fields of this kind's tasks the API shows besides labels and descriptions."""
+        return {}
 
     # -- architecture
 
@@ -100,8 +124,13 @@ class TaskKind(ABC):
     # -- input checks (raise app.errors.Invalid naming the field)
 
     @abstractmethod
-    def check_label(self, spec: TaskSpec, label: str, *, field: str) -> None:
-        """An example's label must be one the task can learn."""
+    def canonical(self, spec: TaskSpec, value: Any, *, text: str, field: str) -> str:
+        """An example's or a correction's answer for `text`, as the label string stored (the same
+        answer always gives the same string); Invalid naming `field` for one the task cannot learn."""
+
+    def same(self, labels: Sequence[str], a: str, b: str) -> bool:
+        """Do two stored labels say the same about a text (classification: equal; rating: close)?"""
+        return a == b
 
     @abstractmethod
     def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None) -> None:
@@ -132,5 +161,5 @@ class TaskKind(ABC):
     # -- the simulator
 
     @abstractmethod
-    def is_right(self, shown: str, gold: str) -> bool:
+    def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         """Would a truthful user say +1 to `shown` when the right answer is `gold`?"""

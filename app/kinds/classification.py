@@ -194,9 +194,13 @@ class Classification(TaskKind):
         top = sorted(answer.scores.values(), reverse=True)[:2]
         return 1.0 - (top[0] - (top[1] if len(top) > 1 else 0.0))
 
-    def check_label(self, spec: TaskSpec, label: str, *, field: str) -> None:
+    def canonical(self, spec: TaskSpec, value: Any, *, text: str, field: str) -> str:
+        if not isinstance(value, str):
+            raise Invalid(field, f"{field} must be a label (a string), got {value!r}", slug="unknown-label")
+        label = value.strip()
         if label not in spec.labels:
             raise Invalid(field, f"{label!r} is not a label of this task", slug="unknown-label")
+        return label
 
     def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None) -> None:
         if correction is None:
@@ -261,5 +265,5 @@ class Classification(TaskKind):
         metrics["score"] = sum(o * w for o, w in known) / total if known and total > 0 else None
         return metrics
 
-    def is_right(self, shown: str, gold: str) -> bool:
+    def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         return shown == gold

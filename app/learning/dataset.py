@@ -76,28 +76,35 @@ class Vote:
     propensity: float | None = None  # p(shown label) when the answer was given
 
 
-def compatible(a: Vote, b: Vote) -> bool:
+Same = Callable[[str, str], bool]  # do two stored labels say the same (the task kind's `same`)
+
+
+def _equal(a: str, b: str) -> bool:
+    return a == b
+
+
+def compatible(a: Vote, b: Vote, same: Same = _equal) -> bool:
     """Can both votes be true of the same text?"""
     if a.claim == b.claim == "is":
-        return a.label == b.label
+        return same(a.label, b.label)
     if a.claim == b.claim == "not":
         return True
     yes, no = (a, b) if a.claim == "is" else (b, a)
-    return yes.label != no.label
+    return not same(yes.label, no.label)
 
 
-def resolve(votes: Sequence[Vote]) -> tuple[list[Vote], int]:
+def resolve(votes: Sequence[Vote], same: Same = _equal) -> tuple[list[Vote], int]:
     """Keep the votes consistent with the latest one, unless a strict majority disagrees with it;
     then keep those consistent with the best-supported vote (ties go to the newer).
     Returns (kept votes, number dropped)."""
     if not votes:
         return [], 0
     latest = max(votes, key=lambda v: v.order)
-    agree = sum(compatible(v, latest) for v in votes)
+    agree = sum(compatible(v, latest, same) for v in votes)
     winner = latest
     if len(votes) - agree > agree:
-        winner = max(votes, key=lambda v: (sum(compatible(u, v) for u in votes), v.order))
-    kept = [v for v in votes if compatible(v, winner)]
+        winner = max(votes, key=lambda v: (sum(compatible(u, v, same) for u in votes), v.order))
+    kept = [v for v in votes if compatible(v, winner, same)]
     return kept, len(votes) - len(kept)
 
 
@@ -167,7 +174,8 @@ def auc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
-def client_reliability(votes: Sequence[Vote], known: Mapping[str, str]) -> dict[int | None, Reliability]:
+def client_reliability(votes: Sequence[Vote], known: Mapping[str, str], same: Same = _equal
+                       ) -> dict[int | None, Reliability]:
     """Per client, from three kinds of evidence in the data:
 
     - agreement with a known label of the same text (a labelled example, or a correction given
@@ -187,9 +195,9 @@ def client_reliability(votes: Sequence[Vote], known: Mapping[str, str]) -> dict[
     for key, group in by_text.items():
         gold = known.get(key)
         for v in group:
-            checks = [compatible(v, o) for o in group if o.client != v.client]
+            checks = [compatible(v, o, same) for o in group if o.client != v.client]
             if gold is not None:
-                checks.append(compatible(v, Vote("is", gold, 0, None, v.text, "example")))
+                checks.append(compatible(v, Vote("is", gold, 0, None, v.text, "example"), same))
             agree[v.client] = agree.get(v.client, 0) + sum(checks)
             disagree[v.client] = disagree.get(v.client, 0) + len(checks) - sum(checks)
     sides: dict[int | None, tuple[list[float], list[float]]] = {}
@@ -229,6 +237,7 @@ def build_dataset(
     policy: Policy,
     target: Callable[[str], Any] | None = None,
     holdout_salt: str = "",
+    same: Same = _equal,
 ) -> TaskDataset:
     """Examples, corrections and ±1 signals, resolved, capped and split.
 
@@ -237,7 +246,8 @@ def build_dataset(
     into what the trainer learns (by default its index in `labels`); a label it refuses
     (KeyError/ValueError) is counted as dropped.  `holdout_salt` picks which slice of the
     feedback is held out: a run passes its own, so over runs every signal both trains and
-    validates, but never in the same run.
+    validates, but never in the same run.  `same` says when two labels agree (votes on a
+    rating agree when their scores are close, not only when equal).
     """
     labels = [str(lab) for lab in labels]
     index = {lab: i for i, lab in enumerate(labels)}
@@ -271,8 +281,7 @@ def build_dataset(
             vote = Vote("is", fb.shown, fb.id, fb.client_id, fb.text, "feedback", p)
         else:
             vote = Vote("not", fb.shown, fb.id, fb.client_id, fb.text, "feedback", p)
-        if vote.label not in index:
-            counts["unknown_label_dropped"] += 1
+        if target_or_none(vote.label) is None:
             continue
         latest[(text_hash(fb.text), fb.client_id)] = vote
 
@@ -281,7 +290,7 @@ def build_dataset(
         by_text.setdefault(key, []).append(vote)
     kept: list[Vote] = []
     for key in sorted(by_text):
-        votes, dropped = resolve(by_text[key])
+        votes, dropped = resolve(by_text[key], same)
         kept.extend(votes)
         counts["conflicts_dropped"] += dropped
 
@@ -294,7 +303,7 @@ def build_dataset(
     # Trust: every vote the client gave (before conflicts were resolved) is evidence about it.
     known = {text_hash(ex.text): ex.label for ex in examples}
     known.update({text_hash(v.text): v.label for v in latest.values() if v.source == "correction" and v.client is None})
-    trust = client_reliability(list(latest.values()), known)
+    trust = client_reliability(list(latest.values()), known, same)
     for client in weights:
         weights[client] *= trust[client].weight if client in trust else 1.0
     counts["down_weighted_clients"] = sum(t.weight < 1.0 for t in trust.values())

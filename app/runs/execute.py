@@ -56,7 +56,8 @@ def gather_dataset(session: Session, task: Task, policy: Policy | None = None, h
     rows = load_training_rows(session, task.id)
     return build_dataset(labels=spec.labels, examples=rows.examples, feedback=rows.feedback,
                          watermark=rows.watermark, policy=policy or Policy.from_stored(task.policy),
-                         target=lambda label: kind.target(spec, label), holdout_salt=holdout_salt)
+                         target=lambda label: kind.target(spec, label), holdout_salt=holdout_salt,
+                         same=lambda a, b: kind.same(spec.labels, a, b))
 
 
 def train_config_for(task: Task, policy: Policy, settings: Settings, max_len: int) -> TrainConfig:

@@ -1,11 +1,12 @@
-"""Labelled examples from JSON or CSV: all rows valid or nothing imported."""
+"""Labelled examples from JSON or CSV: all rows valid or nothing imported.  What an example's
+answer is called (`label`, `score`) and what it may be is the task kind's business."""
 
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.session import transaction
 from app.db.tables import Example, Task
 from app.errors import Invalid
-from app.kinds import TaskSpec, get_kind
+from app.kinds import TaskKind, TaskSpec, get_kind
 from app.services.tasks import load_task
 from app.texts import split_for, storable, text_hash
 
@@ -21,11 +22,17 @@ from app.texts import split_for, storable, text_hash
 @dataclass(frozen=True)
 class Row:
     text: str
-    label: str
+    value: Any  # the answer as sent (a label, a number, spans); the kind makes it the stored label
     where: str  # how to name this row in an error: "examples[3]" or "row 4"
+    field: str | None = "label"  # what the request called the answer (None: it gave none)
+
+
+VALUE_COLUMNS = ("label", "score")  # what a CSV may call the answer (classification, rating)
 
 
 def parse_csv(data: bytes) -> list[Row]:
+    """Rows of a CSV with a `text` column and an answer column (`label`, or `score` for a
+    rating); other columns are ignored.  The task's kind judges the answers."""
     try:
         content = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -34,15 +41,17 @@ def parse_csv(data: bytes) -> list[Row]:
     try:
         header = next(reader)
     except StopIteration:
-        raise Invalid("file", "The CSV is empty; expected a 'text,label' header.", slug="bad-csv", title="Invalid CSV")
+        raise Invalid("file", "The CSV is empty; expected a 'text,label' (or 'text,score') header.",
+                      slug="bad-csv", title="Invalid CSV")
     except csv.Error as exc:
         raise Invalid("file", f"row 1: {exc}", slug="bad-csv", title="Invalid CSV", row=1)
     names = [h.strip().lower() for h in header]
-    missing = [c for c in ("text", "label") if c not in names]
+    value_field = next((c for c in VALUE_COLUMNS if c in names), "label")
+    missing = [c for c in ("text", value_field) if c not in names]
     if missing:
         raise Invalid("file", f"The header lacks column(s) {', '.join(missing)}; "
-                      "expected 'text,label'.", slug="bad-csv", title="Invalid CSV", row=1)
-    ti, li = names.index("text"), names.index("label")
+                      "expected 'text,label' (or 'text,score').", slug="bad-csv", title="Invalid CSV", row=1)
+    ti, li = names.index("text"), names.index(value_field)
     rows: list[Row] = []
     line = 1
     try:
@@ -53,7 +62,7 @@ def parse_csv(data: bytes) -> list[Row]:
             if len(record) != len(names):
                 raise Invalid("file", f"row {line}: expected {len(names)} fields, "
                               f"found {len(record)}.", slug="bad-csv", title="Invalid CSV", row=line)
-            rows.append(Row(record[ti], record[li].strip(), f"row {line}"))
+            rows.append(Row(record[ti], record[li].strip(), f"row {line}", value_field))
     except csv.Error as exc:
         raise Invalid("file", f"row {reader.line_num}: {exc}", slug="bad-csv",
                       title="Invalid CSV", row=reader.line_num) from None
@@ -62,23 +71,33 @@ def parse_csv(data: bytes) -> list[Row]:
     return rows
 
 
-def validate_rows(rows: list[Row], *, check_label: Callable[[str], None], max_chars: int) -> None:
-    """Every row must be storable, non-empty, within the size limit, and carry a label the task's
-    kind accepts; the first bad row is named in the error."""
+def validate_rows(rows: list[Row], *, kind: TaskKind, spec: TaskSpec, max_chars: int) -> list[tuple[str, str]]:
+    """Every row must be storable, non-empty, within the size limit, and carry an answer the
+    task's kind accepts; the first bad row is named in the error.  (text, stored label) per row."""
+    out = []
     for r in rows:
-        for column, value in (("text", r.text), ("label", r.label)):
+        try:
+            storable(r.text)
+        except ValueError as exc:
+            raise _row_problem(r, "text", f"text {exc}") from None
+        if isinstance(r.value, str):
             try:
-                storable(value)
+                storable(r.value)
             except ValueError as exc:
-                raise _row_problem(r, column, f"{column} {exc}") from None
+                raise _row_problem(r, r.field, f"{r.field} {exc}") from None
         if not r.text.strip():
             raise _row_problem(r, "text", "text is empty")
         if len(r.text) > max_chars:
             raise _row_problem(r, "text", f"text has {len(r.text)} characters; the limit is {max_chars}")
+        field = r.field or kind.value_field
+        if r.value is None:
+            raise _row_problem(r, field, f"{field} is missing (a {kind.name} task's examples carry "
+                                         f"'{kind.value_field}')")
         try:
-            check_label(r.label)
+            out.append((r.text, kind.canonical(spec, r.value, text=r.text, field=field)))
         except Invalid as exc:
-            raise _row_problem(r, "label", exc.detail, slug=exc.slug) from None
+            raise _row_problem(r, exc.field or field, exc.detail, slug=exc.slug) from None
+    return out
 
 
 def _row_problem(r: Row, column: str, msg: str, slug: str = "validation") -> Invalid:
@@ -89,17 +108,17 @@ def _row_problem(r: Row, column: str, msg: str, slug: str = "validation") -> Inv
     return Invalid(f"{r.where}.{column}", f"{r.where}.{column}: {msg}; nothing was imported.", slug=slug)
 
 
-def _upsert(session: Session, *, task: Task, rows: list[Row]) -> dict[str, int]:
+def _upsert(session: Session, *, task: Task, rows: list[tuple[str, str]]) -> dict[str, int]:
     """Upsert by normalised text (the last row for a text wins), split by its hash."""
-    latest: dict[str, Row] = {}
-    for r in rows:
-        latest[text_hash(r.text)] = r
+    latest: dict[str, tuple[str, str]] = {}
+    for text, label in rows:
+        latest[text_hash(text)] = (text, label)
     hashes = list(latest)
     for start in range(0, len(hashes), 1000):
         session.execute(delete(Example).where(Example.task_id == task.id,
                                               Example.text_hash.in_(hashes[start:start + 1000])))
-    values = [{"task_id": task.id, "text": r.text, "label": r.label, "split": split_for(r.text), "text_hash": h}
-              for h, r in latest.items()]
+    values = [{"task_id": task.id, "text": text, "label": label, "split": split_for(text), "text_hash": h}
+              for h, (text, label) in latest.items()]
     session.execute(insert(Example), values)
     train = sum(1 for v in values if v["split"] == "train")
     return {"imported": len(values), "train": train, "validation": len(values) - train}
@@ -110,7 +129,5 @@ def import_examples(sessions: sessionmaker[Session], *, task: str, rows: list[Ro
     """All rows valid and imported in one transaction, or nothing imported (the bad row named)."""
     with transaction(sessions) as s:
         t = load_task(s, task)
-        kind, spec = get_kind(t.kind), TaskSpec.of(t)
-        validate_rows(rows, check_label=lambda label: kind.check_label(spec, label, field="label"),
-                      max_chars=max_chars)
-        return _upsert(s, task=t, rows=rows)
+        checked = validate_rows(rows, kind=get_kind(t.kind), spec=TaskSpec.of(t), max_chars=max_chars)
+        return _upsert(s, task=t, rows=checked)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,26 +23,31 @@ def record_feedback(
     prediction_id: str,
     caller: Caller,
     signal: int,
-    correction: str | None,
+    correction: Any,
     user_hash: str | None,
 ) -> tuple[Feedback, str]:
     """Store one signal on one of the caller's own predictions; (the row, the task's name).
-    Committed when this returns."""
+    The correction, as sent, is made the stored label by the task's kind.  Committed when this
+    returns."""
     with transaction(sessions) as s:
         row = s.execute(
-            select(Prediction.client_id, Prediction.label, Task.id, Task.name, Task.kind, Task.labels)
+            select(Prediction.client_id, Prediction.label, Prediction.text, Task.id, Task.name, Task.kind,
+                   Task.labels, Task.descriptions)
             .join(Task, Task.id == Prediction.task_id)
             .where(Prediction.id == prediction_id)
         ).one_or_none()
         if row is None:
             raise NotFound(f"No prediction with id {prediction_id!r}.", field="prediction_id",
                            slug="unknown-prediction", title="Unknown prediction")
-        owner, shown, task_id, task_name, kind, labels = row
+        owner, shown, text, task_id, task_name, kind_name, labels, descriptions = row
         if not caller.is_admin and owner != caller.client_id:
             raise Forbidden("This prediction was made for another client; feedback is only taken on your own.",
                             field="prediction_id", slug="not-your-prediction")
-        spec = TaskSpec(name=task_name, kind=kind, labels=list(labels))
-        get_kind(kind).check_feedback(spec, shown=shown, signal=signal, correction=correction)
+        spec = TaskSpec(name=task_name, kind=kind_name, labels=list(labels), descriptions=dict(descriptions or {}))
+        kind = get_kind(kind_name)
+        if correction is not None:
+            correction = kind.canonical(spec, correction, text=text, field="correction")
+        kind.check_feedback(spec, shown=shown, signal=signal, correction=correction)
         fb = Feedback(prediction_id=prediction_id, task_id=task_id, client_id=caller.client_id,
                       user_hash=user_hash, signal=signal, correction=correction)
         s.add(fb)
@@ -49,7 +56,7 @@ def record_feedback(
 
 
 async def give_feedback(state: AppState, *, prediction_id: str, caller: Caller, signal: int,
-                        correction: str | None, user_id: str | None) -> Feedback:
+                        correction: Any, user_id: str | None) -> Feedback:
     """`record_feedback` on the DB thread pool (no model work, the connection held only for the
     transaction), counted in the process's metrics."""
     user_hash = hash_user_id(user_id, state.settings.resolved_user_hash_key) if user_id else None

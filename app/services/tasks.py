@@ -50,13 +50,18 @@ def create_task(
     kind: str,
     labels: list[str],
     descriptions: dict[str, str],
+    value_range: list[float] | None = None,
+    anchors: dict[str, str] | None = None,
     lambda_data: float,
     feedback_loss: str,
     finetune: str,
     quantize: bool,
     policy: Policy,
 ) -> dict[str, Any]:
-    """Build version 0 first (slow, no transaction open), then insert task + version at once."""
+    """Build version 0 first (slow, no transaction open), then insert task + version at once.
+    What the labels are (names; a rating's scale points from its range and anchors) is the kind's."""
+    labels, descriptions = get_kind(kind).define(labels=labels, descriptions=descriptions,
+                                                 value_range=value_range, anchors=anchors)
     with sessions() as s:
         if s.scalar(select(Task.id).where(Task.name == name)) is not None:
             raise _duplicate(name)
@@ -108,6 +113,7 @@ def describe(session: Session, task: Task) -> dict[str, Any]:
         "kind": task.kind,
         "labels": task.labels,
         "descriptions": task.descriptions,
+        **get_kind(task.kind).describe(TaskSpec.of(task)),
         "lambda_": task.lambda_data,
         "feedback_loss": task.feedback_loss,
         "finetune": task.finetune,

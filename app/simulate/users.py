@@ -76,10 +76,10 @@ def labels_it(behaviour: Behaviour, draws: Draws, wanted: bool) -> bool:
 
 
 def truthful(shown: str, gold: str, behaviour: Behaviour, draws: Draws, kind: TaskKind,
-             wanted: bool = False) -> Signal:
+             wanted: bool = False, labels: Sequence[str] = ()) -> Signal:
     """What a user who knows the gold answer and tells the truth says (the task kind judges
     whether the shown answer matches it).  `wanted`: the server asked for feedback on it."""
-    right = kind.is_right(shown, gold)
+    right = kind.is_right(labels, shown, gold)
     if labels_it(behaviour, draws, wanted):
         return Signal(1 if right else -1, gold)
     if right:
@@ -104,7 +104,7 @@ def decide(
 ) -> Signal | None:
     """The signal one user sends about one answer, or None when it sends nothing.  `wanted`: the
     answer came with `feedback_wanted: true`."""
-    sig = truthful(shown, gold, behaviour, draws, kind, wanted)
+    sig = truthful(shown, gold, behaviour, draws, kind, wanted, labels)
     if hostile or draws.noise < behaviour.noise:
         sig = flip(sig, shown, labels, draws)
     if sig.signal < 0 and sig.correction is None and not behaviour.send_negatives:

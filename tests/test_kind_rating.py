@@ -1,0 +1,186 @@
+"""The `rating` kind end to end on the tiny model, SQLite and PostgreSQL: create with a range and
+anchors, scores that never leave the range, feedback and corrections checked against the range,
+examples as JSON and CSV, a retrain with the squared error that moves scores toward the truth,
+promotion and rollback; plus the losses (the literal signed term rewards running away, the
+bounded one stops at the margin) and the metrics."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import pytest
+import torch
+
+from app.config import Settings
+from app.kinds.rating import Rating, feedback_losses, scale_points, score_metrics, spearman
+from app.worker import Worker
+from conftest import ADMIN
+from learning_helpers import FAST_POLICY, WORDS, FILLER
+from live import serve_in_thread
+from waiting import wait_until
+
+RANGE = [-4, 4]
+ANCHORS = {"-4": "lost stolen charged twice fee", "4": "sunny weather forecast"}
+POLICY = {**FAST_POLICY, "gate_tolerance": 1.0, "max_recall_drop": 1.0}
+
+
+@pytest.fixture
+def http(settings: Settings):  # noqa: ANN201
+    with serve_in_thread(settings) as base, httpx.Client(base_url=base, headers=ADMIN, timeout=60) as c:
+        yield c
+
+
+def problem(r: httpx.Response, status: int, slug: str | None, field: str) -> dict:
+    """A problem+json answer with this status naming `field` (and, when given, of type `slug`)."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["field"] == field, body
+    if slug is not None:
+        assert body["type"].endswith(":" + slug), body
+    return body
+
+
+def scored_texts(n: int, seed: int) -> list[tuple[str, float]]:
+    """Texts whose true score is −3 (bank words) or +3 (weather words), alternating."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        topic, score = ("bank", -3.0) if i % 2 == 0 else ("weather", 3.0)
+        out.append((" ".join(rng.sample(WORDS[topic], 2) + rng.sample(FILLER, 2) + [str(i)]), score))
+    return out
+
+
+def create(http: httpx.Client, **fields: object) -> httpx.Response:
+    body = {"name": "stars", "kind": "rating", "range": RANGE, "anchors": ANCHORS, "policy": POLICY, **fields}
+    return http.post("/v1/tasks", json=body)
+
+
+def scores(http: httpx.Client, texts: list[str]) -> tuple[int, list[float]]:
+    r = http.post("/v1/tasks/stars/predict", json={"texts": texts})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return body["model_version"], [p["score"] for p in body["predictions"]]
+
+
+def mae(pred: list[float], truth: list[float]) -> float:
+    return sum(abs(p - t) for p, t in zip(pred, truth)) / len(truth)
+
+
+def test_rating_loop_create_predict_feedback_retrain_promote_rollback(http: httpx.Client, settings: Settings) -> None:
+    r = create(http)
+    assert r.status_code == 201, r.text
+    task = r.json()
+    assert task["kind"] == "rating" and task["range"] == [-4.0, 4.0] and task["labels"] == ["-4", "4"]
+    assert task["anchors"] == ANCHORS
+
+    data = scored_texts(48, seed=1)
+    examples, traffic = data[:24], data[24:]
+    r = http.post("/v1/tasks/stars/examples", json={"examples": [{"text": t, "score": y} for t, y in examples[:12]]})
+    assert r.status_code == 201, r.text
+    csv = "text,score\n" + "".join(f"{t},{y}\n" for t, y in examples[12:])
+    r = http.post("/v1/tasks/stars/examples", content=csv, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 201 and r.json()["imported"] == 12, r.text
+
+    version0, before = scores(http, [t for t, _ in traffic])
+    assert version0 == 0 and all(-4 <= s <= 4 for s in before)
+    preds = http.post("/v1/tasks/stars/predict", json={"texts": [t for t, _ in traffic]}).json()["predictions"]
+    assert all(set(p) == {"id", "score", "feedback_wanted"} for p in preds)
+    for i, (p, (_, gold)) in enumerate(zip(preds, traffic)):
+        right = abs(p["score"] - gold) <= 0.8
+        body = {"signal": 1} if right else {"signal": -1, **({"correction": gold} if i % 2 else {})}
+        assert http.post(f"/v1/predictions/{p['id']}/feedback", json=body).status_code == 201
+
+    run_id = http.post("/v1/tasks/stars/retrain").json()["run_id"]
+    assert Worker(settings).run_once() == "promoted"
+    run = http.get(f"/v1/runs/{run_id}").json()
+    gate = run["gate"]
+    assert gate["verdict"] == "promote"
+    assert {"mae", "spearman", "within_tolerance"} <= set(gate["candidate"]["examples"])
+    assert gate["candidate"]["examples"]["mae"] < gate["active"]["examples"]["mae"]
+
+    wait_until(lambda: scores(http, [traffic[0][0]])[0] == 1, 60, "the API to serve version 1")
+    _, after = scores(http, [t for t, _ in traffic])
+    truth = [y for _, y in traffic]
+    assert all(-4 <= s <= 4 for s in after)
+    assert mae(after, truth) < mae(before, truth) - 0.5, (mae(before, truth), mae(after, truth))
+
+    assert http.post("/v1/tasks/stars/models/0/activate").status_code == 200
+    wait_until(lambda: scores(http, [traffic[0][0]])[0] == 0, 60, "the API to serve version 0 again")
+    assert scores(http, [t for t, _ in traffic])[1] == pytest.approx(before, abs=1e-3)
+
+
+def test_rating_without_anchors_starts_in_the_middle(client) -> None:  # noqa: ANN001
+    assert client.post("/v1/tasks", json={"name": "plain", "kind": "rating", "range": [1, 5]}).status_code == 201
+    preds = client.post("/v1/tasks/plain/predict", json={"texts": ["rain today", "lost card"]}).json()["predictions"]
+    assert [p["score"] for p in preds] == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"range": [4, -4]}, "range"),
+    ({"range": [1]}, "range"),
+    ({"range": None}, "range"),
+    ({"labels": ["a", "b"]}, "labels"),
+    ({"anchors": {"9": "too high"}}, "anchors.9"),
+    ({"anchors": {"high": "not a number"}}, "anchors.high"),
+])
+def test_bad_rating_tasks_are_422_naming_the_field(client, body: dict, field: str) -> None:  # noqa: ANN001
+    full = {"name": "bad", "kind": "rating", "range": RANGE, **body}
+    problem(client.post("/v1/tasks", json=full), 422, None, field)
+    assert client.get("/v1/tasks").json() == []
+
+
+def test_classification_refuses_a_range(client) -> None:  # noqa: ANN001
+    r = client.post("/v1/tasks", json={"name": "c", "labels": ["a", "b"], "range": [0, 1]})
+    problem(r, 422, "field-not-for-kind", "range")
+
+
+def test_rating_feedback_and_examples_outside_the_range_are_422_and_change_nothing(client) -> None:  # noqa: ANN001
+    assert create(client).status_code == 201
+    pid = client.post("/v1/tasks/stars/predict", json={"text": "rain today"}).json()["predictions"][0]["id"]
+    for correction in (9, -4.5, "lots", True):
+        problem(client.post(f"/v1/predictions/{pid}/feedback", json={"signal": -1, "correction": correction}),
+                422, None, "correction")
+    for row, field in [({"text": "x", "score": 5}, "examples[0].score"), ({"text": "x", "label": "good"},
+                       "examples[0].label"), ({"text": "x"}, "examples[0].score")]:
+        problem(client.post("/v1/tasks/stars/examples", json={"examples": [row]}), 422, None, field)
+    r = client.post("/v1/tasks/stars/examples", content="text,score\nfine,2\nbad,12\n",
+                    headers={"Content-Type": "text/csv"})
+    problem(r, 422, None, "score")
+    counts = client.get("/v1/tasks/stars").json()["counts"]
+    assert counts["feedback"]["total"] == 0 and counts["examples"]["total"] == 0
+
+
+# ---------------------------------------------------------------- units
+
+
+def test_signed_loss_rewards_running_away_and_bounded_stops_at_the_margin() -> None:
+    shown = torch.tensor([0.5])
+    minus = torch.tensor([-1])
+    far, farther = torch.tensor([[0.8, 0.0]]), torch.tensor([[1.0, 0.0]])
+    signed = [feedback_losses(o, shown, minus, "signed").item() for o in (far, farther)]
+    assert signed[1] < signed[0] < 0  # always more to gain by running further
+    bounded = [feedback_losses(o, shown, minus, "bounded").item() for o in (far, farther)]
+    assert bounded == [0.0, 0.0]  # past the margin a −1 asks nothing more
+    near = torch.tensor([[0.55, 0.0]])
+    assert feedback_losses(near, shown, minus, "bounded").item() > 0
+    plus = torch.tensor([1])
+    assert feedback_losses(near, shown, plus, "bounded").item() == pytest.approx(0.05 ** 2)
+
+
+def test_scale_points_metrics_and_outcomes() -> None:
+    assert scale_points([1, 5], {"3": "ok"}) == ["1", "3", "5"]
+    m = score_metrics([0.0, 0.5, 1.0], [0.0, 0.6, 0.9], width=8.0)
+    assert m["mae"] == pytest.approx(8 * 0.2 / 3) and m["spearman"] == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0) and spearman([1, 1], [1, 2]) is None
+    kind = Rating()
+
+    class Row:
+        def __init__(self, label: float, signal: int) -> None:
+            self.label, self.signal = label, signal
+
+    assert kind.outcome(Row(0.5, 0), 0.55) == 1.0 and kind.outcome(Row(0.5, 0), 0.8) == 0.0
+    assert kind.outcome(Row(0.5, 1), 0.52) == 1.0 and kind.outcome(Row(0.5, 1), 0.9) == 0.0
+    assert kind.outcome(Row(0.5, 1), 0.62) is None
+    assert kind.outcome(Row(0.5, -1), 0.51) == 0.0 and kind.outcome(Row(0.5, -1), 0.9) is None
