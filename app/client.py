@@ -44,13 +44,18 @@ class Answer:
     send the key)."""
 
     id: str
-    label: str
+    label: str  # the answer as text: the label, or a rating's score ("2.5")
     scores: Mapping[str, float]
     feedback_wanted: bool = False
+    score: float | None = None  # a rating's score
 
     @classmethod
     def from_json(cls, p: Mapping[str, Any]) -> Answer:
-        """One entry of a predict answer's `predictions`."""
+        """One entry of a predict answer's `predictions` (a classification's label and scores, or
+        a rating's score)."""
+        if "score" in p:
+            return cls(p["id"], format(float(p["score"]), ".6g"), {}, bool(p.get("feedback_wanted", False)),
+                       float(p["score"]))
         return cls(p["id"], p["label"], p.get("scores", {}), bool(p.get("feedback_wanted", False)))
 
 

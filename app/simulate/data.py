@@ -1,12 +1,14 @@
-"""The traffic and test sets of one simulation, read from `text,label` CSV files.
+"""The traffic and test sets of one simulation, read from `text,label` CSV files (a
+classification) or `text,score` files (a rating, e.g. `../shared/data/vader/`).
 
-Any CSV with a `text` and a `label` column works.  Sampling is seeded: the same files, sizes
+Any CSV with a `text` and a `label` (or `score`) column works.  Sampling is seeded: the same files, sizes
 and seed give the same scenario, so every arm sees the same traffic in the same order.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,27 +29,45 @@ class Example:
 
 @dataclass
 class Scenario:
-    labels: list[str]
+    labels: list[str]  # a classification's labels; empty for a rating
     traffic: list[Example]  # in the order users send it; round r is traffic[(r-1)*T : r*T]
     test: list[Example]
     notes: list[str] = field(default_factory=list)  # what was dropped or cut, for the report
+    kind: str = "classification"  # classification (text,label files) | rating (text,score files)
+    value_range: tuple[float, float] | None = None  # a rating's scale
 
     def sizes(self) -> dict[str, object]:
         return {"labels": len(self.labels), "traffic": len(self.traffic), "test": len(self.test)}
 
 
+def answer_column(path: Path) -> str:
+    """`label` for a classification file, `score` for a rating file (a `label` column wins)."""
+    with Path(path).open(newline="", encoding="utf-8") as fh:
+        names = next(csv.reader(fh), [])
+    return "score" if "score" in names and "label" not in names else "label"
+
+
 def read_csv(path: Path) -> list[Example]:
-    """Rows of a `text,label` CSV (UTF-8, header required); blank texts or labels are skipped."""
+    """Rows of a `text,label` or `text,score` CSV (UTF-8, header required); blank texts or answers
+    are skipped; a score must be a number."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    column = answer_column(path)
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = {"text", "label"} - set(reader.fieldnames or [])
+        missing = {"text", column} - set(reader.fieldnames or [])
         if missing:
-            raise DataError(f"{path}: needs a header with columns text,label (missing {', '.join(sorted(missing))})")
-        rows = [Example(r["text"].strip(), r["label"].strip()) for r in reader
-                if (r.get("text") or "").strip() and (r.get("label") or "").strip()]
+            raise DataError(f"{path}: needs a header with columns text,label or text,score "
+                            f"(missing {', '.join(sorted(missing))})")
+        rows = [Example(r["text"].strip(), r[column].strip()) for r in reader
+                if (r.get("text") or "").strip() and (r.get(column) or "").strip()]
+    if column == "score":
+        for i, r in enumerate(rows, start=2):
+            try:
+                float(r.label)
+            except ValueError:
+                raise DataError(f"{path}: row {i}: score {r.label!r} is not a number") from None
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
@@ -84,12 +104,17 @@ def build_scenario(
     max_labels: int | None,
     seed: int,
     max_chars: int = 2000,
+    value_range: tuple[float, float] | None = None,
 ) -> Scenario:
     """Traffic: `traffic_size` texts from the train file (shuffled); test: up to `test_size` texts
     from the test file.  Both keep only the chosen labels; texts in the test set never appear in
-    the traffic; texts longer than the server's `max_chars` are left out."""
+    the traffic; texts longer than the server's `max_chars` are left out.  A `text,score` file
+    makes a rating scenario on `value_range` (default: the scores' whole numbers around them)."""
     rng = random.Random(seed)
     train_rows, test_rows = read_csv(train_path), read_csv(test_path)
+    if answer_column(train_path) == "score":
+        return _rating_scenario(train_rows, test_rows, traffic_size=traffic_size, test_size=test_size, rng=rng,
+                                max_chars=max_chars, value_range=value_range, train_path=train_path)
     notes: list[str] = []
 
     train_labels = set(r.label for r in train_rows)
@@ -123,6 +148,33 @@ def build_scenario(
     if missing:
         notes.append(f"{len(missing)} labels never occur in the traffic sample")
     return Scenario(labels=labels, traffic=traffic, test=test, notes=notes)
+
+
+def _rating_scenario(train_rows: list[Example], test_rows: list[Example], *, traffic_size: int,
+                     test_size: int | None, rng: random.Random, max_chars: int,
+                     value_range: tuple[float, float] | None, train_path: Path) -> Scenario:
+    scores = [float(r.label) for r in train_rows + test_rows]
+    if value_range is None:
+        value_range = (float(math.floor(min(scores))), float(math.ceil(max(scores))))
+    lo, hi = value_range
+    if not lo < hi:
+        raise DataError(f"the range must have lowest < highest, got {lo:g},{hi:g}")
+    notes = []
+    inside = [r for r in train_rows + test_rows if lo <= float(r.label) <= hi]
+    if len(inside) < len(train_rows) + len(test_rows):
+        notes.append(f"{len(train_rows) + len(test_rows) - len(inside)} rows outside the range were left out")
+    keep = lambda r: lo <= float(r.label) <= hi and len(r.text) <= max_chars  # noqa: E731
+    test = dedupe([r for r in test_rows if keep(r)])
+    rng.shuffle(test)
+    if test_size is not None:
+        test = test[:test_size]
+    pool = dedupe([r for r in train_rows if keep(r)], exclude={normalize_text(r.text) for r in test})
+    rng.shuffle(pool)
+    if len(pool) < traffic_size:
+        raise DataError(f"{train_path}: {len(pool)} usable traffic texts, but rounds x traffic-per-round needs "
+                        f"{traffic_size}")
+    return Scenario(labels=[], traffic=pool[:traffic_size], test=test, notes=notes, kind="rating",
+                    value_range=(lo, hi))
 
 
 def label_counts(rows: list[Example]) -> dict[str, int]:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 from app.client import FlywheelClient
 from app.kinds import get_kind
 from app.kinds.classification import label_metrics
+from app.kinds.rating import score_metrics
 from app.policy import Policy
 from app.simulate.arms import SIM_EPOCHS, Arm, distinct
 from app.simulate.data import Example, Scenario
@@ -33,7 +34,6 @@ from app.simulate.users import Draws, assign_clients, decide
 from app.statuses import RunStatus
 
 TASK = "sim"
-TASK_KIND = "classification"  # the kind the simulator's CSV scenarios are
 REQUEST_TEXTS = 64  # texts per predict request; the server's default FLYWHEEL_MAX_TEXTS_PER_REQUEST
 
 
@@ -51,6 +51,7 @@ class Options:
     run_timeout_s: float = 3600.0
     score_rejected: bool = True  # also score a rejected candidate (activated briefly, then rolled back)
     keep_data: Path | None = None  # keep each arm's data directory under this folder
+    anchors: dict[str, str] = field(default_factory=dict)  # a rating task's anchors (value -> text)
 
     def policy(self) -> dict[str, Any]:
         """The task's policy: the training and gate knobs given, and retraining only when the
@@ -69,19 +70,33 @@ def _quiet(_: str) -> None:
 
 @dataclass
 class Score:
+    """The served version on the test set.  Classification: accuracy and macro-F1.  Rating:
+    `accuracy` is the share of scores within the tolerance (10% of the range) of the truth, the
+    same test a simulated user applies, `macro_f1` holds Spearman's rank correlation, and `mae`
+    the mean absolute error on the scale."""
+
     version: int
     accuracy: float
     macro_f1: float
+    mae: float | None = None
 
 
-def score(api: FlywheelClient, key: str, test: Sequence[Example], expect_version: int) -> Score:
-    """Accuracy and macro-F1 of the served version on the test set, from the API's answers.
-    All answers must come from `expect_version` (a swap half way would mix two models)."""
+def score(api: FlywheelClient, key: str, test: Sequence[Example], expect_version: int,
+          value_range: tuple[float, float] | None = None) -> Score:
+    """The served version's metrics on the test set, from the API's answers (a rating's when
+    `value_range` is given).  All answers must come from `expect_version` (a swap half way would
+    mix two models)."""
     versions, answers = api.predict(TASK, [e.text for e in test], key=key, batch=REQUEST_TEXTS)
     if set(versions) != {expect_version}:
         raise RuntimeError(f"test set scored by versions {sorted(set(versions))}, expected {expect_version}")
-    gold, pred = [e.label for e in test], [a.label for a in answers]
-    m = label_metrics(gold, pred)
+    if value_range is not None:
+        lo, hi = value_range
+        truth = [(float(e.label) - lo) / (hi - lo) for e in test]
+        pred = [(float(a.label) - lo) / (hi - lo) for a in answers]
+        m = score_metrics(truth, pred, hi - lo)
+        return Score(expect_version, m["within_tolerance"], m["spearman"] or 0.0, m["mae"])
+    gold, labels = [e.label for e in test], [a.label for a in answers]
+    m = label_metrics(gold, labels)
     return Score(expect_version, m["accuracy"], m["macro_f1"])
 
 
@@ -114,7 +129,10 @@ class ArmRecord:
 
     def to_json(self) -> dict[str, Any]:
         r = self.rounds
+        mae = {} if self.zero_shot is None or self.zero_shot.mae is None else {
+            "zero_shot_mae": self.zero_shot.mae, "mae_by_round": [x["mae"] for x in r]}
         return {
+            **mae,
             "description": self.description,
             "conditions": self.conditions,
             "seed": self.seed,
@@ -147,26 +165,34 @@ class ArmRun:
         self.keys: dict[int, str] = {}
         self.eval_key = ""
         self.signals_total = 0
-        self.kind = get_kind(TASK_KIND)
+        self.kind = get_kind(scenario.kind)
+        self.labels = list(scenario.labels)  # the task's labels (a rating's scale points, once created)
+
+    def test_score(self, version: int) -> Score:
+        return score(self.api, self.eval_key, self.scenario.test, version, self.scenario.value_range)
 
     def setup(self) -> Score:
         c, o = self.arm.conditions, self.options
         self.status("creating the task (zero-shot version 0)")
-        self.api.create_task({
-            "name": TASK, "labels": self.scenario.labels, "lambda": c.lambda_data,
+        what: dict[str, Any] = {"labels": self.scenario.labels}
+        if self.scenario.kind == "rating":
+            what = {"kind": "rating", "range": list(self.scenario.value_range or ()), "anchors": o.anchors}
+        created = self.api.create_task({
+            "name": TASK, **what, "lambda": c.lambda_data,
             "feedback_loss": c.feedback_loss, "finetune": c.finetune,
             "policy": {**o.policy(), "feedback_budget": c.feedback_budget},
         })
+        self.labels = list(created["labels"])
         for owner in sorted(set(self.owners)):
             self.keys[owner] = self.api.create_client("adversary" if owner < 0 else f"user-{owner}")
         self.eval_key = self.api.create_client("evaluator")
         self.api.wait_served(TASK, 0)
         self.status("scoring zero-shot")
-        return score(self.api, self.eval_key, self.scenario.test, 0)
+        return self.test_score(0)
 
     def send_traffic(self, start: int, stop: int) -> dict[str, Any]:
         """Round's users predict their texts and give feedback; counts of what they sent."""
-        labels, c, seed = self.scenario.labels, self.arm.conditions, self.options.seed
+        labels, c, seed = self.labels, self.arm.conditions, self.options.seed
         # corrections: feedback that carries the right label (with a +1 or a -1); asked: answers
         # that came with feedback_wanted: true, whatever the user did with them
         counts = {"positive": 0, "negative": 0, "corrections": 0, "not_sent": 0, "from_adversary": 0, "asked": 0}
@@ -181,7 +207,7 @@ class ArmRun:
             self.status(f"{'adversary' if owner < 0 else f'user {owner}'} giving feedback")
             for i, answer in zip(idx, answers):
                 gold = self.scenario.traffic[i].label
-                right += answer.label == gold
+                right += self.kind.is_right(labels, answer.label, gold)
                 counts["asked"] += answer.feedback_wanted
                 sig = decide(answer.label, gold, behaviour=c.behaviour, labels=labels, kind=self.kind,
                              draws=Draws.for_text(seed, i), hostile=owner < 0, wanted=answer.feedback_wanted)
@@ -211,7 +237,7 @@ class ArmRun:
         self.status(f"waiting for the API to serve version {version}")
         self.api.wait_served(TASK, version)
         self.status(f"scoring version {version}")
-        return score(self.api, self.eval_key, self.scenario.test, version)
+        return self.test_score(version)
 
     def score_rejected(self, run: dict[str, Any], active: int) -> Score | None:
         """What the gate kept out: activate the rejected candidate, score it, roll back to `active`.
@@ -242,6 +268,7 @@ class ArmRun:
             "round": r,
             "accuracy": s.accuracy,
             "macro_f1": s.macro_f1,
+            "mae": s.mae,
             "candidate_accuracy": candidate.accuracy if candidate else None,
             "version": s.version,
             "signals_total": self.signals_total,

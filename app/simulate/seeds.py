@@ -30,7 +30,7 @@ Json = dict[str, Any]
 
 # Per-round numbers averaged over seeds (each seed's list has one entry per round).
 MEAN_SERIES = ("accuracy_by_round", "macro_f1_by_round", "signals_by_round", "signals_used_by_round",
-               "traffic_accuracy_by_round", "corrections_by_round", "asked_by_round")
+               "traffic_accuracy_by_round", "corrections_by_round", "asked_by_round", "mae_by_round")
 # Per-run fields that only make sense per seed: kept in `by_seed` when there are several.
 PER_RUN = ("rounds", "gate_by_round", "version_by_round", "candidate_accuracy_by_round", "data_dir", "seed")
 
@@ -91,7 +91,7 @@ def aggregate(per_seed: list[Json]) -> Json:
         for key in MEAN_SERIES:
             if all(key in p for p in per_seed):
                 out[key] = [mean(xs) for xs in _by_round(per_seed, key)]
-        for key in ("zero_shot_accuracy", "zero_shot_macro_f1"):
+        for key in ("zero_shot_accuracy", "zero_shot_macro_f1", "zero_shot_mae"):
             values = [p[key] for p in per_seed if p.get(key) is not None]
             out[key] = mean(values) if values else None
         out["seconds"] = round(sum(p.get("seconds") or 0.0 for p in per_seed), 1)
