@@ -649,3 +649,65 @@ def test_results_of_separate_seeds_combine_into_one_multi_seed_result(tmp_path: 
     (tmp_path / "other.json").write_text(json.dumps({**fake_result(), "arms": {"lora": fake_arm([0.5], "P")}}))
     with pytest.raises(ValueError, match="share no arm"):
         combine_files([paths[0], tmp_path / "other.json"], command="x")
+
+
+# ---------------------------------------------------------------- a rating scenario
+
+
+def write_scores(path: Path, n: int, seed: int) -> Path:
+    """A text,score CSV: bank words score −3, weather words +3 (on −4 … +4)."""
+    rows = [(t, "-3" if lab == "bank" else "3") for t, lab in make_rows(n, seed) if lab in ("bank", "weather")]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "score", "source"])
+        w.writerows((t, s, "made") for t, s in rows)
+    return path
+
+
+def test_rating_user_says_right_within_the_tolerance() -> None:
+    from app.kinds import get_kind
+
+    kind, points = get_kind("rating"), ["-4", "4"]
+    draws = Draws(noise=0.9, correction=0.0, pick=0.0, label=0.9)
+    honest = Behaviour(correction_rate=1.0)
+    assert decide("2.5", "3", behaviour=honest, labels=points, draws=draws, kind=kind).signal == 1  # 0.5 <= 0.8
+    wrong = decide("1.9", "3", behaviour=honest, labels=points, draws=draws, kind=kind)
+    assert wrong.signal == -1 and wrong.correction == "3"
+
+
+def test_rating_scenario_from_a_score_file(tmp_path: Path) -> None:
+    train, test = write_scores(tmp_path / "train.csv", 80, 1), write_scores(tmp_path / "test.csv", 30, 2)
+    s = build_scenario(train_path=train, test_path=test, traffic_size=20, test_size=10, max_labels=None, seed=0)
+    assert s.kind == "rating" and s.value_range == (-3.0, 3.0) and s.labels == []
+    wide = build_scenario(train_path=train, test_path=test, traffic_size=20, test_size=10, max_labels=None, seed=0,
+                          value_range=(-4.0, 4.0))
+    assert wide.value_range == (-4.0, 4.0)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,score\nfine,high\n")
+    with pytest.raises(DataError, match="not a number"):
+        build_scenario(train_path=bad, test_path=test, traffic_size=1, test_size=1, max_labels=None, seed=0)
+
+
+def test_rating_run_end_to_end_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A rating task through the real API and worker: MAE and Spearman per round, and the checks
+    on the MAE gap and the literal signed loss."""
+    train, test = write_scores(tmp_path / "train.csv", 120, 5), write_scores(tmp_path / "test.csv", 30, 6)
+    out = tmp_path / "result.json"
+    env = {**os.environ, "FLYWHEEL_BASE_MODEL": str(tiny_model_dir), "FLYWHEEL_MAX_SEQ_LEN": "32"}
+    cmd = [sys.executable, "-m", "app.cli", "simulate", "--train", str(train), "--test", str(test),
+           "--arms", "feedback,supervised", "--rounds", "2", "--traffic-per-round", "30", "--test-size", "30",
+           "--learning-rate", "3e-3", "--epochs", "4", "--batch-size", "8", "--threads", "1", "--range", "-4,4",
+           "--anchor", "-4=lost stolen fee", "--anchor", "4=sunny weather", "--json", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["dataset"]["kind"] == "rating" and result["dataset"]["range"] == [-4.0, 4.0]
+    for name, arm in result["arms"].items():
+        assert len(arm["mae_by_round"]) == 2 and 0 <= arm["zero_shot_mae"] <= 8, name
+        assert all(0 <= x <= 8 for x in arm["mae_by_round"]) and all(0 <= x <= 1 for x in arm["accuracy_by_round"])
+    sup = result["arms"]["supervised"]
+    assert sup["rounds"][0]["sent"]["corrections"] == 30
+    for arm in result["arms"].values():  # never worse: the gate keeps out what does not hold up
+        assert arm["mae_by_round"][-1] <= arm["zero_shot_mae"] + 0.5, arm["mae_by_round"]
+    names = {c["name"]: c for c in result["checks"]}
+    assert "rating_gap_closed" in names and names["rating_gap_closed"]["measured"]

@@ -16,6 +16,7 @@ Every number comes from this run on this machine; the targets are reported, neve
 from __future__ import annotations
 
 import csv
+import math
 import json
 import os
 import platform
@@ -88,14 +89,31 @@ def default_csv() -> Path | None:
 
 
 def read_csv(path: Path) -> list[tuple[str, str]]:
+    """(text, answer) rows of a `text,label` CSV (a classification) or a `text,score` CSV (a rating)."""
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: needs columns text,label (has {reader.fieldnames})")
-        rows = [(r["text"].strip(), r["label"].strip()) for r in reader if r["text"].strip()]
+        names = set(reader.fieldnames or [])
+        column = "label" if "label" in names else "score"
+        if "text" not in names or column not in names:
+            raise ValueError(f"{path}: needs columns text,label or text,score (has {reader.fieldnames})")
+        rows = [(r["text"].strip(), r[column].strip()) for r in reader if r["text"].strip()]
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
+
+
+def task_body(path: Path, rows: list[tuple[str, str]]) -> dict[str, Any]:
+    """What the benchmark's task is: a classification over the CSV's labels, or (for a `score`
+    column) a rating on the whole numbers around its scores."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        names = next(csv.reader(fh), [])
+    if "label" in names:
+        return {"labels": sorted({lab for _, lab in rows})}
+    scores = [float(v) for _, v in rows]
+    return {"kind": "rating", "range": [math.floor(min(scores)), math.ceil(max(scores))]}
+
+
+RATING_PARTS = ("ceiling", "http", "naive", "swap", "feedback", "postgres")  # int8 and trainer score labels
 
 
 # ---------------------------------------------------------------- small statistics
@@ -115,13 +133,17 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.max_texts:
         rows = rows[: cfg.max_texts]
     texts = [t for t, _ in rows]
-    labels = sorted({lab for _, lab in rows})
+    task = task_body(cfg.csv, rows)
     want = set(cfg.parts)
+    if task.get("kind") == "rating" and want - set(RATING_PARTS):
+        log(f"a rating task: skipping {', '.join(sorted(want - set(RATING_PARTS)))} (they score labels)")
+        want &= set(RATING_PARTS)
+    labels = task.get("labels", [])
     res: dict[str, Any] = {
         "machine": machine_info(),
         "threads": threads,
         "versions": versions(__version__),
-        "config": {"csv": str(cfg.csv), "texts": len(texts), "labels": labels, "requests": cfg.requests,
+        "config": {"csv": str(cfg.csv), "texts": len(texts), "task": task, "requests": cfg.requests,
                    "quick": cfg.quick, "parts": sorted(want), "max_batch_size": setting_default("max_batch_size"),
                    "max_wait_ms": setting_default("max_wait_ms"), "max_seq_len": setting_default("max_seq_len")},
     }
@@ -135,7 +157,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         sqlite_url = f"sqlite:///{data_dir / 'flywheel.db'}"
         log(f"starting flywheel serve (SQLite, {threads} torch threads) …")
         with server(data_dir, server_env) as srv, FlywheelClient(srv.url, admin_token, timeout_s=300.0) as api:
-            key = setup_task(api, labels)
+            key, labels = setup_task(api, task)
             auth = {"Authorization": f"Bearer {key}"}
             row = active_row(sqlite_url)
             if want & {"ceiling", "int8"}:  # in this process, while the server idles
@@ -162,7 +184,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     log(f"feedback ingest on PostgreSQL (fresh database): {cfg.feedback_requests} requests at c=32")
                     with server(tmp / "pg", {**server_env, "FLYWHEEL_DATABASE_URL": pg_url}) as srv:
                         with FlywheelClient(srv.url, admin_token, timeout_s=300.0) as api:
-                            pg_key = setup_task(api, labels)
+                            pg_key, _ = setup_task(api, task)
                         res["feedback_postgres"] = feedback_run(srv, pg_url, pg_key, labels, cfg.feedback_requests)
             except Exception as exc:  # noqa: BLE001 - reported; the rest of the run stands
                 log(f"PostgreSQL part skipped: {exc!r}"[:500])

@@ -269,7 +269,7 @@ class Rating(TaskKind):
     def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None) -> None:
         if correction is None:
             return
-        if signal == 1 and not self.same(spec.labels, shown, correction):
+        if signal == 1 and not self.is_right(spec.labels, shown, correction):  # +1: within the tolerance
             raise Invalid("correction", f"signal 1 says {shown} was right, but the correction says {correction}.",
                           slug="contradictory-feedback")
 
