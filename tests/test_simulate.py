@@ -697,7 +697,8 @@ def test_rating_run_end_to_end_on_the_tiny_model(tmp_path: Path, tiny_model_dir:
     cmd = [sys.executable, "-m", "app.cli", "simulate", "--train", str(train), "--test", str(test),
            "--arms", "feedback,supervised", "--rounds", "2", "--traffic-per-round", "30", "--test-size", "30",
            "--learning-rate", "3e-3", "--epochs", "4", "--batch-size", "8", "--threads", "1", "--range", "-4,4",
-           "--anchor", "-4=lost stolen fee", "--anchor", "4=sunny weather", "--json", str(out)]
+           "--anchor", "-4=lost stolen fee", "--anchor", "4=sunny weather", "--json", str(out),
+           "--report", str(tmp_path / "report")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -711,3 +712,5 @@ def test_rating_run_end_to_end_on_the_tiny_model(tmp_path: Path, tiny_model_dir:
         assert arm["mae_by_round"][-1] <= arm["zero_shot_mae"] + 0.5, arm["mae_by_round"]
     names = {c["name"]: c for c in result["checks"]}
     assert "rating_gap_closed" in names and names["rating_gap_closed"]["measured"]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Test MAE after each round" in report and (tmp_path / "report" / "mae_by_round.png").exists()

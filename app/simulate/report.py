@@ -81,6 +81,17 @@ def _line_styles(names: list[str]) -> dict[str, dict[str, Any]]:
             for i, n in enumerate(names)}
 
 
+# What the result's generic series hold, per kind of scenario.
+METRIC_NAMES = {
+    "classification": {"accuracy": "accuracy", "macro_f1": "macro-F1"},
+    "rating": {"accuracy": "share within 10% of the range", "macro_f1": "Spearman", "mae": "MAE"},
+}
+
+
+def _kind(result: dict[str, Any]) -> str:
+    return result["dataset"].get("kind") or "classification"
+
+
 def plot_accuracy_by_round(result: dict[str, Any], path: Path, metric: str = "accuracy") -> None:
     import matplotlib.pyplot as plt
 
@@ -88,13 +99,15 @@ def plot_accuracy_by_round(result: dict[str, Any], path: Path, metric: str = "ac
     styles = _line_styles(list(arms))
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, arm in arms.items():
+        if f"{metric}_by_round" not in arm:
+            continue
         ys = [arm[f"zero_shot_{metric}"], *arm[f"{metric}_by_round"]]
         errors = _errors(arm) if metric == "accuracy" else None
         if errors:
             ax.errorbar(range(len(ys)), ys, yerr=errors, label=name, capsize=3, **styles[name])
         else:
             ax.plot(range(len(ys)), ys, label=name, **styles[name])
-    label = "accuracy" if metric == "accuracy" else "macro-F1"
+    label = METRIC_NAMES[_kind(result)].get(metric, metric)
     _style(ax, "round (0 = zero-shot, before any feedback)", f"test {label}",
            f"{result['dataset']['name']}: test {label} of the active version after each round")
     ax.set_xticks(range(result["sizes"]["rounds"] + 1))
@@ -224,8 +237,16 @@ def write_plots(result: dict[str, Any], out: Path) -> list[tuple[str, str]]:
     plots: list[tuple[str, str]] = []
     plot_accuracy_by_round(result, out / "accuracy_by_round.png")
     plots.append(("accuracy_by_round.png", "Test accuracy of the active version after each round, per arm."))
+    names = METRIC_NAMES[_kind(result)]
+    if _kind(result) == "rating":
+        plots[-1] = ("accuracy_by_round.png", f"Test {names['accuracy']} (the simulated user's +1) of the active "
+                     "version after each round, per arm.")
+        plot_accuracy_by_round(result, out / "mae_by_round.png", metric="mae")
+        plots.append(("mae_by_round.png", "Test MAE (on the task's scale; lower is better) of the active version "
+                      "after each round, per arm."))
     plot_accuracy_by_round(result, out / "macro_f1_by_round.png", metric="macro_f1")
-    plots.append(("macro_f1_by_round.png", "Test macro-F1 of the active version after each round, per arm."))
+    plots.append(("macro_f1_by_round.png", f"Test {names['macro_f1']} of the active version after each round, "
+                                           "per arm."))
     plot_accuracy_by_signals(result, out / "accuracy_by_signals.png")
     plots.append(("accuracy_by_signals.png", "Test accuracy against the number of signals the users sent so far."))
     noise = _noise_levels(result["arms"])
@@ -434,6 +455,7 @@ def render_markdown(result: dict[str, Any], plots: list[tuple[str, str]]) -> str
         "",
         *_results_table(result),
         "",
+        *_rating_table(result),
         "## Plots",
         "",
     ]
@@ -441,6 +463,23 @@ def render_markdown(result: dict[str, Any], plots: list[tuple[str, str]]) -> str
         lines += [f"![{caption}]({file})", "", caption, ""]
     lines += [*_precision(result), "", "## Arms, round by round", "", *_arm_notes(result), ""]
     return "\n".join(lines)
+
+
+def _rating_table(result: dict[str, Any]) -> list[str]:
+    """A rating's MAE per round (the accuracy table above holds the share within tolerance)."""
+    if _kind(result) != "rating":
+        return []
+    rounds = result["sizes"]["rounds"]
+    lines = ["## Test MAE after each round (rating; lower is better)", "",
+             f"On the scale {result['dataset'].get('range')}; the accuracy table above is, for a rating, the share "
+             "of test scores within 10% of the range of the truth (what the simulated user calls right).", "",
+             "| arm | zero-shot | " + " | ".join(f"r{r}" for r in range(1, rounds + 1)) + " |",
+             "|---|" + "---|" * (rounds + 1)]
+    for name, arm in _distinct(result["arms"]).items():
+        if "mae_by_round" in arm:
+            lines.append(f"| {name} | {arm['zero_shot_mae']:.3f} | "
+                         + " | ".join(f"{x:.3f}" for x in arm["mae_by_round"]) + " |")
+    return lines + [""]
 
 
 def write_report(result: dict[str, Any], out: Path) -> Path:
