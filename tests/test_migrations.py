@@ -140,3 +140,34 @@ def test_one_active_version_per_task_is_enforced_by_the_database(fresh_url: str)
             conn.execute(insert_version, {"v": 2, "s": "active"})
     finally:
         eng.dispose()
+
+
+def test_upgrading_a_database_with_classification_data_keeps_it_valid(fresh_url: str) -> None:
+    """A database at 0002 holding a classification task, a prediction and its feedback: after the
+    upgrade to the kinds' schema every row reads back the same, feedback has no span, and a
+    tagging answer longer than the old 128-character columns fits."""
+    cfg = alembic_config(fresh_url)
+    command.upgrade(cfg, "0002")
+    eng = create_engine(fresh_url)
+    try:
+        with eng.begin() as conn:
+            conn.execute(text("INSERT INTO tasks (id, name, kind, labels, descriptions, lambda_data, feedback_loss, "
+                              "finetune, quantize, policy, created_at) VALUES (1, 'intent', 'classification', "
+                              "'[\"a\", \"b\"]', '{}', 0.5, 'bounded', 'full', false, '{}', CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO model_versions (id, task_id, version, status, path, sha256, metrics, "
+                              "data_counts, created_at) VALUES (1, 1, 0, 'active', '/models/v0', :sha, '{}', '{}', "
+                              "CURRENT_TIMESTAMP)"), {"sha": "0" * 64})
+            conn.execute(text("INSERT INTO predictions (id, task_id, model_version_id, text, label, scores, "
+                              "created_at) VALUES ('p1', 1, 1, 'hello', 'a', '{\"a\": 0.9, \"b\": 0.1}', "
+                              "CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO feedback (prediction_id, task_id, signal, correction, created_at) "
+                              "VALUES ('p1', 1, -1, 'b', CURRENT_TIMESTAMP)"))
+        command.upgrade(cfg, "head")
+        with eng.begin() as conn:
+            assert conn.execute(text("SELECT signal, correction, span FROM feedback")).one() == (-1, "b", None)
+            assert conn.execute(text("SELECT label FROM predictions WHERE id = 'p1'")).scalar() == "a"
+            long = "[" + ",".join(f'{{"start":{i},"end":{i + 1},"label":"person"}}' for i in range(20)) + "]"
+            conn.execute(text("UPDATE feedback SET correction = :c, span = 0"), {"c": long})
+            assert conn.execute(text("SELECT correction FROM feedback")).scalar() == long
+    finally:
+        eng.dispose()

@@ -1,4 +1,5 @@
-"""POST /v1/tasks/{task}/examples: JSON {"examples": [...]} or a CSV with text,label (text,score)."""
+"""POST /v1/tasks/{task}/examples: JSON {"examples": [...]}, JSON lines, or a CSV with text,label
+(text,score)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, StateDep
 from app.api.problems import Problem, field_path
-from app.api.schemas import ExamplesOut, ExamplesRequest
+from app.api.schemas import ExampleIn, ExamplesOut, ExamplesRequest
 from app.errors import Invalid, TooLarge
 from app.services.examples import Row, import_examples, parse_csv
 
@@ -18,7 +19,8 @@ EXAMPLES_BODY = {
     "requestBody": {
         "content": {
             "application/json": {"schema": ExamplesRequest.model_json_schema()},
-            "text/csv": {"schema": {"type": "string", "description": "CSV with a text,label header"}},
+            "text/csv": {"schema": {"type": "string", "description": "CSV with a text,label (or text,score) header"}},
+            "application/jsonl": {"schema": {"type": "string", "description": "one example object per line"}},
             "multipart/form-data": {
                 "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
             },
@@ -44,6 +46,8 @@ async def rows_from_request(request: Request, limit: int) -> list[Row]:
         raise TooLarge(f"The body exceeds {limit} bytes.", field="body", title="Upload too large")
     if ctype in ("text/csv", "application/csv", "text/plain"):
         return parse_csv(body)
+    if ctype in JSON_LINES:
+        return parse_json_lines(body)
     if ctype in ("application/json", ""):
         try:
             parsed = ExamplesRequest.model_validate_json(body or b"{}")
@@ -61,6 +65,30 @@ async def rows_from_request(request: Request, limit: int) -> list[Row]:
         return rows
     raise Problem(415, "unsupported-media-type", "Unsupported media type",
                   f"Send application/json, text/csv or multipart/form-data, not {ctype!r}.", field="Content-Type")
+
+
+JSON_LINES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines", "application/jsonlines")
+
+
+def parse_json_lines(body: bytes) -> list[Row]:
+    """One example object per line (the format of the shared tagging data: {"text", "spans"});
+    blank lines skipped; the first bad line is named."""
+    rows: list[Row] = []
+    for n, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            example = ExampleIn.model_validate_json(line)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = f"line {n}" + (f".{field_path(tuple(err['loc']))}" if err["loc"] else "")
+            raise Invalid(where, f"{where}: {err['msg']}; nothing was imported.",
+                          slug="malformed-json" if err["type"] == "json_invalid" else "validation") from None
+        name, value = example.answer()
+        rows.append(Row(example.text, value, f"line {n}", name))
+    if not rows:
+        raise Invalid("body", "The JSON lines body holds no example.", slug="validation")
+    return rows
 
 
 @router.post("/v1/tasks/{task}/examples", status_code=status.HTTP_201_CREATED, response_model=ExamplesOut,

@@ -16,5 +16,5 @@ router = APIRouter(tags=["feedback"])
 async def give_feedback(prediction_id: str, body: FeedbackRequest, caller: CallerDep, state: StateDep) -> FeedbackOut:
     """+1 (right), -1 (wrong), optionally with the right label; committed before the 201."""
     fb = await record(state, prediction_id=prediction_id, caller=caller, signal=body.signal,
-                      correction=body.correction_value(), user_id=body.user_id)
+                      correction=body.correction_value(), user_id=body.user_id, span=body.span)
     return FeedbackOut.model_validate(fb, from_attributes=True)

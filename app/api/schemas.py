@@ -140,6 +140,8 @@ class FeedbackRequest(BaseModel):
     correction: Text | float | list[SpanIn] | None = Field(
         None, description="The right answer, when known: a label (classification), a number inside the range "
                           "(rating), or the full list of spans (tagging).")
+    span: int | None = Field(None, ge=0, description="tagging: the signal is about this span of the answer "
+                                                     "(its index in `spans`), not the whole answer.")
     user_id: Text | None = Field(None, min_length=1, max_length=256)
 
     @field_validator("signal", mode="before")
@@ -168,6 +170,7 @@ class FeedbackOut(BaseModel):
     prediction_id: str
     signal: int
     correction: str | None
+    span: int | None = None
     created_at: datetime
 
 

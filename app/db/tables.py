@@ -169,7 +169,7 @@ class Prediction(Base):
     client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), default=None, index=True)
     user_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     text: Mapped[str] = mapped_column(Text)
-    label: Mapped[str] = mapped_column(String(128))
+    label: Mapped[str] = mapped_column(Text)  # the answer as the task's kind stores it
     scores: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -184,7 +184,8 @@ class Feedback(Base):
     client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), default=None)
     user_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     signal: Mapped[int] = mapped_column(SmallInteger)  # +1 right, -1 wrong
-    correction: Mapped[str | None] = mapped_column(String(128), default=None)
+    correction: Mapped[str | None] = mapped_column(Text, default=None)  # the right answer, as the kind stores it
+    span: Mapped[int | None] = mapped_column(Integer, default=None)  # the signal is about this span (tagging)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -195,7 +196,7 @@ class Example(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
     text: Mapped[str] = mapped_column(Text)
-    label: Mapped[str] = mapped_column(String(128))
+    label: Mapped[str] = mapped_column(Text)  # the answer as the task's kind stores it
     split: Mapped[str] = mapped_column(String(16))  # train | validation
     text_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -32,6 +32,7 @@ class FeedbackRow:
     text: str  # the text of the prediction the signal is about
     shown: str  # the label that prediction showed
     propensity: float | None = None  # the probability the model gave the shown label then
+    span: int | None = None  # the signal is about this part of the answer (a tagging span), not all of it
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,10 @@ def load_training_rows(session: Session, task_id: int) -> TrainingRows:
         )
     ]
     feedback = [
-        FeedbackRow(fid, client, signal, correction, text, shown, _propensity(scores, shown))
-        for fid, client, signal, correction, text, shown, scores in session.execute(
+        FeedbackRow(fid, client, signal, correction, text, shown, _propensity(scores, shown), span)
+        for fid, client, signal, correction, text, shown, scores, span in session.execute(
             select(Feedback.id, Feedback.client_id, Feedback.signal, Feedback.correction, Prediction.text,
-                   Prediction.label, Prediction.scores)
+                   Prediction.label, Prediction.scores, Feedback.span)
             .join(Prediction, Prediction.id == Feedback.prediction_id)
             .where(Feedback.task_id == task_id, Feedback.id <= watermark["feedback_id"])
             .order_by(Feedback.id)

@@ -16,11 +16,12 @@ import torch
 from app.kinds.base import Answer, TaskKind, TaskSpec
 from app.kinds.classification import Classification
 from app.kinds.rating import Rating
+from app.kinds.tagging import Tagging
 from app.model.encoder import EncoderWithHead
 from app.model.store import VersionMeta
 from app.model.store import load_version as _load_stored
 
-KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(), Rating())}
+KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(), Rating(), Tagging())}
 
 
 def get_kind(name: str) -> TaskKind:

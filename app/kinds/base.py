@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from app.errors import Invalid
-from app.model.encoder import EncoderWithHead
+from app.model.encoder import Encoded, EncoderWithHead
 from app.model.store import VersionMeta
 
 
@@ -59,6 +59,8 @@ class Answer:
 class TaskKind(ABC):
     name: ClassVar[str]
     value_field: ClassVar[str] = "label"  # what an example or a correction calls its answer in requests
+    token_level: ClassVar[bool] = False  # the head answers per token: decoding needs the tokens' offsets
+    min_labels: ClassVar[int] = 2
 
     # -- the task
 
@@ -70,8 +72,9 @@ class TaskKind(ABC):
             if value is not None:
                 raise Invalid(name, f"a {self.name} task takes no '{name}' (that is for rating tasks).",
                               slug="field-not-for-kind")
-        if len(labels) < 2:
-            raise Invalid("labels", f"a {self.name} task needs at least 2 labels, got {len(labels)}.")
+        if len(labels) < self.min_labels:
+            raise Invalid("labels", f"a {self.name} task needs at least {self.min_labels} label"
+                                    f"{'s' if self.min_labels > 1 else ''}, got {len(labels)}.")
         unknown = sorted(set(descriptions) - set(labels))
         if unknown:
             raise Invalid("descriptions", f"descriptions name unknown labels: {', '.join(unknown)}.")
@@ -97,6 +100,11 @@ class TaskKind(ABC):
     def target(self, spec: TaskSpec, label: str) -> Any:
         """A stored label as the loss's target; KeyError/ValueError for one the task does not have."""
 
+    def align(self, target: Any, encoded: Encoded) -> Any:
+        """A row's target as the trainer feeds it, once the text is tokenised (token-level kinds
+        map character spans to tokens here); by default the target itself."""
+        return target
+
     @abstractmethod
     def target_tensor(self, targets: Sequence[Any]) -> torch.Tensor:
         """Targets of a batch as one tensor (first dimension: rows)."""
@@ -113,8 +121,9 @@ class TaskKind(ABC):
     # -- serving
 
     @abstractmethod
-    def decode(self, outputs: torch.Tensor, labels: Sequence[str]) -> list[Answer]:
-        """Head outputs of a batch (on the CPU, float32) -> one answer per row."""
+    def decode(self, outputs: torch.Tensor, labels: Sequence[str], encoded: Sequence[Encoded] = ()) -> list[Answer]:
+        """Head outputs of a batch (on the CPU, float32) -> one answer per row; `encoded` holds each
+        row's text, tokens and offsets (token-level kinds need them)."""
 
     @abstractmethod
     def uncertainty(self, answer: Answer) -> float:
@@ -133,14 +142,21 @@ class TaskKind(ABC):
         return a == b
 
     @abstractmethod
-    def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None) -> None:
-        """A signal (and correction) must make sense for the answer that was shown."""
+    def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None,
+                       span: int | None = None) -> None:
+        """A signal (and correction) must make sense for the answer that was shown; `span`: the
+        signal is about one part of the answer (tagging)."""
+
+    def scope_label(self, shown: str, span: int) -> str:
+        """The stored label a signal about part `span` of the answer `shown` trains on; Invalid
+        naming `span` for a kind whose answers have no parts."""
+        raise Invalid("span", f"a {self.name} answer has no parts to give feedback on.", slug="field-not-for-kind")
 
     # -- the gate
 
     @abstractmethod
-    def predicted_targets(self, outputs: torch.Tensor) -> list[Any]:
-        """The answer of each row as a target (comparable with `Item.label`)."""
+    def predicted_targets(self, outputs: Sequence[torch.Tensor], encoded: Sequence[Encoded] = ()) -> list[Any]:
+        """The answer of each row (one output row per text) as a target (comparable with `Item.label`)."""
 
     @abstractmethod
     def outcome(self, item: Any, predicted: Any) -> float | None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from app.errors import Invalid
 from app.kinds.base import Answer, TaskKind, TaskSpec
-from app.model.encoder import EncoderWithHead, load_base, tokenize
+from app.model.encoder import Encoded, EncoderWithHead, load_base, tokenize
 from app.model.store import VersionMeta
 
 ZERO_SHOT_SCALE = 20.0
@@ -181,7 +181,7 @@ class Classification(TaskKind):
                         variant: str) -> torch.Tensor:
         return feedback_losses(outputs, shown, signals, variant)
 
-    def decode(self, outputs: torch.Tensor, labels: Sequence[str]) -> list[Answer]:
+    def decode(self, outputs: torch.Tensor, labels: Sequence[str], encoded: Sequence[Encoded] = ()) -> list[Answer]:
         answers = []
         for row in torch.softmax(outputs.float(), dim=-1).tolist():
             best = max(range(len(row)), key=row.__getitem__)
@@ -202,7 +202,8 @@ class Classification(TaskKind):
             raise Invalid(field, f"{label!r} is not a label of this task", slug="unknown-label")
         return label
 
-    def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None) -> None:
+    def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None,
+                       span: int | None = None) -> None:
         if correction is None:
             return
         if correction not in spec.labels:
@@ -214,8 +215,8 @@ class Classification(TaskKind):
             raise Invalid("correction", f"signal 1 says {shown!r} was right, but the correction says "
                           f"{correction!r}.", slug="contradictory-feedback")
 
-    def predicted_targets(self, outputs: torch.Tensor) -> list[int]:
-        return outputs.argmax(-1).tolist()
+    def predicted_targets(self, outputs: Sequence[torch.Tensor], encoded: Sequence[Encoded] = ()) -> list[int]:
+        return torch.stack(list(outputs)).argmax(-1).tolist()
 
     def outcome(self, item: Any, predicted: Any) -> float | None:
         if item.signal >= 0:  # a labelled row, or a +1: `label` is the right answer

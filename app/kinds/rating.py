@@ -40,7 +40,7 @@ from torch import nn
 
 from app.errors import Invalid
 from app.kinds.base import Answer, TaskKind, TaskSpec
-from app.model.encoder import EncoderWithHead, load_base
+from app.model.encoder import Encoded, EncoderWithHead, load_base
 from app.model.store import VersionMeta
 
 ZERO_SHOT_SCALE = 20.0
@@ -245,7 +245,7 @@ class Rating(TaskKind):
                         variant: str) -> torch.Tensor:
         return feedback_losses(outputs, shown, signals, variant)
 
-    def decode(self, outputs: torch.Tensor, labels: Sequence[str]) -> list[Answer]:
+    def decode(self, outputs: torch.Tensor, labels: Sequence[str], encoded: Sequence[Encoded] = ()) -> list[Answer]:
         answers = []
         for fraction, spread in outputs.float().tolist():
             score = round(from_fraction(labels, fraction), 4)
@@ -266,15 +266,16 @@ class Rating(TaskKind):
         except ValueError:
             return a == b
 
-    def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None) -> None:
+    def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None,
+                       span: int | None = None) -> None:
         if correction is None:
             return
         if signal == 1 and not self.is_right(spec.labels, shown, correction):  # +1: within the tolerance
             raise Invalid("correction", f"signal 1 says {shown} was right, but the correction says {correction}.",
                           slug="contradictory-feedback")
 
-    def predicted_targets(self, outputs: torch.Tensor) -> list[float]:
-        return outputs[:, 0].float().tolist()
+    def predicted_targets(self, outputs: Sequence[torch.Tensor], encoded: Sequence[Encoded] = ()) -> list[float]:
+        return torch.stack(list(outputs))[:, 0].float().tolist()
 
     def outcome(self, item: Any, predicted: Any) -> float | None:
         """Right means within the tolerance of the truth.  A labelled row knows the truth.  A +1

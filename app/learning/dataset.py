@@ -271,8 +271,9 @@ def build_dataset(
         (validation if ex.split == "validation" else train).append(Item(ex.text, t))
         counts["examples"] += 1
 
-    # Each client's latest word on each text is its one vote there.
-    latest: dict[tuple[str, int | None], Vote] = {}
+    # Each client's latest word on each text (on each part of its answer, for signals about one
+    # part: a tagging span) is its one vote there.
+    latest: dict[tuple[str, int | None, int | None], Vote] = {}
     for fb in feedback:
         p = getattr(fb, "propensity", None)
         if fb.correction is not None:
@@ -283,13 +284,13 @@ def build_dataset(
             vote = Vote("not", fb.shown, fb.id, fb.client_id, fb.text, "feedback", p)
         if target_or_none(vote.label) is None:
             continue
-        latest[(text_hash(fb.text), fb.client_id)] = vote
+        latest[(text_hash(fb.text), fb.client_id, getattr(fb, "span", None))] = vote
 
-    by_text: dict[str, list[Vote]] = {}
-    for (key, _client), vote in latest.items():
-        by_text.setdefault(key, []).append(vote)
+    by_text: dict[tuple[str, int | None], list[Vote]] = {}
+    for (key, _client, part), vote in latest.items():
+        by_text.setdefault((key, part), []).append(vote)
     kept: list[Vote] = []
-    for key in sorted(by_text):
+    for key in sorted(by_text, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
         votes, dropped = resolve(by_text[key], same)
         kept.extend(votes)
         counts["conflicts_dropped"] += dropped

@@ -30,7 +30,7 @@ import torch
 
 from app.kinds.base import TaskKind
 from app.learning.dataset import Item
-from app.model.encoder import tokenize
+from app.model.encoder import encode_texts, tokenize
 
 EPS = 1e-9
 MIN_RECALL_SUPPORT = 10  # a recall on fewer validation examples is too noisy to veto a promotion
@@ -42,16 +42,19 @@ def model_outputs(
     model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, device: torch.device, max_len: int,
     batch_size: int = 64,
 ) -> list[torch.Tensor]:
-    """The head's output row per text (CPU, float32), batched by length, in the order given."""
+    """The head's output row per text (CPU, float32), batched by length, in the order given; a
+    token-level head's row is (tokens of that text, tags), its padding cut off."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out: list[torch.Tensor | None] = [None] * len(texts)
     for s in range(0, len(order), batch_size):
         idx = order[s: s + batch_size]
-        rows = model(**tokenize(tokenizer, [texts[i] for i in idx], max_len, device)).float().cpu()
-        for i, row in zip(idx, rows):
-            out[i] = row
+        batch = tokenize(tokenizer, [texts[i] for i in idx], max_len, device)
+        rows = model(**batch).float().cpu()
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        for i, row, n in zip(idx, rows, lengths):
+            out[i] = row[:n] if row.dim() == 2 else row
     model.train(was_training)
     return out  # type: ignore[return-value]
 
@@ -62,7 +65,7 @@ def predict_targets(kind: TaskKind, model: torch.nn.Module, tokenizer: Any, text
     if not texts:
         return []
     rows = model_outputs(model, tokenizer, texts, device=device, max_len=max_len)
-    return kind.predicted_targets(torch.stack(rows))
+    return kind.predicted_targets(rows, encode_texts(tokenizer, texts, max_len, offsets=kind.token_level))
 
 
 @dataclass
@@ -82,8 +85,9 @@ def evaluate(
     """Answers and gate metrics of one model on the validation rows (`score` None when there are none)."""
     if not items:
         return Evaluation([], kind.gate_metrics(items, [], labels), [])
-    rows = model_outputs(model, tokenizer, [it.text for it in items], device=device, max_len=max_len)
-    pred = kind.predicted_targets(torch.stack(rows))
+    texts = [it.text for it in items]
+    rows = model_outputs(model, tokenizer, texts, device=device, max_len=max_len)
+    pred = kind.predicted_targets(rows, encode_texts(tokenizer, texts, max_len, offsets=kind.token_level))
     confidence = [kind.confidence(it, row, p) for it, row, p in zip(items, rows, pred)]
     return Evaluation(pred, kind.gate_metrics(items, pred, labels), confidence)
 
@@ -211,6 +215,8 @@ def recall_drops(candidate: dict[str, Any], active: dict[str, Any], max_recall_d
     """Classes (with enough validation examples) whose recall fell by more than the limit."""
     a_ex, c_ex = active.get("examples") or {}, candidate.get("examples") or {}
     a_recall, c_recall, support = a_ex.get("recall", {}), c_ex.get("recall", {}), a_ex.get("support", {})
+    if not isinstance(a_recall, dict) or not isinstance(c_recall, dict):  # a kind without per-class recall
+        return []
     problems = []
     for label in sorted(a_recall):
         if support.get(label, 0) < MIN_RECALL_SUPPORT:

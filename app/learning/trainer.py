@@ -21,7 +21,7 @@ import torch
 from app.kinds.base import TaskKind
 from app.learning.dataset import Item
 from app.learning.losses import combined_loss
-from app.model.encoder import EncoderWithHead, resolve_device
+from app.model.encoder import EncoderWithHead, encode_texts, resolve_device
 from app.model.store import VersionMeta, save_version
 from app.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FEEDBACK_LOSSES, Policy
 
@@ -131,12 +131,13 @@ class Batch:
                      move(self.weights), self.n_data)
 
 
-def encode(tokenizer: Any, items: Sequence[Item], max_len: int) -> list[Row]:
-    """Tokenise once, unpadded; each batch pads to its own longest row."""
+def encode(tokenizer: Any, items: Sequence[Item], max_len: int, kind: TaskKind) -> list[Row]:
+    """Tokenise once, unpadded (each batch pads to its own longest row); the kind aligns each
+    target with its tokens (character spans -> token tags for a token-level kind)."""
     if not items:
         return []
-    ids = tokenizer([it.text for it in items], truncation=True, max_length=max_len)["input_ids"]
-    return [Row(i, it.label, it.signal, it.weight) for i, it in zip(ids, items)]
+    encoded = encode_texts(tokenizer, [it.text for it in items], max_len, offsets=kind.token_level)
+    return [Row(e.ids, kind.align(it.label, e), it.signal, it.weight) for e, it in zip(encoded, items)]
 
 
 def collate(rows: Sequence[Row], pad_id: int, kind: TaskKind) -> Batch:
@@ -257,7 +258,7 @@ def setup(
 
     train = _live(train_items, config.lambda_data)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    val_rows = encode(tokenizer, validation_items, config.max_len)
+    val_rows = encode(tokenizer, validation_items, config.max_len, kind)
     counts = {
         "train_rows": len(train),
         "train_labelled": sum(it.signal == 0 for it in train),
@@ -273,7 +274,7 @@ def setup(
         optimizer=optimizer,
         scaler=scaler,
         amp_dtype=amp_dtype,
-        train_rows=encode(tokenizer, train, config.max_len),
+        train_rows=encode(tokenizer, train, config.max_len, kind),
         val_batches=make_batches(val_rows, max(config.batch_size, 64), pad_id, kind),
         rng=random.Random(config.seed),
         pad_id=pad_id,

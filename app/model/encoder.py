@@ -3,6 +3,7 @@ the tokenise/pad helpers a forward needs.  A kind puts its own head on top (`app
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,6 +66,33 @@ class EncoderWithHead(nn.Module):
         device = next(self.parameters()).device
         enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
         return self.embed(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+
+
+class TokenTagger(EncoderWithHead):
+    """An encoder whose head reads every token: forward(ids, mask) -> (B, T, C), one row per token
+    (padding included; callers trim by the mask).  `embed` still mean-pools, for label texts."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One text as the model saw it: its token ids and each token's character span in the text
+    ((0, 0) for special tokens), so token-level answers map back to the text as sent."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    text: str = ""
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str], max_len: int, *, offsets: bool = False) -> list[Encoded]:
+    """Token ids (truncated, unpadded) per text, with character offsets when asked (a fast
+    tokenizer's offset mapping: code-point indices into the text, whatever sub-words it made)."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_len, return_offsets_mapping=offsets)
+    spans = enc["offset_mapping"] if offsets else [[(0, 0)] * len(ids) for ids in enc["input_ids"]]
+    return [Encoded(list(ids), [tuple(o) for o in off], text)
+            for ids, off, text in zip(enc["input_ids"], spans, texts)]
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int, device: torch.device) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,10 @@ def gather_dataset(session: Session, task: Task, policy: Policy | None = None, h
     spec = TaskSpec.of(task)
     kind = get_kind(task.kind)
     rows = load_training_rows(session, task.id)
-    return build_dataset(labels=spec.labels, examples=rows.examples, feedback=rows.feedback,
+    # A signal about one part of an answer trains on that part: its label says which.
+    feedback = [replace(fb, shown=kind.scope_label(fb.shown, fb.span)) if fb.span is not None else fb
+                for fb in rows.feedback]
+    return build_dataset(labels=spec.labels, examples=rows.examples, feedback=feedback,
                          watermark=rows.watermark, policy=policy or Policy.from_stored(task.policy),
                          target=lambda label: kind.target(spec, label), holdout_salt=holdout_salt,
                          same=lambda a, b: kind.same(spec.labels, a, b))

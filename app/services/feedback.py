@@ -25,10 +25,11 @@ def record_feedback(
     signal: int,
     correction: Any,
     user_hash: str | None,
+    span: int | None = None,
 ) -> tuple[Feedback, str]:
     """Store one signal on one of the caller's own predictions; (the row, the task's name).
-    The correction, as sent, is made the stored label by the task's kind.  Committed when this
-    returns."""
+    The correction, as sent, is made the stored label by the task's kind; `span` names the one
+    part of the answer the signal is about (a tagging span).  Committed when this returns."""
     with transaction(sessions) as s:
         row = s.execute(
             select(Prediction.client_id, Prediction.label, Prediction.text, Task.id, Task.name, Task.kind,
@@ -47,20 +48,22 @@ def record_feedback(
         kind = get_kind(kind_name)
         if correction is not None:
             correction = kind.canonical(spec, correction, text=text, field="correction")
-        kind.check_feedback(spec, shown=shown, signal=signal, correction=correction)
+        if span is not None:
+            kind.scope_label(shown, 0)  # Invalid for a kind whose answers have no parts
+        kind.check_feedback(spec, shown=shown, signal=signal, correction=correction, span=span)
         fb = Feedback(prediction_id=prediction_id, task_id=task_id, client_id=caller.client_id,
-                      user_hash=user_hash, signal=signal, correction=correction)
+                      user_hash=user_hash, signal=signal, correction=correction, span=span)
         s.add(fb)
         s.flush()
     return fb, task_name
 
 
 async def give_feedback(state: AppState, *, prediction_id: str, caller: Caller, signal: int,
-                        correction: Any, user_id: str | None) -> Feedback:
+                        correction: Any, user_id: str | None, span: int | None = None) -> Feedback:
     """`record_feedback` on the DB thread pool (no model work, the connection held only for the
     transaction), counted in the process's metrics."""
     user_hash = hash_user_id(user_id, state.settings.resolved_user_hash_key) if user_id else None
     fb, task = await in_db_thread(record_feedback, state.sessions, prediction_id=prediction_id, caller=caller,
-                                  signal=signal, correction=correction, user_hash=user_hash)
+                                  signal=signal, correction=correction, user_hash=user_hash, span=span)
     state.metrics.feedback.labels(task, "correction" if correction else str(signal)).inc()
     return fb

@@ -14,7 +14,7 @@ import torch
 from app.db.versions import ActiveRow
 from app.kinds import TaskKind, get_kind, load_version
 from app.kinds.base import Answer
-from app.model.encoder import pad_ids
+from app.model.encoder import encode_texts, pad_ids
 
 
 @dataclass
@@ -106,7 +106,8 @@ def score_texts(loaded: LoadedModel, texts: Sequence[str], *, chunk: int,
                 max_tokens: int | None = None) -> list[Scored]:
     """Tokenise once, forward in length-sorted chunks (little padding), answers in the original order."""
     tok = loaded.tokenizer
-    ids = tok(list(texts), truncation=True, max_length=loaded.max_len)["input_ids"]
+    encoded = encode_texts(tok, texts, loaded.max_len, offsets=loaded.kind.token_level)
+    ids = [e.ids for e in encoded]
     order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
     if max_tokens is None and loaded.device.type == "cpu":
         max_tokens = CPU_CHUNK_TOKENS
@@ -114,8 +115,8 @@ def score_texts(loaded: LoadedModel, texts: Sequence[str], *, chunk: int,
     out: list[Scored | None] = [None] * len(texts)
     for start, end in chunk_bounds([len(ids[i]) for i in order], max_rows=chunk, max_tokens=max_tokens):
         idx = order[start:end]
-        answers = loaded.kind.decode(forward_ids(loaded.model, [ids[i] for i in idx], pad_id=pad_id,
-                                                 device=loaded.device), loaded.labels)
+        outputs = forward_ids(loaded.model, [ids[i] for i in idx], pad_id=pad_id, device=loaded.device)
+        answers = loaded.kind.decode(outputs, loaded.labels, [encoded[i] for i in idx])
         for i, answer in zip(idx, answers):
             out[i] = Scored(loaded, answer)
     return out  # type: ignore[return-value]
