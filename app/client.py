@@ -8,6 +8,8 @@ pulling in the database, the models or torch.
 
 from __future__ import annotations
 
+import json
+
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +46,7 @@ class Answer:
     send the key)."""
 
     id: str
-    label: str  # the answer as text: the label, or a rating's score ("2.5")
+    label: str  # the answer as text: the label, a rating's score ("2.5"), a tagging's spans as JSON
     scores: Mapping[str, float]
     feedback_wanted: bool = False
     score: float | None = None  # a rating's score
@@ -53,6 +55,11 @@ class Answer:
     def from_json(cls, p: Mapping[str, Any]) -> Answer:
         """One entry of a predict answer's `predictions` (a classification's label and scores, or
         a rating's score)."""
+        if "spans" in p:  # the stored form: spans without text or score, in order, compact
+            spans = sorted(({"start": x["start"], "end": x["end"], "label": x["label"]} for x in p["spans"]),
+                           key=lambda x: (x["start"], x["end"]))
+            return cls(p["id"], json.dumps(spans, separators=(",", ":"), ensure_ascii=False), {},
+                       bool(p.get("feedback_wanted", False)))
         if "score" in p:
             return cls(p["id"], format(float(p["score"]), ".6g"), {}, bool(p.get("feedback_wanted", False)),
                        float(p["score"]))

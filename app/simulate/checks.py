@@ -289,13 +289,28 @@ def rating_signed_misbehaves(arms: Arms) -> dict[str, Any] | None:
                   f"{[round(x, 3) for x in fb['mae_by_round']]}")
 
 
-def run_checks(arms: Arms, *, budget: float | None = None) -> list[dict[str, Any]]:
+def tagging_corrections_vs_supervised(arms: Arms, kind: str) -> dict[str, Any] | None:
+    """Tagging: feedback with corrections against supervised entity F1 at the last round."""
+    if kind != "tagging":
+        return None
+    target = "tagging: feedback+corrections reaches >= 0.9 of supervised entity F1 at the last round"
+    if "feedback+corrections" not in arms or "supervised" not in arms:
+        return _check("tagging_corrections_vs_supervised", target, None, "needs arms feedback+corrections and supervised")
+    f, s = final(arms["feedback+corrections"]), final(arms["supervised"])
+    ratio = f / s if s else 0.0
+    return _check("tagging_corrections_vs_supervised", target, ratio >= 0.9,
+                  f"feedback+corrections F1 {final_text(arms['feedback+corrections'])} / supervised "
+                  f"{final_text(arms['supervised'])} = {ratio:.3f}")
+
+
+def run_checks(arms: Arms, *, budget: float | None = None, kind: str = "classification") -> list[dict[str, Any]]:
     """Every target on the arms of a result; `budget`: --correction-budget (names the arms the
     active-vs-random check needs when they were not run)."""
     decisions = gate_decisions(arms)
     out = [feedback_vs_supervised(arms), bounded_vs_ignore_negatives(arms), noise_cost(arms),
            adversarial_monotone(arms), active_vs_random(arms, budget), better_rejected(arms, decisions),
            worse_promoted(arms, decisions)]
-    rating = [c for c in (rating_gap_closed(arms), rating_signed_misbehaves(arms)) if c is not None]
+    rating = [c for c in (rating_gap_closed(arms), rating_signed_misbehaves(arms),
+                          tagging_corrections_vs_supervised(arms, kind)) if c is not None]
     signed = None if rating else signed_behaviour(arms)
     return out + ([signed] if signed else []) + rating

@@ -47,7 +47,7 @@ def combine(results: list[dict[str, Any]], *, command: str) -> dict[str, Any]:
         "duration_s": round(sum(r.get("duration_s") or 0.0 for r in results), 1),
         "zero_shot_accuracy": sum(a["zero_shot_accuracy"] for a in arms.values()) / len(arms),
         "arms": arms,
-        "checks": run_checks(arms, budget=budget),
+        "checks": run_checks(arms, budget=budget, kind=first["dataset"].get("kind") or "classification"),
     }
 
 

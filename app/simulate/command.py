@@ -181,7 +181,8 @@ def simulate(
                                   traffic_size=sizes.rounds * sizes.traffic_per_round, test_size=sizes.test_size,
                                   max_labels=sizes.max_labels, seed=seed, value_range=parse_range(value_range))
         anchors = parse_anchors(anchor or [])
-        labels_in_file = len({r.label for r in read_csv(train)})
+        labels_in_file = len(scenario.labels) if scenario.kind != "classification" else len(
+            {r.label for r in read_csv(train)})
         training = Policy(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                           gate_confidence=gate_confidence, gate_min_rows=gate_min_rows)
     except (DataError, ValueError) as exc:
@@ -194,7 +195,7 @@ def simulate(
                       score_rejected=score_rejected, anchors=anchors)
     seed_list = list(range(seed, seed + seeds))
     what = (f"a rating on [{scenario.value_range[0]:g}, {scenario.value_range[1]:g}]" if scenario.value_range
-            else f"{len(scenario.labels)} labels")
+            else f"{len(scenario.labels)} labels" + (" (tagging)" if scenario.kind == "tagging" else ""))
     console.print(f"simulating {len(arm_list)} arms on {what}: {sizes.rounds} rounds x "
                   f"{sizes.traffic_per_round} texts, {len(scenario.test)} test texts, "
                   + (f"seed {seed}" if seeds == 1 else f"{seeds} seeds ({seed}..{seed + seeds - 1})"))
@@ -234,7 +235,7 @@ def simulate(
             "complete": len(arm_results) == len(arm_list),
             "zero_shot_accuracy": next(iter(arm_results.values()))["zero_shot_accuracy"],
             "arms": arm_results,
-            "checks": run_checks(arm_results, budget=correction_budget),
+            "checks": run_checks(arm_results, budget=correction_budget, kind=scenario.kind),
         }
 
     def save_partial(arm_results: dict[str, dict[str, Any]]) -> None:

@@ -1,5 +1,6 @@
 """The traffic and test sets of one simulation, read from `text,label` CSV files (a
-classification) or `text,score` files (a rating, e.g. `../shared/data/vader/`).
+classification), `text,score` files (a rating, e.g. `../shared/data/vader/`) or JSON lines of
+`{"text", "spans"}` (a tagging, e.g. `../shared/data/wnut16/`).
 
 Any CSV with a `text` and a `label` (or `score`) column works.  Sampling is seeded: the same files, sizes
 and seed give the same scenario, so every arm sees the same traffic in the same order.
@@ -8,6 +9,7 @@ and seed give the same scenario, so every arm sees the same traffic in the same 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import random
 from collections import Counter
@@ -33,7 +35,7 @@ class Scenario:
     traffic: list[Example]  # in the order users send it; round r is traffic[(r-1)*T : r*T]
     test: list[Example]
     notes: list[str] = field(default_factory=list)  # what was dropped or cut, for the report
-    kind: str = "classification"  # classification (text,label files) | rating (text,score files)
+    kind: str = "classification"  # classification (text,label) | rating (text,score) | tagging (.jsonl)
     value_range: tuple[float, float] | None = None  # a rating's scale
 
     def sizes(self) -> dict[str, object]:
@@ -111,6 +113,9 @@ def build_scenario(
     the traffic; texts longer than the server's `max_chars` are left out.  A `text,score` file
     makes a rating scenario on `value_range` (default: the scores' whole numbers around them)."""
     rng = random.Random(seed)
+    if Path(train_path).suffix == ".jsonl":
+        return _tagging_scenario(read_jsonl(train_path), read_jsonl(test_path), traffic_size=traffic_size,
+                                 test_size=test_size, rng=rng, max_chars=max_chars, train_path=train_path)
     train_rows, test_rows = read_csv(train_path), read_csv(test_path)
     if answer_column(train_path) == "score":
         return _rating_scenario(train_rows, test_rows, traffic_size=traffic_size, test_size=test_size, rng=rng,
@@ -148,6 +153,46 @@ def build_scenario(
     if missing:
         notes.append(f"{len(missing)} labels never occur in the traffic sample")
     return Scenario(labels=labels, traffic=traffic, test=test, notes=notes)
+
+
+def read_jsonl(path: Path) -> list[Example]:
+    """Rows of a JSON lines file of {"text", "spans": [{"start", "end", "label"}]}; each label is
+    the spans' stored form (sorted, compact JSON), as the server stores a tagging answer."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            spans = sorted(({"start": int(s["start"]), "end": int(s["end"]), "label": str(s["label"])}
+                            for s in row["spans"]), key=lambda s: (s["start"], s["end"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: line {n}: not a {{text, spans}} object ({exc})") from None
+        if row["text"].strip():
+            rows.append(Example(row["text"], json.dumps(spans, separators=(",", ":"), ensure_ascii=False)))
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def _tagging_scenario(train_rows: list[Example], test_rows: list[Example], *, traffic_size: int,
+                      test_size: int | None, rng: random.Random, max_chars: int, train_path: Path) -> Scenario:
+    labels = sorted({s["label"] for r in train_rows for s in json.loads(r.label)})
+    keep = set(labels)
+    ok = lambda r: len(r.text) <= max_chars and all(s["label"] in keep for s in json.loads(r.label))  # noqa: E731
+    test = dedupe([r for r in test_rows if ok(r)])
+    rng.shuffle(test)
+    if test_size is not None:
+        test = test[:test_size]
+    pool = dedupe([r for r in train_rows if ok(r)], exclude={normalize_text(r.text) for r in test})
+    rng.shuffle(pool)
+    if len(pool) < traffic_size:
+        raise DataError(f"{train_path}: {len(pool)} usable traffic texts, but rounds x traffic-per-round needs "
+                        f"{traffic_size}")
+    return Scenario(labels=labels, traffic=pool[:traffic_size], test=test, kind="tagging")
 
 
 def _rating_scenario(train_rows: list[Example], test_rows: list[Example], *, traffic_size: int,

@@ -85,6 +85,7 @@ def _line_styles(names: list[str]) -> dict[str, dict[str, Any]]:
 METRIC_NAMES = {
     "classification": {"accuracy": "accuracy", "macro_f1": "macro-F1"},
     "rating": {"accuracy": "share within 10% of the range", "macro_f1": "Spearman", "mae": "MAE"},
+    "tagging": {"accuracy": "entity F1", "macro_f1": "share of texts exactly right"},
 }
 
 
@@ -238,6 +239,9 @@ def write_plots(result: dict[str, Any], out: Path) -> list[tuple[str, str]]:
     plot_accuracy_by_round(result, out / "accuracy_by_round.png")
     plots.append(("accuracy_by_round.png", "Test accuracy of the active version after each round, per arm."))
     names = METRIC_NAMES[_kind(result)]
+    if _kind(result) == "tagging":
+        plots[-1] = ("accuracy_by_round.png", "Test entity F1 (exact span and label) of the active version after "
+                     "each round, per arm.")
     if _kind(result) == "rating":
         plots[-1] = ("accuracy_by_round.png", f"Test {names['accuracy']} (the simulated user's +1) of the active "
                      "version after each round, per arm.")
@@ -453,6 +457,7 @@ def render_markdown(result: dict[str, Any], plots: list[tuple[str, str]]) -> str
         "either), F failed" + ("; one group of letters per seed." if _seeds(result) > 1 else ".")
         + (" Accuracies are means over seeds ± their sample standard deviation." if _seeds(result) > 1 else ""),
         "",
+        *_kind_note(result),
         *_results_table(result),
         "",
         *_rating_table(result),
@@ -463,6 +468,15 @@ def render_markdown(result: dict[str, Any], plots: list[tuple[str, str]]) -> str
         lines += [f"![{caption}]({file})", "", caption, ""]
     lines += [*_precision(result), "", "## Arms, round by round", "", *_arm_notes(result), ""]
     return "\n".join(lines)
+
+
+def _kind_note(result: dict[str, Any]) -> list[str]:
+    """What 'accuracy' means in this report's tables when the task is not a classification."""
+    if _kind(result) == "tagging":
+        return ["For a tagging task the accuracy table holds the **entity F1** (exact span and label, micro over "
+                "the test texts) and the macro-F1 column the share of test texts whose spans are exactly right.",
+                ""]
+    return []
 
 
 def _rating_table(result: dict[str, Any]) -> list[str]:

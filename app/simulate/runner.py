@@ -14,6 +14,7 @@ adversary's texts and training's seed.  `app.simulate.seeds` turns the runs into
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -25,12 +26,13 @@ from app.client import FlywheelClient
 from app.kinds import get_kind
 from app.kinds.classification import label_metrics
 from app.kinds.rating import score_metrics
+from app.kinds.tagging import entity_metrics
 from app.policy import Policy
 from app.simulate.arms import SIM_EPOCHS, Arm, distinct
 from app.simulate.data import Example, Scenario
 from app.simulate.seeds import aggregate
 from app.simulate.service import Service, ServiceConfig
-from app.simulate.users import Draws, assign_clients, decide
+from app.simulate.users import Draws, assign_clients, decide, decide_spans
 from app.statuses import RunStatus
 
 TASK = "sim"
@@ -70,7 +72,9 @@ def _quiet(_: str) -> None:
 
 @dataclass
 class Score:
-    """The served version on the test set.  Classification: accuracy and macro-F1.  Rating:
+    """The served version on the test set.  Classification: accuracy and macro-F1.  Tagging:
+    `accuracy` is the entity F1 (exact span and label), `macro_f1` the share of texts whose spans
+    are exactly right.  Rating:
     `accuracy` is the share of scores within the tolerance (10% of the range) of the truth, the
     same test a simulated user applies, `macro_f1` holds Spearman's rank correlation, and `mae`
     the mean absolute error on the scale."""
@@ -82,13 +86,18 @@ class Score:
 
 
 def score(api: FlywheelClient, key: str, test: Sequence[Example], expect_version: int,
-          value_range: tuple[float, float] | None = None) -> Score:
+          value_range: tuple[float, float] | None = None, kind: str = "classification") -> Score:
     """The served version's metrics on the test set, from the API's answers (a rating's when
     `value_range` is given).  All answers must come from `expect_version` (a swap half way would
     mix two models)."""
     versions, answers = api.predict(TASK, [e.text for e in test], key=key, batch=REQUEST_TEXTS)
     if set(versions) != {expect_version}:
         raise RuntimeError(f"test set scored by versions {sorted(set(versions))}, expected {expect_version}")
+    if kind == "tagging":
+        truth = [[(s["start"], s["end"], s["label"]) for s in json.loads(e.label)] for e in test]
+        found = [[(s["start"], s["end"], s["label"]) for s in json.loads(a.label)] for a in answers]
+        m = entity_metrics(truth, found)
+        return Score(expect_version, m["f1"], m["exact_rows"])
     if value_range is not None:
         lo, hi = value_range
         truth = [(float(e.label) - lo) / (hi - lo) for e in test]
@@ -169,12 +178,13 @@ class ArmRun:
         self.labels = list(scenario.labels)  # the task's labels (a rating's scale points, once created)
 
     def test_score(self, version: int) -> Score:
-        return score(self.api, self.eval_key, self.scenario.test, version, self.scenario.value_range)
+        return score(self.api, self.eval_key, self.scenario.test, version, self.scenario.value_range,
+                     self.scenario.kind)
 
     def setup(self) -> Score:
         c, o = self.arm.conditions, self.options
         self.status("creating the task (zero-shot version 0)")
-        what: dict[str, Any] = {"labels": self.scenario.labels}
+        what: dict[str, Any] = {"kind": self.scenario.kind, "labels": self.scenario.labels}
         if self.scenario.kind == "rating":
             what = {"kind": "rating", "range": list(self.scenario.value_range or ()), "anchors": o.anchors}
         created = self.api.create_task({
@@ -209,15 +219,21 @@ class ArmRun:
                 gold = self.scenario.traffic[i].label
                 right += self.kind.is_right(labels, answer.label, gold)
                 counts["asked"] += answer.feedback_wanted
-                sig = decide(answer.label, gold, behaviour=c.behaviour, labels=labels, kind=self.kind,
-                             draws=Draws.for_text(seed, i), hostile=owner < 0, wanted=answer.feedback_wanted)
-                if sig is None:
+                draws = Draws.for_text(seed, i)
+                if self.scenario.kind == "tagging":
+                    sigs = decide_spans(answer.label, gold, behaviour=c.behaviour, draws=draws, hostile=owner < 0,
+                                        wanted=answer.feedback_wanted)
+                else:
+                    sig = decide(answer.label, gold, behaviour=c.behaviour, labels=labels, kind=self.kind,
+                                 draws=draws, hostile=owner < 0, wanted=answer.feedback_wanted)
+                    sigs = [] if sig is None else [sig]
+                if not sigs:
                     counts["not_sent"] += 1
-                    continue
-                self.api.feedback(answer.id, sig.body(), key=self.keys[owner])
-                counts["corrections" if sig.correction is not None else
-                       "positive" if sig.signal > 0 else "negative"] += 1
-                counts["from_adversary"] += owner < 0
+                for sig in sigs:
+                    self.api.feedback(answer.id, sig.body(), key=self.keys[owner])
+                    counts["corrections" if sig.correction is not None else
+                           "positive" if sig.signal > 0 else "negative"] += 1
+                    counts["from_adversary"] += owner < 0
         sent = counts["positive"] + counts["negative"] + counts["corrections"]
         self.signals_total += sent
         return {"sent": counts, "traffic_accuracy": right / max(stop - start, 1)}

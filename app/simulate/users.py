@@ -15,6 +15,7 @@ same text gets the same draws in every arm: arms differ in what they do, not in 
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -45,11 +46,15 @@ class Signal:
 
     signal: int  # +1 or -1
     correction: str | None = None
+    span: int | None = None  # tagging: the signal is about this span of the answer
 
     def body(self) -> dict[str, object]:
         out: dict[str, object] = {"signal": self.signal}
         if self.correction is not None:
-            out["correction"] = self.correction
+            # a tagging correction is sent as the span list it stands for
+            out["correction"] = json.loads(self.correction) if self.correction.startswith("[") else self.correction
+        if self.span is not None:
+            out["span"] = self.span
         return out
 
 
@@ -110,6 +115,32 @@ def decide(
     if sig.signal < 0 and sig.correction is None and not behaviour.send_negatives:
         return None
     return sig
+
+
+def decide_spans(shown: str, gold: str, *, behaviour: Behaviour, draws: Draws, hostile: bool = False,
+                 wanted: bool = False) -> list[Signal]:
+    """What one tagging user sends about one answer (spans as stored JSON): the whole answer
+    right (+1), or wrong with the gold spans as a correction (oracle, asked, or with probability
+    `correction_rate`), or else +1 on each span shown that is exactly right and −1 on each one
+    that is not (a −1 on the whole answer when it showed no span but missed some).  Noise and
+    the adversary flip every signal (a flipped correction claims the wrong answer was right)."""
+    shown_spans, gold_spans = json.loads(shown), json.loads(gold)
+    right = shown_spans == gold_spans
+    if labels_it(behaviour, draws, wanted):
+        sigs = [Signal(1 if right else -1, gold)]
+    elif right:
+        sigs = [Signal(1)]
+    elif draws.correction < behaviour.correction_rate:
+        sigs = [Signal(-1, gold)]
+    elif shown_spans:
+        sigs = [Signal(1 if sp in gold_spans else -1, span=i) for i, sp in enumerate(shown_spans)]
+    else:
+        sigs = [Signal(-1)]
+    if hostile or draws.noise < behaviour.noise:
+        sigs = [Signal(-s.signal, shown if s.signal < 0 and s.correction is not None else None, s.span) for s in sigs]
+    if not behaviour.send_negatives:
+        sigs = [s for s in sigs if not (s.signal < 0 and s.correction is None)]
+    return sigs
 
 
 def assign_clients(n: int, *, honest: int, adversarial_share: float, seed: int) -> list[int]:
