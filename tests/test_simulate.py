@@ -714,3 +714,69 @@ def test_rating_run_end_to_end_on_the_tiny_model(tmp_path: Path, tiny_model_dir:
     assert "rating_gap_closed" in names and names["rating_gap_closed"]["measured"]
     report = (tmp_path / "report" / "report.md").read_text()
     assert "Test MAE after each round" in report and (tmp_path / "report" / "mae_by_round.png").exists()
+
+
+# ---------------------------------------------------------------- a tagging scenario
+
+PLACES = "london paris berlin tokyo".split()
+
+
+def write_tagged(path: Path, n: int, seed: int) -> Path:
+    """JSON lines of filler words with one place name (a span) in every other text."""
+    rng = random.Random(seed)
+    lines, seen = [], set()
+    while len(lines) < n:
+        words = rng.sample(FILLER, 3)
+        spans = []
+        if len(lines) % 2 == 0:
+            at = rng.randrange(4)
+            words.insert(at, rng.choice(PLACES))
+            start = len(" ".join(words[:at])) + (1 if at else 0)
+            spans = [{"start": start, "end": start + len(words[at]), "label": "place"}]
+        text = " ".join(words)
+        if text not in seen:
+            seen.add(text)
+            lines.append(json.dumps({"text": text, "spans": spans}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_tagging_user_judges_each_span_and_corrects_with_the_full_set() -> None:
+    from app.simulate.users import decide_spans
+
+    gold = '[{"start":0,"end":6,"label":"place"}]'
+    shown = '[{"start":0,"end":6,"label":"place"},{"start":7,"end":9,"label":"place"}]'
+    honest = Behaviour()
+    calm = Draws(noise=0.9, correction=0.9, pick=0.0, label=0.9)
+    assert decide_spans(gold, gold, behaviour=honest, draws=calm) == [Signal(1)]
+    assert decide_spans(shown, gold, behaviour=honest, draws=calm) == [Signal(1, span=0), Signal(-1, span=1)]
+    assert decide_spans("[]", gold, behaviour=honest, draws=calm) == [Signal(-1)]
+    corrects = decide_spans(shown, gold, behaviour=Behaviour(correction_rate=1.0), draws=calm)
+    assert corrects == [Signal(-1, gold)] and corrects[0].body()["correction"] == json.loads(gold)
+    lies = decide_spans(shown, gold, behaviour=honest, draws=calm, hostile=True)
+    assert lies == [Signal(-1, span=0), Signal(1, span=1)]
+    assert decide_spans(shown, gold, behaviour=Behaviour(correction_rate=1.0), draws=calm, hostile=True) == [
+        Signal(1, shown)]
+
+
+def test_tagging_run_end_to_end_on_the_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A tagging task from JSON lines through the real API and worker, per-span feedback over
+    HTTP, entity F1 per round in the result and the report."""
+    train, test = write_tagged(tmp_path / "train.jsonl", 80, 5), write_tagged(tmp_path / "test.jsonl", 20, 6)
+    out = tmp_path / "result.json"
+    env = {**os.environ, "FLYWHEEL_BASE_MODEL": str(tiny_model_dir), "FLYWHEEL_MAX_SEQ_LEN": "32"}
+    cmd = [sys.executable, "-m", "app.cli", "simulate", "--train", str(train), "--test", str(test),
+           "--arms", "feedback,supervised", "--rounds", "2", "--traffic-per-round", "30", "--test-size", "20",
+           "--learning-rate", "3e-3", "--epochs", "4", "--batch-size", "8", "--threads", "1", "--json", str(out),
+           "--report", str(tmp_path / "report")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["dataset"]["kind"] == "tagging" and result["dataset"]["labels"] == ["place"]
+    fb = result["arms"]["feedback"]
+    sent = fb["rounds"][0]["sent"]
+    assert sent["positive"] + sent["negative"] >= 30  # one signal per text at least, one per span shown
+    assert result["arms"]["supervised"]["rounds"][0]["sent"]["corrections"] == 30
+    for arm in result["arms"].values():
+        assert all(0 <= x <= 1 for x in [arm["zero_shot_accuracy"], *arm["accuracy_by_round"]])
+    assert "entity F1" in (tmp_path / "report" / "report.md").read_text()

@@ -89,7 +89,14 @@ def default_csv() -> Path | None:
 
 
 def read_csv(path: Path) -> list[tuple[str, str]]:
-    """(text, answer) rows of a `text,label` CSV (a classification) or a `text,score` CSV (a rating)."""
+    """(text, answer) rows of a `text,label` CSV (a classification), a `text,score` CSV (a rating)
+    or JSON lines of {"text", "spans"} (a tagging; the answer is the spans' labels, joined)."""
+    if path.suffix == ".jsonl":
+        rows = [(r["text"], ",".join(sorted({s["label"] for s in r["spans"]})))
+                for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["text"].strip()]
+        if not rows:
+            raise ValueError(f"{path}: no rows")
+        return rows
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         names = set(reader.fieldnames or [])
@@ -103,8 +110,10 @@ def read_csv(path: Path) -> list[tuple[str, str]]:
 
 
 def task_body(path: Path, rows: list[tuple[str, str]]) -> dict[str, Any]:
-    """What the benchmark's task is: a classification over the CSV's labels, or (for a `score`
-    column) a rating on the whole numbers around its scores."""
+    """What the benchmark's task is: a classification over the CSV's labels, a rating on the
+    whole numbers around a `score` column's values, or a tagging over a JSON lines file's labels."""
+    if path.suffix == ".jsonl":
+        return {"kind": "tagging", "labels": sorted({lab for _, labs in rows for lab in labs.split(",") if lab})}
     with path.open(newline="", encoding="utf-8") as fh:
         names = next(csv.reader(fh), [])
     if "label" in names:
@@ -113,7 +122,9 @@ def task_body(path: Path, rows: list[tuple[str, str]]) -> dict[str, Any]:
     return {"kind": "rating", "range": [math.floor(min(scores)), math.ceil(max(scores))]}
 
 
-RATING_PARTS = ("ceiling", "http", "naive", "swap", "feedback", "postgres")  # int8 and trainer score labels
+# The parts that do not score labels (int8 and trainer do), per kind besides classification.
+KIND_PARTS = {"rating": ("ceiling", "http", "naive", "swap", "feedback", "postgres"),
+              "tagging": ("ceiling", "http", "naive", "swap")}
 
 
 # ---------------------------------------------------------------- small statistics
@@ -135,9 +146,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     texts = [t for t, _ in rows]
     task = task_body(cfg.csv, rows)
     want = set(cfg.parts)
-    if task.get("kind") == "rating" and want - set(RATING_PARTS):
-        log(f"a rating task: skipping {', '.join(sorted(want - set(RATING_PARTS)))} (they score labels)")
-        want &= set(RATING_PARTS)
+    allowed = set(KIND_PARTS.get(task.get("kind", "classification"), want))
+    if want - allowed:
+        log(f"a {task['kind']} task: skipping {', '.join(sorted(want - allowed))} (they need class labels)")
+        want &= allowed
     labels = task.get("labels", [])
     res: dict[str, Any] = {
         "machine": machine_info(),
