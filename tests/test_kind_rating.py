@@ -115,6 +115,8 @@ def test_rating_without_anchors_starts_in_the_middle(client) -> None:  # noqa: A
     assert client.post("/v1/tasks", json={"name": "plain", "kind": "rating", "range": [1, 5]}).status_code == 201
     preds = client.post("/v1/tasks/plain/predict", json={"texts": ["rain today", "lost card"]}).json()["predictions"]
     assert [p["score"] for p in preds] == [3.0, 3.0]
+    review = client.get("/v1/tasks/plain/review").json()["items"]
+    assert len(review) == 2 and all(item["value"] >= 0.99 for item in review)  # the middle: as unsure as can be
 
 
 @pytest.mark.parametrize("body, field", [

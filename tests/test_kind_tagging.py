@@ -110,6 +110,9 @@ def test_a_text_without_entities_answers_no_spans_and_offsets_survive_odd_charac
         assert isinstance(p["spans"], list)
         for sp in p["spans"]:
             assert 0 <= sp["start"] < sp["end"] <= len(text) and text[sp["start"]:sp["end"]] == sp["text"]
+    review = client.get("/v1/tasks/ner/review")
+    assert review.status_code == 200 and len(review.json()["items"]) == 3
+    assert all(0 <= item["value"] <= 2 for item in review.json()["items"])
 
 
 @pytest.mark.parametrize("spans, field", [
