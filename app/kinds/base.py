@@ -174,6 +174,13 @@ class TaskKind(ABC):
         """Metrics of one model on validation items (`app.learning.dataset.Item`); `score` None when
         there are no items."""
 
+    def known_score(self, items: Sequence[Any], predicted: Sequence[Any]) -> dict[str, Any]:
+        """`known_rows` and `score`: the weighted share of right answers among the rows whose
+        outcome is known (None without any), the part of `gate_metrics` every kind shares."""
+        known = [(o, it.weight) for it, p in zip(items, predicted) if (o := self.outcome(it, p)) is not None]
+        total = sum(w for _, w in known)
+        return {"known_rows": len(known), "score": sum(o * w for o, w in known) / total if known and total > 0 else None}
+
     # -- the simulator
 
     @abstractmethod

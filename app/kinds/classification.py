@@ -174,12 +174,8 @@ class Classification(TaskKind):
     def target_tensor(self, targets: Sequence[Any]) -> torch.Tensor:
         return torch.tensor(list(targets), dtype=torch.long)
 
-    def data_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return data_losses(outputs, targets)
-
-    def feedback_losses(self, outputs: torch.Tensor, shown: torch.Tensor, signals: torch.Tensor,
-                        variant: str) -> torch.Tensor:
-        return feedback_losses(outputs, shown, signals, variant)
+    data_losses = staticmethod(data_losses)  # the module's functions, documented there
+    feedback_losses = staticmethod(feedback_losses)
 
     def decode(self, outputs: torch.Tensor, labels: Sequence[str], encoded: Sequence[Encoded] = ()) -> list[Answer]:
         answers = []
@@ -259,12 +255,7 @@ class Classification(TaskKind):
                 "kept_negative": _weighted_rate(*zip(*neg)) if neg else None,  # known wrong
                 "unknown_negative": sum(not kept for kept, _ in neg),  # changed a −1'd label: not known
             }
-        outcomes = [(self.outcome(it, p), it.weight) for it, p in zip(items, predicted)]
-        known = [(o, w) for o, w in outcomes if o is not None]
-        total = sum(w for _, w in known)
-        metrics["known_rows"] = len(known)
-        metrics["score"] = sum(o * w for o, w in known) / total if known and total > 0 else None
-        return metrics
+        return {**metrics, **self.known_score(items, predicted)}
 
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         return shown == gold

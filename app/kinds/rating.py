@@ -238,12 +238,8 @@ class Rating(TaskKind):
     def target_tensor(self, targets: Sequence[Any]) -> torch.Tensor:
         return torch.tensor(list(targets), dtype=torch.float32)
 
-    def data_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return data_losses(outputs, targets)
-
-    def feedback_losses(self, outputs: torch.Tensor, shown: torch.Tensor, signals: torch.Tensor,
-                        variant: str) -> torch.Tensor:
-        return feedback_losses(outputs, shown, signals, variant)
+    data_losses = staticmethod(data_losses)  # the module's functions, documented there
+    feedback_losses = staticmethod(feedback_losses)
 
     def decode(self, outputs: torch.Tensor, labels: Sequence[str], encoded: Sequence[Encoded] = ()) -> list[Answer]:
         answers = []
@@ -320,11 +316,7 @@ class Rating(TaskKind):
                 "negative_moved_away": sum(g > TOLERANCE / 2 for g in neg) / len(neg) if neg else None,
                 "negative_mean_move": width * sum(neg) / len(neg) if neg else None,
             }
-        known = [(o, it.weight) for it, p in zip(items, predicted) if (o := self.outcome(it, p)) is not None]
-        total = sum(w for _, w in known)
-        metrics["known_rows"] = len(known)
-        metrics["score"] = sum(o * w for o, w in known) / total if known and total > 0 else None
-        return metrics
+        return {**metrics, **self.known_score(items, predicted)}
 
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         return abs(to_fraction(labels, float(shown)) - to_fraction(labels, float(gold))) <= TOLERANCE

@@ -261,12 +261,8 @@ class Tagging(TaskKind):
         width = max(len(t) for t in targets)
         return torch.tensor([list(t) + [IGNORE] * (width - len(t)) for t in targets], dtype=torch.long)
 
-    def data_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return data_losses(outputs, targets)
-
-    def feedback_losses(self, outputs: torch.Tensor, shown: torch.Tensor, signals: torch.Tensor,
-                        variant: str) -> torch.Tensor:
-        return feedback_losses(outputs, shown, signals, variant)
+    data_losses = staticmethod(data_losses)  # the module's functions, documented there
+    feedback_losses = staticmethod(feedback_losses)
 
     def decode(self, outputs: torch.Tensor, labels: Sequence[str], encoded: Sequence[Encoded] = ()) -> list[Answer]:
         answers = []
@@ -352,11 +348,7 @@ class Tagging(TaskKind):
                                    "kept_positive": sum(pos) / len(pos) if pos else None,
                                    "kept_negative": sum(o == 0.0 for o in neg) / len(neg) if neg else None,
                                    "unknown_negative": sum(o is None for o in neg)}
-        known = [(o, it.weight) for it, p in zip(items, predicted) if (o := self.outcome(it, p)) is not None]
-        total = sum(w for _, w in known)
-        metrics["known_rows"] = len(known)
-        metrics["score"] = sum(o * w for o, w in known) / total if known and total > 0 else None
-        return metrics
+        return {**metrics, **self.known_score(items, predicted)}
 
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         return shown == gold

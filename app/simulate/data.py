@@ -15,6 +15,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from app.texts import normalize_text
 
@@ -183,16 +184,25 @@ def _tagging_scenario(train_rows: list[Example], test_rows: list[Example], *, tr
     labels = sorted({s["label"] for r in train_rows for s in json.loads(r.label)})
     keep = set(labels)
     ok = lambda r: len(r.text) <= max_chars and all(s["label"] in keep for s in json.loads(r.label))  # noqa: E731
-    test = dedupe([r for r in test_rows if ok(r)])
+    traffic, test = _sample(train_rows, test_rows, ok, traffic_size=traffic_size, test_size=test_size, rng=rng,
+                            train_path=train_path)
+    return Scenario(labels=labels, traffic=traffic, test=test, kind="tagging")
+
+
+def _sample(train_rows: list[Example], test_rows: list[Example], keep: Callable[[Example], bool], *,
+            traffic_size: int, test_size: int | None, rng: random.Random, train_path: Path
+            ) -> tuple[list[Example], list[Example]]:
+    """(traffic, test): the rows `keep` accepts, deduplicated and shuffled; no test text in the traffic."""
+    test = dedupe([r for r in test_rows if keep(r)])
     rng.shuffle(test)
     if test_size is not None:
         test = test[:test_size]
-    pool = dedupe([r for r in train_rows if ok(r)], exclude={normalize_text(r.text) for r in test})
+    pool = dedupe([r for r in train_rows if keep(r)], exclude={normalize_text(r.text) for r in test})
     rng.shuffle(pool)
     if len(pool) < traffic_size:
         raise DataError(f"{train_path}: {len(pool)} usable traffic texts, but rounds x traffic-per-round needs "
                         f"{traffic_size}")
-    return Scenario(labels=labels, traffic=pool[:traffic_size], test=test, kind="tagging")
+    return pool[:traffic_size], test
 
 
 def _rating_scenario(train_rows: list[Example], test_rows: list[Example], *, traffic_size: int,
@@ -209,17 +219,9 @@ def _rating_scenario(train_rows: list[Example], test_rows: list[Example], *, tra
     if len(inside) < len(train_rows) + len(test_rows):
         notes.append(f"{len(train_rows) + len(test_rows) - len(inside)} rows outside the range were left out")
     keep = lambda r: lo <= float(r.label) <= hi and len(r.text) <= max_chars  # noqa: E731
-    test = dedupe([r for r in test_rows if keep(r)])
-    rng.shuffle(test)
-    if test_size is not None:
-        test = test[:test_size]
-    pool = dedupe([r for r in train_rows if keep(r)], exclude={normalize_text(r.text) for r in test})
-    rng.shuffle(pool)
-    if len(pool) < traffic_size:
-        raise DataError(f"{train_path}: {len(pool)} usable traffic texts, but rounds x traffic-per-round needs "
-                        f"{traffic_size}")
-    return Scenario(labels=[], traffic=pool[:traffic_size], test=test, notes=notes, kind="rating",
-                    value_range=(lo, hi))
+    traffic, test = _sample(train_rows, test_rows, keep, traffic_size=traffic_size, test_size=test_size, rng=rng,
+                            train_path=train_path)
+    return Scenario(labels=[], traffic=traffic, test=test, notes=notes, kind="rating", value_range=(lo, hi))
 
 
 def label_counts(rows: list[Example]) -> dict[str, int]:
