@@ -8,6 +8,8 @@ out=reports/clinc150-gate/runs
 DATA="--train ../shared/data/clinc150/train.csv --test ../shared/data/clinc150/test.csv --epochs 2 --threads 1"
 SMALL="$DATA --max-labels 30 --rounds 4 --traffic-per-round 75 --test-size 300"
 BIG="$DATA --rounds 4 --traffic-per-round 500 --test-size 1000 --seed 0 --arms feedback,noise-0.3"
+FULL="$DATA --rounds 4 --traffic-per-round 1500 --test-size 1000 --seed 0 --arms feedback,supervised,noise-0.3"
+flywheel simulate $FULL --json $out/all-intents-1500-seed0.json  # then write_report into full-1500/ (commit 5a1119e)
 flywheel simulate $BIG --json $out/all-intents-500-seed0.json  # before-… and pessimistic-… likewise
 for seed in 0 1 2; do
   flywheel simulate $SMALL --seed $seed --arms feedback,supervised,noise-0.3,adversarial-0.1 \
