@@ -224,3 +224,37 @@ def test_minilm_feedback_is_counted_on_the_task(minilm: httpx.Client) -> None:
     assert after["feedback"]["corrections"] == before["feedback"]["corrections"] + 1
     metrics = minilm.get("/metrics").text
     assert 'flywheel_feedback_total{signal="correction",task="support"} 1.0' in metrics
+
+
+ANCHORS = {"-4": "terrible, awful, I hate it", "4": "wonderful, excellent, I love it"}
+
+
+@pytest.mark.integration
+def test_minilm_rating_from_anchors_orders_reviews_and_stays_in_range(minilm: httpx.Client) -> None:
+    """Version 0 of a rating task places texts between its anchors: praise above complaint."""
+    r = minilm.post("/v1/tasks", json={"name": "stars", "kind": "rating", "range": [-4, 4], "anchors": ANCHORS})
+    assert r.status_code == 201, r.text
+    texts = ["What a wonderful, moving film, I loved every minute", "a dull, terrible waste of my evening",
+             "the train leaves at noon"]
+    body = minilm.post("/v1/tasks/stars/predict", json={"texts": texts}).json()
+    good, bad, flat = (p["score"] for p in body["predictions"])
+    assert all(-4 <= s <= 4 for s in (good, bad, flat))
+    assert good > flat > bad and good - bad > 2, (good, flat, bad)
+
+
+@pytest.mark.integration
+def test_minilm_tagging_offsets_are_characters_of_the_text_as_sent(minilm: httpx.Client) -> None:
+    """The real WordPiece tokenizer lower-cases, splits and maps emoji to [UNK]; examples still
+    import by character offsets and every span answered is a slice of the text as sent."""
+    r = minilm.post("/v1/tasks", json={"name": "people", "kind": "tagging", "labels": ["person", "place"]})
+    assert r.status_code == 201, r.text
+    text = "Ünïcode 😀 Ada Lovelace visited Paris"
+    spans = [{"start": 10, "end": 22, "label": "person"}, {"start": 31, "end": 36, "label": "place"}]
+    assert [text[s["start"]:s["end"]] for s in spans] == ["Ada Lovelace", "Paris"]
+    r = minilm.post("/v1/tasks/people/examples", json={"examples": [{"text": text, "spans": spans}]})
+    assert r.status_code == 201, r.text
+    [p] = minilm.post("/v1/tasks/people/predict", json={"text": text}).json()["predictions"]
+    for sp in p["spans"]:
+        assert text[sp["start"]:sp["end"]] == sp["text"]
+    r = minilm.post(f"/v1/predictions/{p['id']}/feedback", json={"signal": -1, "correction": spans})
+    assert r.status_code == 201, r.text
