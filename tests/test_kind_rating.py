@@ -167,6 +167,9 @@ def test_signed_loss_rewards_running_away_and_bounded_stops_at_the_margin() -> N
     assert bounded == [0.0, 0.0]  # past the margin a −1 asks nothing more
     near = torch.tensor([[0.55, 0.0]])
     assert feedback_losses(near, shown, minus, "bounded").item() > 0
+    high, at_it = torch.tensor([0.9]), torch.tensor([[0.9, 0.0]], requires_grad=True)
+    feedback_losses(at_it, high, minus, "bounded").sum().backward()
+    assert at_it.grad[0, 0] > 0  # a refuted high score is pushed down, toward the middle, even from where it is
     plus = torch.tensor([1])
     assert feedback_losses(near, shown, plus, "bounded").item() == pytest.approx(0.05 ** 2)
 

@@ -20,12 +20,15 @@ score on the scale and `spread` as a fraction of the range.
 
 Losses (per row, fractions; `app/learning/losses.py` mixes them by λ):
   data:      squared error on examples and corrections;
-  feedback:  bounded (default)  +1 → (ŷ − s)²,  −1 → max(0, m − |ŷ − s|)²  (push away from the
-             shown score s only until the margin m = TOLERANCE, then nothing);
+  feedback:  bounded (default)  +1 → (ŷ − s)²,  −1 → max(0, m − d)²  where d is how far ŷ moved
+             from the shown score s toward the middle of the scale: push away from s, to the side
+             where more of the scale lies, only until the margin m = TOLERANCE, then nothing.
+             (A symmetric max(0, m − |ŷ − s|)² has no gradient where ŷ = s, which is exactly
+             where every fresh −1 starts: measured on vader, it taught nothing.);
              signed             f·(ŷ − s)²: the design's literal term.  For −1 it rewards moving ŷ
              as far from s as the range allows, so every −1 drives answers to an end of the scale
              (kept to compare);
-             robust             +1 → |ŷ − s|,  −1 → max(0, m − |ŷ − s|): the same shapes, linear,
+             robust             +1 → |ŷ − s|,  −1 → max(0, m − d): the same shapes, linear,
              so one noisy signal weighs less.
 """
 
@@ -146,12 +149,16 @@ def feedback_losses(outputs: torch.Tensor, shown: torch.Tensor, signals: torch.T
                     variant: str = "bounded", margin: float = TOLERANCE) -> torch.Tensor:
     """Per-row loss for a ±1 on the score that was shown (module docstring)."""
     gap = outputs[:, 0].float() - shown.float()
+    # A −1 does not say on which side the truth lies; more of the scale lies toward its middle,
+    # so that is where a refuted score moves (at gap 0 a symmetric |gap| has no gradient at all).
+    toward_middle = torch.where(shown.float() <= 0.5, 1.0, -1.0)
+    moved = gap * toward_middle
     if variant == "bounded":
-        return torch.where(signals > 0, gap ** 2, (margin - gap.abs()).clamp(min=0) ** 2)
+        return torch.where(signals > 0, gap ** 2, (margin - moved).clamp(min=0) ** 2)
     if variant == "signed":
         return signals.float() * gap ** 2
     if variant == "robust":
-        return torch.where(signals > 0, gap.abs(), (margin - gap.abs()).clamp(min=0))
+        return torch.where(signals > 0, gap.abs(), (margin - moved).clamp(min=0))
     raise ValueError(f"variant must be bounded, signed or robust, got {variant!r}")
 
 
