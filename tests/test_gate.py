@@ -186,3 +186,31 @@ def test_classification_confidence_rules_out_a_refuted_label() -> None:
     assert KIND.confidence(refuted, logits, 1) == pytest.approx(0.4 / 0.5)
     assert KIND.confidence(refuted, logits, 0) == 0.0
     assert KIND.confidence(Item("t", 1), logits, 1) == pytest.approx(0.4)
+
+
+# ---------------------------------------------------------------- a ratio metric: tagging's entity F1
+
+
+def test_tagging_is_judged_on_entity_f1_not_on_exact_rows() -> None:
+    """An active that finds nothing is exactly right on every text without entities (most tweets);
+    a candidate that finds 40 of 100 entities but adds a false one to 120 of 300 empty texts is
+    worse by exact rows (220 right against 300) and far better by entity F1 (0.31 against 0):
+    it is promoted, and the other way round it is rejected."""
+    from app.kinds.tagging import TagTarget, Tagging
+
+    kind = Tagging()
+    gold = [TagTarget(((0, 4, 0),)) for _ in range(100)] + [TagTarget(()) for _ in range(300)]
+    items = [Item(f"text {i}", t) for i, t in enumerate(gold)]
+    nothing = [TagTarget(()) for _ in items]
+    found = [t if i < 40 else TagTarget(()) for i, t in enumerate(gold[:100])]
+    found += [TagTarget(((5, 7, 0),)) if i < 120 else TagTarget(()) for i in range(300)]
+    exact = lambda pred: sum(kind.outcome(it, p) for it, p in zip(items, pred))  # noqa: E731
+    assert exact(found) < exact(nothing)
+    cand = Evaluation(found, kind.gate_metrics(items, found, ["place"]), [0.5] * len(items))
+    act = Evaluation(nothing, kind.gate_metrics(items, nothing, ["place"]), [0.5] * len(items))
+    assert cand.metrics["examples"]["f1"] == pytest.approx(2 * 40 / (100 + 160)) and act.metrics["examples"]["f1"] == 0
+    verdict = judge(kind, items, cand, act, min_rows=30)
+    assert verdict.promote, verdict.reason
+    assert "entity F1" in verdict.reason
+    backwards = judge(kind, items, act, cand, min_rows=30)
+    assert backwards.decision == "reject", backwards.reason

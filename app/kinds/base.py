@@ -61,6 +61,7 @@ class TaskKind(ABC):
     value_field: ClassVar[str] = "label"  # what an example or a correction calls its answer in requests
     token_level: ClassVar[bool] = False  # the head answers per token: decoding needs the tokens' offsets
     min_labels: ClassVar[int] = 2
+    ratio_name: ClassVar[str] = "ratio"  # what the gate calls the metric `ratio_terms` gives
 
     # -- the task
 
@@ -173,6 +174,13 @@ class TaskKind(ABC):
     def gate_metrics(self, items: Sequence[Any], predicted: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
         """Metrics of one model on validation items (`app.learning.dataset.Item`); `score` None when
         there are no items."""
+
+    def ratio_terms(self, item: Any, predicted: Any) -> tuple[float, float] | None:
+        """For a kind whose quality is a ratio over rows rather than a mean of per-row outcomes
+        (tagging's entity F1 = Σ 2·TP / Σ (2·TP + FP + FN)): this row's (numerator, denominator)
+        when its truth is known, else None (whatever `predicted` is).  The gate then compares the
+        two models' ratio on those rows.  None for every row by default: per-row outcomes decide."""
+        return None
 
     def known_score(self, items: Sequence[Any], predicted: Sequence[Any]) -> dict[str, Any]:
         """`known_rows` and `score`: the weighted share of right answers among the rows whose

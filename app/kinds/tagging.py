@@ -243,6 +243,7 @@ class Tagging(TaskKind):
     value_field = "spans"
     token_level = True
     min_labels = 1  # one entity type is a real tagging task
+    ratio_name = "entity F1 (labelled and confirmed rows)"
 
     def build_model(self, encoder: nn.Module, meta: VersionMeta) -> TokenTagger:
         return tagger(encoder, meta.labels)
@@ -325,6 +326,15 @@ class Tagging(TaskKind):
         if item.signal >= 0:
             return 1.0 if right else 0.0
         return 0.0 if right else None
+
+    def ratio_terms(self, item: Any, predicted: Any) -> tuple[float, float] | None:
+        """(2·TP, 2·TP + FP + FN) of this row, where its whole truth is known: a labelled row, or
+        a +1 on the whole answer (the spans shown are the truth).  The gate decides on entity F1."""
+        t: TagTarget = item.label
+        if item.signal < 0 or t.scope is not None:
+            return None
+        tp = len(set(t.spans) & set(predicted.spans))
+        return 2.0 * tp, float(len(t.spans) + len(predicted.spans))
 
     def confidence(self, item: Any, output: torch.Tensor, predicted: Any) -> float:
         """Π over tokens of the probability of the tag chosen (the whole answer right)."""

@@ -185,6 +185,37 @@ def compare(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active
     )
 
 
+def compare_ratio(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active: Evaluation, *,
+                  confidence: float, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> Comparison:
+    """The paired comparison of a ratio metric (`TaskKind.ratio_terms`, e.g. entity F1) on rows
+    whose truth is known: the difference Σnum/Σden (candidate) − Σnum/Σden (active), bootstrapped
+    over rows (weighted as in training).  Every row is known; a ratio with nothing to find and
+    nothing found counts as perfect."""
+    n = len(items)
+    terms = np.array([[*kind.ratio_terms(it, c), *kind.ratio_terms(it, a)]  # type: ignore[misc]
+                      for it, c, a in zip(items, candidate.predicted, active.predicted)], dtype=float).reshape(n, 4)
+    w = np.array([it.weight for it in items], dtype=float)
+
+    def diff(ws: np.ndarray, t: np.ndarray) -> np.ndarray:
+        sums = (ws[..., None] * t).sum(axis=-2)
+        ratio = lambda num, den: np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)  # noqa: E731
+        return ratio(sums[..., 0], sums[..., 1]) - ratio(sums[..., 2], sums[..., 3])
+
+    if n == 0 or w.sum() <= 0:
+        return Comparison(n, n, 0.0, 0.0, 0.0, -1.0, 1.0, confidence)
+    rng = np.random.default_rng(seed)
+    boot = []
+    chunk = max(1, 500_000 // n)
+    for start in range(0, samples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, samples - start), n))
+        boot.append(diff(w[idx], terms[idx]))
+    allb = np.concatenate(boot)
+    est = float(diff(w, terms))
+    return Comparison(rows=n, known=n, mean_lo=est, mean_hi=est, mean_est=est,
+                      lower=float(np.quantile(allb, 1.0 - confidence)), upper=float(np.quantile(allb, confidence)),
+                      confidence=confidence)
+
+
 @dataclass
 class Verdict:
     decision: str  # promote | reject | inconclusive
@@ -259,12 +290,19 @@ def judge(
         return verdict("reject", "; ".join(drops), overall)
     decided: dict[str, str] = {}
     notes: list[str] = []
+    # Rows whose truth is known, for a kind judged on a ratio (entity F1), are tested on it as one
+    # source; the other rows by source, on per-row outcomes.
+    ratio = [i for i, it in enumerate(items) if kind.ratio_terms(it, candidate.predicted[i]) is not None]
+    groups = {kind.ratio_name: ratio} if ratio else {}
+    judged = set(ratio)
     for name, belongs in SOURCES.items():
-        idx = [i for i, it in enumerate(items) if belongs(it)]
+        groups[name] = [i for i, it in enumerate(items) if belongs(it) and i not in judged]
+    for name, idx in groups.items():
         if not idx:
             continue
-        cmp = compare(kind, [items[i] for i in idx], _subset(candidate, idx), _subset(active, idx),
-                      confidence=confidence, seed=seed)
+        sub = ([items[i] for i in idx], _subset(candidate, idx), _subset(active, idx))
+        cmp = (compare_ratio if ratio and name == kind.ratio_name else compare)(kind, *sub, confidence=confidence,
+                                                                                seed=seed)
         note = (f"{name}: advantage {cmp.mean_est:+.4f} (bounds {cmp.mean_lo:+.4f}..{cmp.mean_hi:+.4f}) on "
                 f"{cmp.rows} rows ({cmp.known} known), {confidence:.0%} interval {cmp.lower:+.4f}/{cmp.upper:+.4f}")
         if cmp.known < min_rows:
