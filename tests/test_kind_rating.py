@@ -186,6 +186,11 @@ def test_scale_points_metrics_and_outcomes() -> None:
             self.label, self.signal = label, signal
 
     assert kind.outcome(Row(0.5, 0), 0.55) == 1.0 and kind.outcome(Row(0.5, 0), 0.8) == 0.0
-    assert kind.outcome(Row(0.5, 1), 0.52) == 1.0 and kind.outcome(Row(0.5, 1), 0.9) == 0.0
-    assert kind.outcome(Row(0.5, 1), 0.62) is None
-    assert kind.outcome(Row(0.5, -1), 0.51) == 0.0 and kind.outcome(Row(0.5, -1), 0.9) is None
+    assert kind.outcome(Row(0.5, 1), 0.5) == 1.0 and kind.outcome(Row(0.5, 1), 0.9) == 0.0
+    assert kind.outcome(Row(0.5, 1), 0.55) is None and kind.outcome(Row(0.5, 1), 0.62) is None
+    assert kind.outcome(Row(0.5, -1), 0.5) == 0.0 and kind.outcome(Row(0.5, -1), 0.55) is None
+    # unknown outcomes, estimated with the truth spread evenly over what the signal allows
+    assert kind.confidence(Row(0.5, 1), None, 0.55) == pytest.approx(0.75)
+    assert kind.confidence(Row(0.5, -1), None, 0.5) == pytest.approx(0.0)
+    assert kind.confidence(Row(0.5, -1), None, 0.7) == pytest.approx(0.2 / 0.8)  # window [0.6, 0.8], all allowed
+    assert kind.confidence(Row(0.5, -1), None, 0.65) == pytest.approx(0.15 / 0.8)

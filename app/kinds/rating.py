@@ -48,6 +48,7 @@ from app.model.store import VersionMeta
 
 ZERO_SHOT_SCALE = 20.0
 TOLERANCE = 0.10  # a score within 10% of the range of the truth is "right" (the simulator's user agrees)
+KEPT = 1e-4  # a score this close (as a fraction of the range) to the one shown is that score
 MAX_POINTS = 64
 
 
@@ -160,6 +161,21 @@ def feedback_losses(outputs: torch.Tensor, shown: torch.Tensor, signals: torch.T
     if variant == "robust":
         return torch.where(signals > 0, gap.abs(), (margin - moved).clamp(min=0))
     raise ValueError(f"variant must be bounded, signed or robust, got {variant!r}")
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+def chance_outside(shown: float, predicted: float, tolerance: float = TOLERANCE) -> float:
+    """P(|truth − predicted| ≤ tolerance) when a −1 says the truth is farther than the tolerance
+    from `shown`, spread evenly over the rest of the scale [0, 1]."""
+    band = (max(0.0, shown - tolerance), min(1.0, shown + tolerance))
+    allowed = 1.0 - (band[1] - band[0])
+    if allowed <= 0:
+        return 0.0
+    window = (max(0.0, predicted - tolerance), min(1.0, predicted + tolerance))
+    return max(0.0, (window[1] - window[0]) - _overlap(window, band)) / allowed
 
 
 # ---------------------------------------------------------------- metrics
@@ -282,20 +298,25 @@ class Rating(TaskKind):
 
     def outcome(self, item: Any, predicted: Any) -> float | None:
         """Right means within the tolerance of the truth.  A labelled row knows the truth.  A +1
-        says the truth is within the tolerance of the shown score: an answer within half of it
-        counts right, one beyond twice it wrong, in between unknown.  A −1 says the truth is
-        farther than that: keeping (within half the tolerance) is wrong, anything else unknown."""
+        says the truth is within the tolerance of the shown score: keeping the score is right,
+        moving beyond twice the tolerance wrong, anything between unknown.  A −1 says the truth
+        is farther than that: keeping the score is wrong, anything else unknown."""
         gap = abs(predicted - item.label)
         if item.signal == 0:
             return 1.0 if gap <= TOLERANCE else 0.0
         if item.signal > 0:
-            return 1.0 if gap <= TOLERANCE / 2 else 0.0 if gap > 2 * TOLERANCE else None
-        return 0.0 if gap <= TOLERANCE / 2 else None
+            return 1.0 if gap <= KEPT else 0.0 if gap > 2 * TOLERANCE else None
+        return 0.0 if gap <= KEPT else None
 
     def confidence(self, item: Any, output: torch.Tensor, predicted: Any) -> float:
-        """P(|truth − score| ≤ tolerance) if the truth were spread normally by the head's spread."""
-        if item.signal < 0 and abs(predicted - item.label) <= TOLERANCE / 2:
-            return 0.0
+        """P(|truth − score| ≤ tolerance).  On feedback, with the truth spread evenly over what the
+        signal allows: within the tolerance of a +1'd score (1 − gap / 2·tolerance), anywhere on
+        the scale but there for a −1.  On a labelled row (known anyway), from the head's spread."""
+        gap = abs(predicted - item.label)
+        if item.signal > 0:
+            return max(0.0, 1.0 - gap / (2 * TOLERANCE))
+        if item.signal < 0:
+            return chance_outside(item.label, predicted)
         spread = float(output[1])
         if spread <= 1e-6:
             return 1.0
