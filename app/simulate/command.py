@@ -84,8 +84,9 @@ def require_matplotlib() -> None:
 
 
 def simulate(
-    train: Path = typer.Option(..., "--train", help="Traffic: CSV with columns text,label."),
-    test: Path = typer.Option(..., "--test", help="Scoring: CSV with columns text,label."),
+    train: Path = typer.Option(..., "--train", help="Traffic: CSV with columns text,label (classification) or "
+                               "text,score (rating), or JSON lines of {text, spans} (tagging)."),
+    test: Path = typer.Option(..., "--test", help="Scoring: a file like --train's."),
     arms: Optional[str] = typer.Option(None, help="Comma-separated arms (see below), or 'all' (the default; "
                                                   "with --quick: " + ",".join(QUICK_ARMS) + ")."),
     rounds: Optional[int] = typer.Option(None, min=1, help=f"Retrain rounds (default {FULL.rounds}, quick "
