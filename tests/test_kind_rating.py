@@ -194,3 +194,23 @@ def test_scale_points_metrics_and_outcomes() -> None:
     assert kind.confidence(Row(0.5, -1), None, 0.5) == pytest.approx(0.0)
     assert kind.confidence(Row(0.5, -1), None, 0.7) == pytest.approx(0.2 / 0.8)  # window [0.6, 0.8], all allowed
     assert kind.confidence(Row(0.5, -1), None, 0.65) == pytest.approx(0.15 / 0.8)
+
+
+def test_the_gate_estimates_moved_rating_scores_from_what_the_signal_allows() -> None:
+    """A candidate that moves every −1'd score a tolerance toward the middle, and keeps +1'd ones
+    close, wins on held-out feedback, although almost no outcome is known exactly."""
+    from app.learning.dataset import Item
+    from app.learning.gate import Evaluation, judge
+
+    kind = Rating()
+    rows = [Item(f"t{i}", 0.8, -1, source="feedback") for i in range(60)]
+    rows += [Item(f"u{i}", 0.4, +1, source="feedback") for i in range(30)]
+    active = [it.label for it in rows]  # the scores shown
+    moved = [0.7 if it.signal < 0 else 0.41 for it in rows]
+    conf = lambda pred: [kind.confidence(it, None, p) for it, p in zip(rows, pred)]  # noqa: E731
+    cand = Evaluation(moved, kind.gate_metrics(rows, moved, ["-4", "4"]), conf(moved))
+    act = Evaluation(active, kind.gate_metrics(rows, active, ["-4", "4"]), conf(active))
+    verdict = judge(kind, rows, cand, act, min_rows=30)
+    assert verdict.comparison.mean_est > 0 and verdict.promote, verdict.reason
+    stay = judge(kind, rows, act, act, min_rows=30)
+    assert stay.comparison.mean_est == 0

@@ -62,6 +62,10 @@ class TaskKind(ABC):
     token_level: ClassVar[bool] = False  # the head answers per token: decoding needs the tokens' offsets
     min_labels: ClassVar[int] = 2
     ratio_name: ClassVar[str] = "ratio"  # what the gate calls the metric `ratio_terms` gives
+    # `confidence` is the model's belief, to be calibrated on the outcomes the gate knows (False:
+    # it is already a probability from what the row allows, and calibrating it on the few rows
+    # whose outcome a moved score leaves known would only add noise)
+    calibrate_confidence: ClassVar[bool] = True
 
     # -- the task
 

@@ -220,6 +220,7 @@ def score_metrics(truth: Sequence[float], pred: Sequence[float], width: float) -
 class Rating(TaskKind):
     name = "rating"
     value_field = "score"
+    calibrate_confidence = False  # feedback rows' confidence is a prior over what the signal allows
 
     def define(self, *, labels: list[str], descriptions: dict[str, str], value_range: list[float] | None,
                anchors: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:

@@ -141,6 +141,8 @@ def advantage_rows(kind: TaskKind, items: Sequence[Item], candidate: Evaluation,
     def scaled(ev: Evaluation) -> list[float] | None:
         if ev.confidence is None:
             return None
+        if not kind.calibrate_confidence:  # a prior over what the rows allow, not the model's belief
+            return list(ev.confidence)
         c = calibration(kind, items, ev.predicted, ev.confidence)
         return [c * x for x in ev.confidence]
 
@@ -305,8 +307,11 @@ def judge(
                                                                                 seed=seed)
         note = (f"{name}: advantage {cmp.mean_est:+.4f} (bounds {cmp.mean_lo:+.4f}..{cmp.mean_hi:+.4f}) on "
                 f"{cmp.rows} rows ({cmp.known} known), {confidence:.0%} interval {cmp.lower:+.4f}/{cmp.upper:+.4f}")
-        if cmp.known < min_rows:
-            notes.append(f"{note} — too few known (need {min_rows})")
+        # Evidence: rows whose outcome is known; for a kind whose unknown outcomes are estimated
+        # from what each row allows (not from the model), every row.
+        evidence = cmp.known if kind.calibrate_confidence else cmp.rows
+        if evidence < min_rows:
+            notes.append(f"{note} — too few {'known ' if kind.calibrate_confidence else ''}rows (need {min_rows})")
             continue
         notes.append(note)
         decided[name] = ("promote" if cmp.lower >= -tolerance - EPS else
