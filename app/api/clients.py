@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.api.deps import AdminDep, StateDep
+from app.api.deps import AdminDep, RowId, StateDep
 from app.api.schemas import ClientCreate, ClientCreated, ClientOut
 from app.services.clients import create_client, list_clients, revoke_client
 
@@ -24,7 +24,7 @@ def list_all(_: AdminDep, state: StateDep) -> list[ClientOut]:
 
 
 @router.delete("/v1/clients/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke(client_id: int, _: AdminDep, state: StateDep) -> Response:
+def revoke(client_id: RowId, _: AdminDep, state: StateDep) -> Response:
     """Revoke a key at once; its predictions and feedback stay."""
     revoke_client(state.sessions, client_id=client_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from app.api.problems import Problem
 from app.services.clients import ADMIN, Caller, caller_for_token
@@ -55,3 +55,11 @@ def require_admin(caller: CallerDep) -> Caller:
 
 
 AdminDep = Annotated[Caller, Depends(require_admin)]
+
+
+# An id or version number in a path: a row id is a signed 64-bit integer in the database, and a
+# driver refuses a larger Python int with an OverflowError (a 500); out of range is a 422 here.
+RowId = Annotated[int, Path(ge=0, le=2**63 - 1, description="A non-negative 64-bit integer.")]
+
+# A task's name in a path.  No name holds a NUL (PostgreSQL refuses one in any query): 422.
+TaskName = Annotated[str, Path(pattern=r"^[^\x00]+$", description="The task's name.")]

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, status
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AdminDep, StateDep
+from app.api.deps import AdminDep, StateDep, TaskName
 from app.api.problems import Problem, field_path
 from app.api.schemas import ExampleIn, ExamplesOut, ExamplesRequest
 from app.errors import Invalid, TooLarge
@@ -93,7 +93,7 @@ def parse_json_lines(body: bytes) -> list[Row]:
 
 @router.post("/v1/tasks/{task}/examples", status_code=status.HTTP_201_CREATED, response_model=ExamplesOut,
              openapi_extra=EXAMPLES_BODY)
-async def upload_examples(task: str, request: Request, _: AdminDep, state: StateDep) -> ExamplesOut:
+async def upload_examples(task: TaskName, request: Request, _: AdminDep, state: StateDep) -> ExamplesOut:
     """Import labelled examples; one bad row and nothing is imported (the row is named)."""
     rows = await rows_from_request(request, state.settings.max_upload_bytes)
     counts = await run_in_threadpool(import_examples, state.sessions, task=task, rows=rows,

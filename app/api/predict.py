@@ -7,7 +7,7 @@ import json
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.api.deps import CallerDep, StateDep
+from app.api.deps import CallerDep, StateDep, TaskName
 from app.api.schemas import PredictRequest, PredictResponse
 from app.services.predictions import predict as predict_texts
 
@@ -15,7 +15,7 @@ router = APIRouter(tags=["predict"])
 
 
 @router.post("/v1/tasks/{task}/predict", response_model=PredictResponse)
-async def predict(task: str, body: PredictRequest, caller: CallerDep, state: StateDep) -> Response:
+async def predict(task: TaskName, body: PredictRequest, caller: CallerDep, state: StateDep) -> Response:
     """Predict one text or a list; every prediction is stored before this answers.
 
     The answer is built by the commit step from values we made ourselves, so it is written

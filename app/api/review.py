@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import CallerDep, StateDep
+from app.api.deps import CallerDep, StateDep, TaskName
 from app.api.schemas import ReviewResponse
 from app.services.review import REVIEW_MAX_LIMIT, review_queue
 
@@ -12,7 +12,7 @@ router = APIRouter(tags=["feedback"])
 
 
 @router.get("/v1/tasks/{task}/review", response_model=ReviewResponse)
-def review(task: str, caller: CallerDep, state: StateDep,
+def review(task: TaskName, caller: CallerDep, state: StateDep,
            limit: int = Query(50, description=f"Most items to return, 1 to {REVIEW_MAX_LIMIT}.")) -> ReviewResponse:
     """The predictions where a person's correction is worth most, best first: −1s without a
     correction (most recent first), then the rest by value (uncertainty, boosted for rare labels).

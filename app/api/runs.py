@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from app.api.deps import AdminDep, StateDep
+from app.api.deps import AdminDep, RowId, StateDep, TaskName
 from app.services import runs
 
 router = APIRouter(tags=["runs"])
@@ -36,24 +36,24 @@ class RunOut(BaseModel):
 
 
 @router.post("/v1/tasks/{task}/retrain", status_code=status.HTTP_202_ACCEPTED)
-def retrain(task: str, _: AdminDep, state: StateDep) -> dict[str, object]:
+def retrain(task: TaskName, _: AdminDep, state: StateDep) -> dict[str, object]:
     """Queue a training run; a worker picks it up.  One open run per task at a time (409 names it)."""
     run = runs.retrain(state.sessions, task=task)
     return {"run_id": run.id, "status": run.status}
 
 
 @router.get("/v1/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: int, _: AdminDep, state: StateDep) -> RunOut:
+def get_run(run_id: RowId, _: AdminDep, state: StateDep) -> RunOut:
     return RunOut.model_validate(runs.get_run(state.sessions, run_id=run_id))
 
 
 @router.get("/v1/tasks/{task}/runs", response_model=list[RunOut])
-def list_runs(task: str, _: AdminDep, state: StateDep) -> list[RunOut]:
+def list_runs(task: TaskName, _: AdminDep, state: StateDep) -> list[RunOut]:
     return [RunOut.model_validate(r) for r in runs.runs_of(state.sessions, task=task)]
 
 
 @router.post("/v1/runs/{run_id}/cancel", response_model=RunOut)
-def cancel_run(run_id: int, _: AdminDep, state: StateDep) -> RunOut:
+def cancel_run(run_id: RowId, _: AdminDep, state: StateDep) -> RunOut:
     """Stop a queued or running run; it ends `failed` ("cancelled …") and its candidate is never
     promoted.  409 if it has already ended."""
     return RunOut.model_validate(runs.cancel(state.sessions, run_id=run_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AdminDep, CallerDep, StateDep
+from app.api.deps import AdminDep, CallerDep, StateDep, TaskName
 from app.api.schemas import TaskCreate, TaskOut
 from app.services import tasks
 
@@ -29,5 +29,5 @@ def list_tasks(_: CallerDep, state: StateDep) -> list[TaskOut]:
 
 
 @router.get("/v1/tasks/{task}", response_model=TaskOut, response_model_by_alias=True)
-def get_task(task: str, _: CallerDep, state: StateDep) -> TaskOut:
+def get_task(task: TaskName, _: CallerDep, state: StateDep) -> TaskOut:
     return TaskOut.model_validate(tasks.get_task(state.sessions, name=task), from_attributes=True)
