@@ -36,9 +36,9 @@ def test_healthz_needs_no_token(client) -> None:
 
 def test_readyz_lists_loaded_models(client) -> None:
     r = client.get("/readyz", headers={"Authorization": ""})
-    assert r.status_code == 200 and r.json() == {"status": "ready", "models": {}}
+    assert r.status_code == 200 and r.json() == {"status": "ready", "models": {}, "unloadable": {}}
     create_task(client)
-    assert client.get("/readyz").json() == {"status": "ready", "models": {"tickets": 0}}
+    assert client.get("/readyz").json() == {"status": "ready", "models": {"tickets": 0}, "unloadable": {}}
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(client) -> None:

@@ -101,12 +101,25 @@ class ActiveRow:
     version: int
     path: str
     quantize: bool
+    sha256: str = ""  # of the version's directory, as stored when it was written
+    parent_id: int | None = None
+
+
+_SERVED = (Task.id, Task.name, ModelVersion.id, ModelVersion.version, ModelVersion.path, Task.quantize,
+           ModelVersion.sha256, ModelVersion.parent_id)
 
 
 def active_rows(session: Session) -> list[ActiveRow]:
     stmt = (
-        select(Task.id, Task.name, ModelVersion.id, ModelVersion.version, ModelVersion.path, Task.quantize)
+        select(*_SERVED)
         .join(ModelVersion, (ModelVersion.task_id == Task.id) & (ModelVersion.status == VersionStatus.ACTIVE))
         .order_by(Task.id)
     )
     return [ActiveRow(*r) for r in session.execute(stmt).all()]
+
+
+def served_row(session: Session, version_id: int) -> ActiveRow | None:
+    """What serving needs of any version (a fallback when the active one cannot be loaded)."""
+    r = session.execute(select(*_SERVED).join(ModelVersion, ModelVersion.task_id == Task.id)
+                        .where(ModelVersion.id == version_id)).one_or_none()
+    return ActiveRow(*r) if r is not None else None

@@ -23,7 +23,13 @@ async def readiness(state: AppState) -> dict[str, object]:
         raise Unavailable(f"Database unreachable: {type(exc).__name__}.", slug="not-ready", title="Not ready",
                           retry_after_s=0) from None
     loaded = state.served.loaded()
+    bad = state.served.unloadable
+    unloadable = {r.task: bad[r.version_id] for r in rows if r.version_id in bad}
     missing = [r.task for r in rows if r.task not in loaded]
     if missing:
-        raise Unavailable(f"Models still loading: {', '.join(missing)}.", slug="not-ready", title="Not ready")
-    return {"status": "ready", "models": {t: m.version for t, m in loaded.items()}}
+        why = "; ".join(f"{t}: {unloadable[t]}" for t in missing if t in unloadable)
+        raise Unavailable(f"Models not loaded: {', '.join(missing)}" + (f" ({why})" if why else "") + ".",
+                          slug="not-ready", title="Not ready")
+    # A task whose active version cannot be loaded still answers with the version it had (or its
+    # parent): ready, and the detail says so.
+    return {"status": "ready", "models": {t: m.version for t, m in loaded.items()}, "unloadable": unloadable}

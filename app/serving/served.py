@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.versions import active_rows
+from app.db.versions import ActiveRow, active_rows, served_row
 from app.model.encoder import resolve_device
 from app.serving.engine import LoadedModel, Scored, load_for_serving, score_texts
 
@@ -63,6 +63,9 @@ class ServedModels:
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader", initializer=_lower_priority)
         self._on_swap = on_swap
         self.synced = False  # True once every active version seen at start is loaded
+        # Versions that could not be loaded (missing or corrupt files), by id: never retried, so a
+        # bad activation is one logged error, not a reload every poll.
+        self.unloadable: dict[int, str] = {}
 
     def current(self, task: str) -> LoadedModel | None:
         return self._models.get(task)
@@ -94,25 +97,56 @@ class ServedModels:
             cur = self._models.get(row.task)
             if cur is not None and cur.version_id == row.version_id and cur.task_id == row.task_id:
                 continue
+            if row.version_id in self.unloadable and cur is not None:
+                continue  # known bad: keep serving what we have
             with self._load_lock:
                 cur = self._models.get(row.task)
                 if cur is not None and cur.version_id == row.version_id:
                     continue
-                started = time.perf_counter()
-                try:
-                    loaded = load_for_serving(row, device=self.device, max_len=self.max_len)
-                except Exception:
-                    log.exception("could not load version %d of task %s; still serving the old one",
-                                  row.version, row.task)
-                    continue
-                log.info("loaded %s v%d in %.2fs", row.task, row.version, time.perf_counter() - started)
-                self._install(loaded)
-                swapped += 1
+                loaded = self._load_or_fall_back(row, serving=cur)
+                if loaded is not None and (cur is None or loaded.version_id != cur.version_id):
+                    self._install(loaded)
+                    swapped += 1
         known = {r.task for r in rows}
         for name in [t for t in self._models if t not in known]:
             self._models.pop(name, None)  # task deleted
         self.synced = True
         return swapped
+
+    def _load(self, row: ActiveRow) -> LoadedModel | None:
+        """One version, or None (recorded in `unloadable`, logged once) when it cannot be loaded."""
+        if row.version_id in self.unloadable:
+            return None
+        started = time.perf_counter()
+        try:
+            loaded = load_for_serving(row, device=self.device, max_len=self.max_len)
+        except Exception as exc:  # noqa: BLE001 - any failure makes the version unservable here
+            self.unloadable[row.version_id] = f"version {row.version}: {exc}"[:500]
+            log.error("could not load version %d of task %s (%s); it will not be retried", row.version, row.task,
+                      exc)
+            return None
+        log.info("loaded %s v%d in %.2fs", row.task, row.version, time.perf_counter() - started)
+        return loaded
+
+    def _load_or_fall_back(self, row: ActiveRow, *, serving: LoadedModel | None) -> LoadedModel | None:
+        """The active version; if it cannot be loaded, keep what is served, or (nothing served
+        yet: at start) the nearest ancestor that loads, so the task still answers."""
+        loaded = self._load(row)
+        if loaded is not None or serving is not None:
+            return loaded
+        parent = row.parent_id
+        while parent is not None:
+            with self._sessions() as session:
+                older = served_row(session, parent)
+            if older is None:
+                break
+            loaded = self._load(older)
+            if loaded is not None:
+                log.warning("task %s serves version %d in place of its unloadable active version %d",
+                            row.task, older.version, row.version)
+                return loaded
+            parent = older.parent_id
+        return None
 
     async def ensure(self, task: str) -> LoadedModel | None:
         """The task's model, loading it now if this process has not seen it yet."""
