@@ -90,7 +90,8 @@ def test_rating_loop_create_predict_feedback_retrain_promote_rollback(http: http
     for i, (p, (_, gold)) in enumerate(zip(preds, traffic)):
         right = abs(p["score"] - gold) <= 0.8
         body = {"signal": 1} if right else {"signal": -1, **({"correction": gold} if i % 2 else {})}
-        assert http.post(f"/v1/predictions/{p['id']}/feedback", json=body).status_code == 201
+        r = http.post(f"/v1/predictions/{p['id']}/feedback", json=body)
+        assert r.status_code == 201 and r.json()["correction"] == body.get("correction"), r.text
 
     run_id = http.post("/v1/tasks/stars/retrain").json()["run_id"]
     assert Worker(settings).run_once() == "promoted"

@@ -86,7 +86,8 @@ def test_tagging_loop_examples_feedback_retrain_promote_rollback(http: httpx.Cli
             gold = {(s["start"], s["end"]) for s in t["spans"]}
             body = {"signal": 1 if (p["spans"][0]["start"], p["spans"][0]["end"]) in gold else -1, "span": 0}
         r = http.post(f"/v1/predictions/{p['id']}/feedback", json=body)
-        assert r.status_code == 201, r.text
+        assert r.status_code == 201 and r.json()["correction"] == body.get("correction"), r.text
+        assert r.json()["span"] == body.get("span")
 
     run_id = http.post("/v1/tasks/ner/retrain").json()["run_id"]
     assert Worker(settings).run_once() == "promoted"

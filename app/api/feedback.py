@@ -17,4 +17,4 @@ async def give_feedback(prediction_id: str, body: FeedbackRequest, caller: Calle
     """+1 (right), -1 (wrong), optionally with the right label; committed before the 201."""
     fb = await record(state, prediction_id=prediction_id, caller=caller, signal=body.signal,
                       correction=body.correction_value(), user_id=body.user_id, span=body.span)
-    return FeedbackOut.model_validate(fb, from_attributes=True)
+    return FeedbackOut.model_validate(fb)

@@ -169,7 +169,8 @@ class FeedbackOut(BaseModel):
     id: int
     prediction_id: str
     signal: int
-    correction: str | None
+    correction: str | float | list[dict[str, Any]] | None = Field(
+        description="The correction as stored: a label, a rating's number, a tagging's spans.")
     span: int | None = None
     created_at: datetime
 

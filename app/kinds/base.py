@@ -142,6 +142,10 @@ class TaskKind(ABC):
         """An example's or a correction's answer for `text`, as the label string stored (the same
         answer always gives the same string); Invalid naming `field` for one the task cannot learn."""
 
+    def answer_value(self, label: str) -> Any:
+        """A stored label as the API shows it (a label; a rating's number; a tagging's spans)."""
+        return label
+
     def same(self, labels: Sequence[str], a: str, b: str) -> bool:
         """Do two stored labels say the same about a text (classification: equal; rating: close)?"""
         return a == b

@@ -280,6 +280,9 @@ class Rating(TaskKind):
     def canonical(self, spec: TaskSpec, value: Any, *, text: str, field: str) -> str:
         return point(parse_score(spec.labels, value, field=field))
 
+    def answer_value(self, label: str) -> float:
+        return float(label)
+
     def same(self, labels: Sequence[str], a: str, b: str) -> bool:
         try:
             return abs(to_fraction(labels, float(a)) - to_fraction(labels, float(b))) <= TOLERANCE / 2

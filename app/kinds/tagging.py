@@ -306,6 +306,9 @@ class Tagging(TaskKind):
             raise Invalid("correction", "signal -1 says the spans shown were wrong, but the correction repeats "
                                         "them.", slug="contradictory-feedback")
 
+    def answer_value(self, label: str) -> list[dict[str, Any]]:
+        return json.loads(label)
+
     def scope_label(self, shown: str, span: int) -> str:
         return scoped(shown, span)
 

@@ -26,8 +26,9 @@ def record_feedback(
     correction: Any,
     user_hash: str | None,
     span: int | None = None,
-) -> tuple[Feedback, str]:
-    """Store one signal on one of the caller's own predictions; (the row, the task's name).
+) -> tuple[dict[str, Any], str]:
+    """Store one signal on one of the caller's own predictions; (the stored feedback as the API
+    shows it, the correction as the kind's value; the task's name).
     The correction, as sent, is made the stored label by the task's kind; `span` names the one
     part of the answer the signal is about (a tagging span).  Committed when this returns."""
     with transaction(sessions) as s:
@@ -55,11 +56,14 @@ def record_feedback(
                       user_hash=user_hash, signal=signal, correction=correction, span=span)
         s.add(fb)
         s.flush()
-    return fb, task_name
+    shown_as = {"id": fb.id, "prediction_id": fb.prediction_id, "signal": fb.signal, "span": fb.span,
+                "correction": None if fb.correction is None else kind.answer_value(fb.correction),
+                "created_at": fb.created_at}
+    return shown_as, task_name
 
 
 async def give_feedback(state: AppState, *, prediction_id: str, caller: Caller, signal: int,
-                        correction: Any, user_id: str | None, span: int | None = None) -> Feedback:
+                        correction: Any, user_id: str | None, span: int | None = None) -> dict[str, Any]:
     """`record_feedback` on the DB thread pool (no model work, the connection held only for the
     transaction), counted in the process's metrics."""
     user_hash = hash_user_id(user_id, state.settings.resolved_user_hash_key) if user_id else None
