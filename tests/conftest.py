@@ -136,7 +136,7 @@ def make_settings(data_dir: Path, db_url: str, base_model: Path | str, **overrid
         database_url=db_url,
         base_model=str(base_model),
         admin_token=ADMIN_TOKEN,
-        user_hash_key="test-user-hash-key",
+        user_hash_key="test-user-hash-key-0123456789abcdef",
         embedded_worker=False,
         watch_interval_s=0.1,
         max_wait_ms=2.0,
