@@ -79,6 +79,23 @@ def _pg_available() -> bool:
         return False
 
 
+# An unreachable PostgreSQL fails the suite: CI has one, and a silently skipped half of the
+# database tests would hide its failures.  A developer without one opts out explicitly.
+PG_OPT_OUT = os.environ.get("FLYWHEEL_TEST_POSTGRES", "") == "skip"
+
+
+def postgres_or_skip(url: str | None) -> str:
+    """The PostgreSQL URL for a test's PostgreSQL variant.  Unreachable: a failure, or, with
+    FLYWHEEL_TEST_POSTGRES=skip, a skip that says so (the SQLite variant still runs)."""
+    if url is not None:
+        return url
+    if PG_OPT_OUT:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL} and FLYWHEEL_TEST_POSTGRES=skip is set; "
+                    "the SQLite variant of this test ran")
+    pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_URL}: start it, point FLYWHEEL_TEST_POSTGRES_URL at one, "
+                "or set FLYWHEEL_TEST_POSTGRES=skip to run the SQLite variants only", pytrace=False)
+
+
 def scratch_pg_database(prefix: str):  # noqa: ANN201
     """A throw-away database on the test PostgreSQL server (see app.db.session)."""
     from app.db.session import scratch_postgres_database
@@ -118,9 +135,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'flywheel.db'}"
         return
-    url = request.getfixturevalue("pg_database")
-    if url is None:
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}; the SQLite variant of this test ran")
+    url = postgres_or_skip(request.getfixturevalue("pg_database"))
     yield url
     _truncate_all(url)
 

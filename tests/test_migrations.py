@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, inspect, text
 from app.db.migrate import alembic_config, upgrade
 from app.db.tables import Base
 from app.db.session import make_engine
-from conftest import PG_ADMIN_URL, _pg_available, scratch_pg_database
+from conftest import _pg_available, postgres_or_skip, scratch_pg_database
 
 TABLES = {t.name for t in Base.metadata.sorted_tables}
 
@@ -48,9 +48,7 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    url = request.getfixturevalue("pg_scratch")
-    if url is None:
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}; the SQLite variant of this test ran")
+    url = postgres_or_skip(request.getfixturevalue("pg_scratch"))
     _empty_schema(url)
     yield url
 
