@@ -59,13 +59,18 @@ def model_outputs(
     return out  # type: ignore[return-value]
 
 
+def _offsets_if_needed(kind: TaskKind, tokenizer: Any, texts: Sequence[str], max_len: int) -> list[Any]:
+    """Each text's tokens and offsets, for a token-level kind only (the others read pooled rows)."""
+    return encode_texts(tokenizer, texts, max_len, offsets=True) if kind.token_level else []
+
+
 def predict_targets(kind: TaskKind, model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *,
                     device: torch.device, max_len: int) -> list[Any]:
     """The kind's answer per text, as targets comparable with `Item.label`."""
     if not texts:
         return []
     rows = model_outputs(model, tokenizer, texts, device=device, max_len=max_len)
-    return kind.predicted_targets(rows, encode_texts(tokenizer, texts, max_len, offsets=kind.token_level))
+    return kind.predicted_targets(rows, _offsets_if_needed(kind, tokenizer, texts, max_len))
 
 
 @dataclass
@@ -87,7 +92,7 @@ def evaluate(
         return Evaluation([], kind.gate_metrics(items, [], labels), [])
     texts = [it.text for it in items]
     rows = model_outputs(model, tokenizer, texts, device=device, max_len=max_len)
-    pred = kind.predicted_targets(rows, encode_texts(tokenizer, texts, max_len, offsets=kind.token_level))
+    pred = kind.predicted_targets(rows, _offsets_if_needed(kind, tokenizer, texts, max_len))
     confidence = [kind.confidence(it, row, p) for it, row, p in zip(items, rows, pred)]
     return Evaluation(pred, kind.gate_metrics(items, pred, labels), confidence)
 

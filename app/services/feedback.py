@@ -50,7 +50,7 @@ def record_feedback(
         if correction is not None:
             correction = kind.canonical(spec, correction, text=text, field="correction")
         if span is not None:
-            kind.scope_label(shown, 0)  # Invalid for a kind whose answers have no parts
+            kind.scope_label(shown, span)  # Invalid for a kind whose answers have no parts
         kind.check_feedback(spec, shown=shown, signal=signal, correction=correction, span=span)
         fb = Feedback(prediction_id=prediction_id, task_id=task_id, client_id=caller.client_id,
                       user_hash=user_hash, signal=signal, correction=correction, span=span)

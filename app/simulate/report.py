@@ -81,6 +81,17 @@ def _line_styles(names: list[str]) -> dict[str, dict[str, Any]]:
             for i, n in enumerate(names)}
 
 
+def _save(fig: Any, path: Path, legend_outside: Any = None) -> None:
+    """Lay out, write and close one figure (with `legend_outside`: that axis's legend to its right)."""
+    import matplotlib.pyplot as plt
+
+    if legend_outside is not None:
+        legend_outside.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # What the result's generic series hold, per kind of scenario.
 METRIC_NAMES = {
     "classification": {"accuracy": "accuracy", "macro_f1": "macro-F1"},
@@ -112,10 +123,7 @@ def plot_accuracy_by_round(result: dict[str, Any], path: Path, metric: str = "ac
     _style(ax, "round (0 = zero-shot, before any feedback)", f"test {label}",
            f"{result['dataset']['name']}: test {label} of the active version after each round")
     ax.set_xticks(range(result["sizes"]["rounds"] + 1))
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, legend_outside=ax)
 
 
 def plot_accuracy_by_signals(result: dict[str, Any], path: Path) -> None:
@@ -132,10 +140,7 @@ def plot_accuracy_by_signals(result: dict[str, Any], path: Path) -> None:
             ax.plot(xs, ys, label=name, **styles[name])
     _style(ax, "signals sent so far (+1, -1 and corrections)", "test accuracy",
            f"{result['dataset']['name']}: test accuracy against the number of signals")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, legend_outside=ax)
 
 
 def plot_sweep(result: dict[str, Any], path: Path, levels: list[tuple[float, str]], what: str) -> None:
@@ -159,9 +164,7 @@ def plot_sweep(result: dict[str, Any], path: Path, levels: list[tuple[float, str
     _style(right, what, "test accuracy after the last round", f"last round, against {what}")
     right.legend(fontsize=8)
     fig.suptitle(result["dataset"]["name"])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_signed(result: dict[str, Any], path: Path) -> None:
@@ -192,9 +195,7 @@ def plot_signed(result: dict[str, Any], path: Path) -> None:
     right.set_xticks(range(result["sizes"]["rounds"] + 1))
     right.legend(fontsize=8)
     fig.suptitle(f"{result['dataset']['name']}: the signed feedback loss against the others")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _asking_arms(arms: dict[str, dict[str, Any]]) -> list[str]:
@@ -224,10 +225,7 @@ def plot_accuracy_by_corrections(result: dict[str, Any], path: Path, names: list
                    label="feedback (no corrections), last round")
     _style(ax, "corrections (right labels) sent so far", "test accuracy",
            f"{result['dataset']['name']}: test accuracy against the labels the users gave")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, legend_outside=ax)
 
 
 def write_plots(result: dict[str, Any], out: Path) -> list[tuple[str, str]]:
