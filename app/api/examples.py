@@ -52,19 +52,11 @@ async def rows_from_request(request: Request, limit: int) -> list[Row]:
         try:
             parsed = ExamplesRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = field_path(tuple(err["loc"]))
-            malformed = err["type"] == "json_invalid"
-            raise Invalid(loc, f"{loc}: {err['msg']}; nothing was imported.",
-                          slug="malformed-json" if malformed else "validation",
-                          title="Malformed JSON" if malformed else "Invalid request") from None
-        rows = []
-        for i, e in enumerate(parsed.examples):
-            name, value = e.answer()
-            rows.append(Row(e.text, value, f"examples[{i}]", name))
-        return rows
+            raise _refused(exc) from None
+        return [_row(e, f"examples[{i}]") for i, e in enumerate(parsed.examples)]
     raise Problem(415, "unsupported-media-type", "Unsupported media type",
-                  f"Send application/json, text/csv or multipart/form-data, not {ctype!r}.", field="Content-Type")
+                  f"Send application/json, application/jsonl, text/csv or multipart/form-data, not {ctype!r}.",
+                  field="Content-Type")
 
 
 JSON_LINES = ("application/jsonl", "application/x-ndjson", "application/x-jsonlines", "application/jsonlines")
@@ -78,17 +70,28 @@ def parse_json_lines(body: bytes) -> list[Row]:
         if not line.strip():
             continue
         try:
-            example = ExampleIn.model_validate_json(line)
+            rows.append(_row(ExampleIn.model_validate_json(line), f"line {n}"))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = f"line {n}" + (f".{field_path(tuple(err['loc']))}" if err["loc"] else "")
-            raise Invalid(where, f"{where}: {err['msg']}; nothing was imported.",
-                          slug="malformed-json" if err["type"] == "json_invalid" else "validation") from None
-        name, value = example.answer()
-        rows.append(Row(example.text, value, f"line {n}", name))
+            raise _refused(exc, f"line {n}") from None
     if not rows:
         raise Invalid("body", "The JSON lines body holds no example.", slug="validation")
     return rows
+
+
+def _row(example: ExampleIn, where: str) -> Row:
+    name, value = example.answer()
+    return Row(example.text, value, where, name)
+
+
+def _refused(exc: ValidationError, where: str = "") -> Invalid:
+    """The first validation error as a 422 naming its field (below `where`, a line of JSON lines)."""
+    err = exc.errors()[0]
+    path = field_path(tuple(err["loc"])) if err["loc"] or not where else ""
+    field = ".".join(p for p in (where, path) if p)
+    malformed = err["type"] == "json_invalid"
+    return Invalid(field, f"{field}: {err['msg']}; nothing was imported.",
+                   slug="malformed-json" if malformed else "validation",
+                   title="Malformed JSON" if malformed else "Invalid request")
 
 
 @router.post("/v1/tasks/{task}/examples", status_code=status.HTTP_201_CREATED, response_model=ExamplesOut,
