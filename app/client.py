@@ -115,9 +115,11 @@ class FlywheelClient:
     def task(self, name: str) -> Json:
         return _expect(self.http.get(f"/v1/tasks/{name}"), 200)
 
-    def create_client(self, name: str) -> str:
-        """A new client's API key (the server shows it only this once)."""
-        return _expect(self.http.post("/v1/clients", json={"name": name}), 201)["key"]
+    def create_client(self, name: str, tasks: list[str], scopes: list[str] | None = None) -> str:
+        """A new client's API key for `tasks` (the server shows it only this once); `scopes`
+        default to the server's (predict, feedback, read)."""
+        body: Json = {"name": name, "tasks": tasks, **({"scopes": scopes} if scopes is not None else {})}
+        return _expect(self.http.post("/v1/clients", json=body), 201)["key"]
 
     def retrain(self, task: str) -> tuple[int, bool]:
         """(run id, whether this call queued it).  The server keeps one open run per task and

@@ -23,7 +23,7 @@ def _bearer(key: str) -> dict[str, str]:
 
 
 def _new_key(client, name: str = "app") -> dict:
-    r = client.post("/v1/clients", json={"name": name})
+    r = client.post("/v1/clients", json={"name": name, "tasks": ["tickets"]})
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -34,7 +34,7 @@ def task(client) -> dict:
 
 
 @pytest.fixture
-def key(client) -> dict:
+def key(client, task) -> dict:
     return _new_key(client)
 
 
@@ -46,7 +46,7 @@ ADMIN_CALLS = [
     ("POST", "/v1/tasks/tickets/models/0/activate", None),
     ("GET", "/v1/tasks/tickets/runs", None),
     ("GET", "/v1/runs/1", None),
-    ("POST", "/v1/clients", {"name": "sneaky"}),
+    ("POST", "/v1/clients", {"name": "sneaky", "tasks": ["tickets"]}),
     ("GET", "/v1/clients", None),
     ("DELETE", "/v1/clients/1", None),
     ("DELETE", "/v1/users/someone", None),
@@ -98,12 +98,13 @@ def test_bearer_scheme_is_case_insensitive(client, task) -> None:
 # ---------------------------------------------------------------- client keys
 
 
-def test_client_key_is_shown_once_and_stored_as_a_hash(client) -> None:
+def test_client_key_is_shown_once_and_stored_as_a_hash(client, task) -> None:
     created = _new_key(client, "support-app")
     k = created["key"]
     assert k.startswith("fw_") and len(k) > 40
     assert created["name"] == "support-app" and created["key_prefix"] == k[:10]
     assert created["revoked_at"] is None and created["id"] >= 1
+    assert created["tasks"] == ["tickets"] and created["scopes"] == ["predict", "feedback", "read"]
     listed = client.get("/v1/clients").json()
     assert listed == [{kk: v for kk, v in created.items() if kk != "key"}]
     [row] = rows(client, Client)
@@ -112,22 +113,31 @@ def test_client_key_is_shown_once_and_stored_as_a_hash(client) -> None:
     assert not any(k in v for v in stored)
 
 
-def test_every_client_gets_its_own_key(client) -> None:
+def test_every_client_gets_its_own_key(client, task) -> None:
     a, b = _new_key(client, "a"), _new_key(client, "b")
     assert a["key"] != b["key"] and a["id"] != b["id"]
     assert [c["name"] for c in client.get("/v1/clients").json()] == ["a", "b"]
 
 
-def test_bad_client_body_is_422(client) -> None:
-    for body, field in [({"name": ""}, "name"), ({}, "name"), ({"name": "x" * 129}, "name"),
-                        ({"name": "a", "key": "mine"}, "key")]:
+def test_bad_client_body_is_422(client, task) -> None:
+    ok = {"name": "a", "tasks": ["tickets"]}
+    for body, field in [({**ok, "name": ""}, "name"), ({"tasks": ["tickets"]}, "name"), ({**ok, "name": "x" * 129}, "name"),
+                        ({**ok, "key": "mine"}, "key"), ({"name": "a"}, "tasks"), ({**ok, "tasks": []}, "tasks"),
+                        ({**ok, "tasks": ["Not A Name"]}, "tasks[0]"), ({**ok, "scopes": ["admin"]}, "scopes[0]"),
+                        ({**ok, "scopes": []}, "scopes")]:
         assert_problem(client.post("/v1/clients", json=body), 422, "validation", field)
     assert table_counts(client)["clients"] == 0
 
 
-def test_client_name_with_nul_character_is_422_on_every_database(client) -> None:
+def test_a_key_for_a_task_that_does_not_exist_is_refused(client, task) -> None:
+    r = client.post("/v1/clients", json={"name": "a", "tasks": ["tickets", "nope"]})
+    assert_problem(r, 422, "unknown-task", "tasks", mentions=("nope",))
+    assert table_counts(client)["clients"] == 0
+
+
+def test_client_name_with_nul_character_is_422_on_every_database(client, task) -> None:
     """PostgreSQL refuses NUL in text columns (a 500 today); SQLite stores it. Bad input either way."""
-    r = client.post("/v1/clients", json={"name": "bad\u0000name"})
+    r = client.post("/v1/clients", json={"name": "bad\u0000name", "tasks": ["tickets"]})
     assert r.status_code == 422 and r.json()["field"] == "name", r.text
     assert table_counts(client)["clients"] == 0
 
@@ -157,7 +167,7 @@ def test_revoked_key_is_401_and_its_predictions_stay(client, task, key) -> None:
     headers = _bearer(key["key"])
     predict(client, text="before revocation", headers=headers)
     r = client.delete(f"/v1/clients/{key['id']}")
-    assert r.status_code == 204 and r.content == b""
+    assert r.status_code == 200 and r.json()["purged_feedback"] == 0 and r.json()["revoked_at"] is not None
     [listed] = client.get("/v1/clients").json()
     assert listed["revoked_at"] is not None
     before = table_counts(client)
@@ -170,15 +180,15 @@ def test_revoked_key_is_401_and_its_predictions_stay(client, task, key) -> None:
 
 
 def test_revoking_twice_keeps_the_first_time(client, key) -> None:
-    assert client.delete(f"/v1/clients/{key['id']}").status_code == 204
+    assert client.delete(f"/v1/clients/{key['id']}").status_code == 200
     first = client.get("/v1/clients").json()[0]["revoked_at"]
-    assert client.delete(f"/v1/clients/{key['id']}").status_code == 204
+    assert client.delete(f"/v1/clients/{key['id']}").status_code == 200
     assert client.get("/v1/clients").json()[0]["revoked_at"] == first
 
 
 def test_revoking_one_key_leaves_the_others(client, task) -> None:
     a, b = _new_key(client, "a"), _new_key(client, "b")
-    assert client.delete(f"/v1/clients/{a['id']}").status_code == 204
+    assert client.delete(f"/v1/clients/{a['id']}").status_code == 200
     assert client.get("/v1/tasks", headers=_bearer(b["key"])).status_code == 200
 
 
@@ -216,5 +226,6 @@ def test_dev_mode_still_refuses_a_wrong_token(dev_client) -> None:
 
 def test_admin_token_configured_means_no_dev_mode(client) -> None:
     del client.headers["Authorization"]
-    assert_problem(client.post("/v1/clients", json={"name": "x"}), 401, "unauthorized", "Authorization")
+    assert_problem(client.post("/v1/clients", json={"name": "x", "tasks": ["t"]}), 401, "unauthorized",
+                   "Authorization")
     assert table_counts(client)["clients"] == 0

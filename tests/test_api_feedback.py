@@ -23,11 +23,11 @@ def task(client) -> dict:
 
 
 @pytest.fixture
-def keys(client) -> dict[str, dict]:
+def keys(client, task) -> dict[str, dict]:
     """Two client applications, each with its own key."""
     out = {}
     for name in ("alpha", "beta"):
-        r = client.post("/v1/clients", json={"name": name})
+        r = client.post("/v1/clients", json={"name": name, "tasks": ["tickets"]})
         assert r.status_code == 201
         out[name] = r.json()
     return out

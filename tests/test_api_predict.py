@@ -58,7 +58,7 @@ def test_predict_one_text_is_committed_before_the_answer(client, task) -> None:
 
 
 def test_predict_as_a_client_stores_its_client_id(client, task) -> None:
-    created = client.post("/v1/clients", json={"name": "app"}).json()
+    created = client.post("/v1/clients", json={"name": "app", "tasks": ["tickets"]}).json()
     body = predict(client, text="rain tomorrow", headers={"Authorization": f"Bearer {created['key']}"})
     [row] = rows(client, Prediction, Prediction.id == body["predictions"][0]["id"])
     assert row.client_id == created["id"]

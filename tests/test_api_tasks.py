@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app.api.problems import TYPE_BASE
-from app.db.tables import Client, Example, Feedback, ModelVersion, Prediction, Task, TrainingRun
+from app.db.tables import Client, ClientTask, Example, Feedback, ModelVersion, Prediction, Task, TrainingRun
 from app.texts import split_for
 
 LABELS = ["billing", "card_lost", "weather"]
@@ -51,7 +51,7 @@ def assert_problem(r, status: int, slug: str, field: str | None, *, mentions: tu
     return body
 
 
-TABLES = (Task, ModelVersion, Prediction, Feedback, Example, Client, TrainingRun)
+TABLES = (Task, ModelVersion, Prediction, Feedback, Example, Client, ClientTask, TrainingRun)
 
 
 def table_counts(client) -> dict[str, int]:

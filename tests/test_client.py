@@ -49,7 +49,7 @@ def test_admin_and_client_calls_round_trip(api: FlywheelClient) -> None:
     assert created["name"] == "tickets" and created["active_version"]["version"] == 0
     api.wait_served("tickets", 0, timeout_s=WAIT_S)
     assert api.served_versions() == {"tickets": 0}
-    key = api.create_client("helpdesk")
+    key = api.create_client("helpdesk", ["tickets"])
     versions, answers = api.predict("tickets", TEXTS, key=key, batch=2)  # three requests
     assert versions == [0] * len(TEXTS) and len(answers) == len(TEXTS)
     assert len({a.id for a in answers}) == len(TEXTS)
@@ -104,7 +104,7 @@ def test_wait_run_follows_a_worker_to_the_verdict_then_activate_rolls_back(api: 
 
     make_task(api, policy={"epochs": 6, "learning_rate": 3e-3, "batch_size": 8, "patience": 6,
                            "gate_tolerance": 1.0, "max_recall_drop": 1.0, "gate_min_rows": 1})
-    key = api.create_client("helpdesk")
+    key = api.create_client("helpdesk", ["tickets"])
     gold = {"card": "card_lost", "rain": "weather", "bill": "billing"}
     texts = [f"{word} {filler} {i}" for i in range(8) for word in gold for filler in ("please", "help")]
     _, answers = api.predict("tickets", texts, key=key)

@@ -207,7 +207,7 @@ def test_minilm_batched_and_single_answers_agree(minilm: httpx.Client) -> None:
 @pytest.mark.integration
 def test_minilm_feedback_is_counted_on_the_task(minilm: httpx.Client) -> None:
     before = minilm.get("/v1/tasks/support").json()["counts"]
-    key = minilm.post("/v1/clients", json={"name": "helpdesk"}).json()["key"]
+    key = minilm.post("/v1/clients", json={"name": "helpdesk", "tasks": ["support"]}).json()["key"]
     as_client = {"Authorization": f"Bearer {key}"}
     preds = minilm.post("/v1/tasks/support/predict", headers=as_client,
                         json={"texts": ["I lost my credit card", "it is sunny", "refund my fee"]}).json()["predictions"]

@@ -110,8 +110,8 @@ def test_app_upgrade_is_idempotent_and_keeps_data(fresh_url: str) -> None:
     try:
         upgrade(eng)
         with eng.begin() as conn:
-            conn.execute(text("INSERT INTO clients (name, key_hash, key_prefix, created_at) "
-                              "VALUES ('c', :h, 'fw_abc', CURRENT_TIMESTAMP)"), {"h": "0" * 64})
+            conn.execute(text("INSERT INTO clients (name, key_hash, key_prefix, scopes, created_at) "
+                              "VALUES ('c', :h, 'fw_abc', '[]', CURRENT_TIMESTAMP)"), {"h": "0" * 64})
         upgrade(eng)
         with eng.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM clients")).scalar() == 1
@@ -167,5 +167,31 @@ def test_upgrading_a_database_with_classification_data_keeps_it_valid(fresh_url:
             long = "[" + ",".join(f'{{"start":{i},"end":{i + 1},"label":"person"}}' for i in range(20)) + "]"
             conn.execute(text("UPDATE feedback SET correction = :c, span = 0"), {"c": long})
             assert conn.execute(text("SELECT correction FROM feedback")).scalar() == long
+    finally:
+        eng.dispose()
+
+
+def test_keys_made_before_scopes_keep_every_existing_task_and_scope(fresh_url: str) -> None:
+    """A database at 0003 with two tasks and a key: after the upgrade the key may still predict,
+    give feedback and read on both tasks (nothing that worked stops working), and a task
+    created afterwards is not the key's."""
+    cfg = alembic_config(fresh_url)
+    command.upgrade(cfg, "0003")
+    eng = create_engine(fresh_url)
+    try:
+        with eng.begin() as conn:
+            for tid, name in ((1, "intent"), (2, "mood")):
+                conn.execute(text("INSERT INTO tasks (id, name, kind, labels, descriptions, lambda_data, "
+                                  "feedback_loss, finetune, quantize, policy, created_at) VALUES (:id, :n, "
+                                  "'classification', '[\"a\", \"b\"]', '{}', 0.5, 'bounded', 'full', false, '{}', "
+                                  "CURRENT_TIMESTAMP)"), {"id": tid, "n": name})
+            conn.execute(text("INSERT INTO clients (id, name, key_hash, key_prefix, created_at) "
+                              "VALUES (7, 'old-app', :h, 'fw_abc', CURRENT_TIMESTAMP)"), {"h": "0" * 64})
+        command.upgrade(cfg, "head")
+        with eng.begin() as conn:
+            assert conn.execute(text("SELECT scopes FROM clients")).scalar() in (
+                ["predict", "feedback", "read"], '["predict", "feedback", "read"]')
+            grants = conn.execute(text("SELECT client_id, task_id FROM client_tasks ORDER BY task_id")).all()
+            assert [tuple(g) for g in grants] == [(7, 1), (7, 2)]
     finally:
         eng.dispose()

@@ -249,7 +249,7 @@ def test_a_client_sees_only_its_own_predictions(client) -> None:
     create_task(client)
     keys = {}
     for name in ("alpha", "beta"):
-        r = client.post("/v1/clients", json={"name": name})
+        r = client.post("/v1/clients", json={"name": name, "tasks": ["tickets"]})
         assert r.status_code == 201
         keys[name] = _bearer(r.json()["key"])
     mine = {p["id"] for p in predict(client, texts=_texts(3, 1), headers=keys["alpha"])["predictions"]}

@@ -40,7 +40,7 @@ def test_cancelling_a_queued_run_over_http(client) -> None:  # noqa: ANN001
 def test_cancelling_needs_the_admin_token(client) -> None:  # noqa: ANN001
     client.post("/v1/tasks", json={"name": "tickets", "labels": ["bank", "weather"]})
     run_id = client.post("/v1/tasks/tickets/retrain").json()["run_id"]
-    key = client.post("/v1/clients", json={"name": "app"}).json()["key"]
+    key = client.post("/v1/clients", json={"name": "app", "tasks": ["tickets"]}).json()["key"]
     r = client.post(f"/v1/runs/{run_id}/cancel", headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 403
     assert client.get(f"/v1/runs/{run_id}").json()["status"] == "queued"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, status
 
 from app.api.deps import AdminDep, RowId, StateDep
-from app.api.schemas import ClientCreate, ClientCreated, ClientOut
+from app.api.schemas import ClientCreate, ClientCreated, ClientOut, ClientRevoked
 from app.services.clients import create_client, list_clients, revoke_client
 
 router = APIRouter(tags=["clients"])
@@ -13,18 +13,19 @@ router = APIRouter(tags=["clients"])
 
 @router.post("/v1/clients", status_code=status.HTTP_201_CREATED, response_model=ClientCreated)
 def create(body: ClientCreate, _: AdminDep, state: StateDep) -> ClientCreated:
-    """The key is in this answer only; the server keeps its hash."""
-    client, key = create_client(state.sessions, name=body.name)
-    return ClientCreated(key=key, **ClientOut.model_validate(client, from_attributes=True).model_dump())
+    """A key for the named tasks and scopes.  The key is in this answer only; the server keeps its hash."""
+    client, key = create_client(state.sessions, name=body.name, tasks=body.tasks, scopes=body.scopes)
+    return ClientCreated(key=key, **client)
 
 
 @router.get("/v1/clients", response_model=list[ClientOut])
 def list_all(_: AdminDep, state: StateDep) -> list[ClientOut]:
-    return [ClientOut.model_validate(c, from_attributes=True) for c in list_clients(state.sessions)]
+    return [ClientOut(**c) for c in list_clients(state.sessions)]
 
 
-@router.delete("/v1/clients/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke(client_id: RowId, _: AdminDep, state: StateDep) -> Response:
-    """Revoke a key at once; its predictions and feedback stay."""
-    revoke_client(state.sessions, client_id=client_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/v1/clients/{client_id}", response_model=ClientRevoked)
+def revoke(client_id: RowId, _: AdminDep, state: StateDep,
+           purge: bool = Query(False, description="Also delete the key's feedback, so no future training "
+                                                  "run or gate uses it.")) -> ClientRevoked:
+    """Revoke a key at once.  Its predictions stay; its feedback stays unless `purge=true`."""
+    return ClientRevoked(**revoke_client(state.sessions, client_id=client_id, purge=purge))

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.kinds import KINDS
+from app.services.clients import SCOPES
 from app.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FeedbackLoss, Finetune, Policy
 from app.texts import storable
 
@@ -214,18 +215,32 @@ class ExamplesOut(BaseModel):
     validation: int
 
 
+Scope = Literal[SCOPES]  # type: ignore[valid-type]
+
+
 class ClientCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Text = Field(min_length=1, max_length=128)
+    tasks: list[Annotated[str, Field(pattern=TASK_NAME)]] = Field(
+        min_length=1, max_length=1000, description="The tasks this key may use; it sees no other.")
+    scopes: list[Scope] = Field(default_factory=lambda: list(SCOPES), min_length=1,
+                                description="What the key may do on its tasks: predict, give feedback on "
+                                            "its own predictions, read the task and its review queue.")
 
 
 class ClientOut(BaseModel):
     id: int
     name: str
     key_prefix: str
+    tasks: list[str]
+    scopes: list[str]
     created_at: datetime
     revoked_at: datetime | None
+
+
+class ClientRevoked(ClientOut):
+    purged_feedback: int = Field(description="Feedback signals deleted with the key (0 without ?purge=true).")
 
 
 class ClientCreated(ClientOut):

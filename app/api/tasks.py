@@ -24,10 +24,11 @@ async def create(body: TaskCreate, _: AdminDep, state: StateDep) -> TaskOut:
 
 
 @router.get("/v1/tasks", response_model=list[TaskOut], response_model_by_alias=True)
-def list_tasks(_: CallerDep, state: StateDep) -> list[TaskOut]:
-    return [TaskOut.model_validate(t, from_attributes=True) for t in tasks.list_tasks(state.sessions)]
+def list_tasks(caller: CallerDep, state: StateDep) -> list[TaskOut]:
+    """The tasks this key may use (every task for the admin)."""
+    return [TaskOut.model_validate(t, from_attributes=True) for t in tasks.list_tasks(state.sessions, caller=caller)]
 
 
 @router.get("/v1/tasks/{task}", response_model=TaskOut, response_model_by_alias=True)
-def get_task(task: TaskName, _: CallerDep, state: StateDep) -> TaskOut:
-    return TaskOut.model_validate(tasks.get_task(state.sessions, name=task), from_attributes=True)
+def get_task(task: TaskName, caller: CallerDep, state: StateDep) -> TaskOut:
+    return TaskOut.model_validate(tasks.get_task(state.sessions, name=task, caller=caller), from_attributes=True)

@@ -85,8 +85,20 @@ class Client(Base):
     name: Mapped[str] = mapped_column(String(128))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key_prefix: Mapped[str] = mapped_column(String(16))
+    # What the key may do ("predict", "feedback", "read"; see app.services.clients.SCOPES) and,
+    # through client_tasks, on which tasks: a key sees no other task.
+    scopes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ClientTask(Base):
+    """A task a client key may use; deleting either side drops the grant."""
+
+    __tablename__ = "client_tasks"
+
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
 
 
 class TrainingRun(Base):

@@ -1,6 +1,10 @@
 """API keys for client applications (created once, stored hashed, revoked by id), and who is
 calling: the admin, or a client identified by its key.
 
+A key is scoped: to the tasks it was given (any other task answers as if it did not exist)
+and to what it may do there (`SCOPES`).  Services call `allow(caller, scope, task)` before
+they touch a task on a caller's behalf.
+
 A client key's lookup is remembered for `KEY_CACHE_TTL_S` seconds, so the hot paths (predict,
 feedback) usually resolve the caller without a database round trip.  A revocation made
 through the ORM in this process forgets the key at once; other API processes honour it
@@ -13,14 +17,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.session import transaction
-from app.db.tables import Client, utcnow
+from app.db.tables import Client, ClientTask, Feedback, Task, utcnow
 from app.db.threads import in_db_thread
-from app.errors import NotFound
+from app.errors import Forbidden, Invalid, NotFound
 from app.security import hash_api_key, new_api_key, same_secret
+
+# What a client key may do on its tasks: predict; give feedback on its own predictions; read the
+# task's description and its review queue.  Everything else (tasks, examples, runs, versions,
+# keys, erasure) is the admin's.
+SCOPES = ("predict", "feedback", "read")
 
 
 @dataclass(frozen=True)
@@ -28,22 +37,57 @@ class Caller:
     is_admin: bool
     client_id: int | None
     name: str
+    scopes: frozenset[str] = frozenset(SCOPES)
+    tasks: frozenset[str] | None = None  # the task names this key may use; None = every task (admin)
+
+    def sees(self, task: str) -> bool:
+        return self.tasks is None or task in self.tasks
 
 
 ADMIN = Caller(is_admin=True, client_id=None, name="admin")
 
 
-def create_client(sessions: sessionmaker[Session], *, name: str) -> tuple[Client, str]:
-    """A new client and its key; the key exists only in this return value, its hash is stored."""
+def allow(caller: Caller, scope: str, task: str | None = None) -> None:
+    """NotFound for a task outside the caller's (as if it did not exist, so a key cannot probe
+    for other teams' tasks), Forbidden for a scope it lacks on one of its own."""
+    if task is not None and not caller.sees(task):
+        raise NotFound.of("task", task, field="task")
+    if scope not in caller.scopes:
+        raise Forbidden(f"This key may not {scope} (its scopes: {', '.join(sorted(caller.scopes)) or 'none'}).",
+                        field="Authorization", slug="missing-scope", title="Missing scope")
+
+
+def create_client(sessions: sessionmaker[Session], *, name: str, tasks: list[str],
+                  scopes: list[str]) -> tuple[dict[str, Any], str]:
+    """A new client scoped to `tasks` and `scopes`, and its key; the key exists only in this
+    return value, its hash is stored.  Every task must exist (422 names the missing ones)."""
     key = new_api_key()
     with transaction(sessions) as s:
-        client = Client(name=name, key_hash=hash_api_key(key), key_prefix=key[:10])
+        found = dict(s.execute(select(Task.name, Task.id).where(Task.name.in_(tasks))).tuples().all())
+        missing = [t for t in tasks if t not in found]
+        if missing:
+            raise Invalid("tasks", f"No task named {', '.join(map(repr, missing))}.", slug="unknown-task")
+        client = Client(name=name, key_hash=hash_api_key(key), key_prefix=key[:10],
+                        scopes=[sc for sc in SCOPES if sc in scopes])
         s.add(client)
         s.flush()
-    return client, key
+        s.add_all(ClientTask(client_id=client.id, task_id=found[t]) for t in dict.fromkeys(tasks))
+        shown = describe_client(s, client)
+    return shown, key
 
 
-def revoke_client(sessions: sessionmaker[Session], *, client_id: int) -> Client:
+def describe_client(session: Session, client: Client) -> dict[str, Any]:
+    """A client as the API shows it: its key's prefix, scopes and task names, never its hash."""
+    names = session.scalars(select(Task.name).join(ClientTask, ClientTask.task_id == Task.id)
+                            .where(ClientTask.client_id == client.id).order_by(Task.name)).all()
+    return {"id": client.id, "name": client.name, "key_prefix": client.key_prefix, "tasks": list(names),
+            "scopes": list(client.scopes), "created_at": client.created_at, "revoked_at": client.revoked_at}
+
+
+def revoke_client(sessions: sessionmaker[Session], *, client_id: int, purge: bool = False) -> dict[str, Any]:
+    """Revoke a key at once.  With `purge`, its feedback is deleted too, so no future training
+    run or gate sees it (versions already trained on it keep what they learnt); the answer
+    says how many signals went."""
     with transaction(sessions) as s:
         client = s.get(Client, client_id)
         if client is None:
@@ -51,12 +95,13 @@ def revoke_client(sessions: sessionmaker[Session], *, client_id: int) -> Client:
                            title="Unknown client")
         if client.revoked_at is None:
             client.revoked_at = utcnow()
-    return client
+        purged = s.execute(delete(Feedback).where(Feedback.client_id == client_id)).rowcount if purge else 0
+        return {**describe_client(s, client), "purged_feedback": purged}
 
 
-def list_clients(sessions: sessionmaker[Session]) -> list[Client]:
+def list_clients(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
     with sessions() as s:
-        return list(s.scalars(select(Client).order_by(Client.id)))
+        return [describe_client(s, c) for c in s.scalars(select(Client).order_by(Client.id))]
 
 
 # ---------------------------------------------------------------- who is calling
@@ -76,11 +121,14 @@ def _forget_revoked_key(target: Client, value: Any, oldvalue: Any, initiator: An
 def _lookup_client(sessions: sessionmaker[Session], key_hash: str) -> Caller | None:
     with sessions() as session:
         row = session.execute(
-            select(Client.id, Client.name, Client.revoked_at).where(Client.key_hash == key_hash)
+            select(Client.id, Client.name, Client.scopes, Client.revoked_at).where(Client.key_hash == key_hash)
         ).one_or_none()
-    if row is None or row.revoked_at is not None:
-        return None
-    return Caller(is_admin=False, client_id=row.id, name=row.name)
+        if row is None or row.revoked_at is not None:
+            return None
+        tasks = session.scalars(select(Task.name).join(ClientTask, ClientTask.task_id == Task.id)
+                                .where(ClientTask.client_id == row.id)).all()
+    return Caller(is_admin=False, client_id=row.id, name=row.name, scopes=frozenset(row.scopes),
+                  tasks=frozenset(tasks))
 
 
 async def caller_for_token(sessions: sessionmaker[Session], token: str, *, admin_token: str | None) -> Caller | None:

@@ -13,7 +13,7 @@ from app.db.threads import in_db_thread
 from app.errors import Forbidden, NotFound
 from app.kinds import TaskSpec, get_kind
 from app.security import hash_user_id
-from app.services.clients import Caller
+from app.services.clients import Caller, allow
 from app.state import AppState
 
 
@@ -42,6 +42,10 @@ def record_feedback(
             raise NotFound(f"No prediction with id {prediction_id!r}.", field="prediction_id",
                            slug="unknown-prediction", title="Unknown prediction")
         owner, shown, text, task_id, task_name, kind_name, labels, descriptions = row
+        if not caller.sees(task_name):  # another team's prediction: as if it did not exist
+            raise NotFound(f"No prediction with id {prediction_id!r}.", field="prediction_id",
+                           slug="unknown-prediction", title="Unknown prediction")
+        allow(caller, "feedback", task_name)
         if not caller.is_admin and owner != caller.client_id:
             raise Forbidden("This prediction was made for another client; feedback is only taken on your own.",
                             field="prediction_id", slug="not-your-prediction")

@@ -17,7 +17,7 @@ from app.errors import Invalid, Overloaded, Unavailable
 from app.security import hash_user_id
 from app.serving.batcher import BatcherClosed, MicroBatcher, Pending, QueueFull
 from app.serving.engine import Scored
-from app.services.clients import Caller
+from app.services.clients import Caller, allow
 from app.services.review import Asking
 from app.services.tasks import load_task
 from app.state import AppState
@@ -124,6 +124,7 @@ async def predict(state: AppState, *, task: str, texts: list[str], single: bool,
                   user_id: str | None) -> dict[str, Any]:
     """Predict one text or a list; every prediction is stored before this returns.
     {"model_version", "predictions": [{"id", …the kind's answer, "feedback_wanted"}]}."""
+    allow(caller, "predict", task)
     s = state.settings
     check_texts(texts, single=single, max_chars=s.max_text_chars, max_texts=s.max_texts_per_request)
     loaded = await state.served.ensure(task)

@@ -33,7 +33,7 @@ from app.db.tables import Example, Feedback, Prediction, Task
 from app.errors import Invalid
 from app.kinds import Answer, TaskKind, get_kind
 from app.policy import Policy
-from app.services.clients import Caller
+from app.services.clients import Caller, allow
 from app.services.tasks import load_task
 
 log = logging.getLogger("flywheel.review")
@@ -237,6 +237,7 @@ def review_queue(sessions: sessionmaker[Session], *, task: str, caller: Caller, 
     considered.  A client sees its own predictions; the admin sees all."""
     if not 1 <= limit <= REVIEW_MAX_LIMIT:
         raise Invalid("limit", f"limit must be between 1 and {REVIEW_MAX_LIMIT}; got {limit}.")
+    allow(caller, "read", task)
     with sessions() as s:
         t = load_task(s, task)
         kind = get_kind(t.kind)

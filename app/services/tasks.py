@@ -18,6 +18,7 @@ from app.errors import Conflict, NotFound
 from app.kinds import TaskSpec, get_kind
 from app.model.store import VersionMeta, save_version
 from app.policy import Policy
+from app.services.clients import ADMIN, Caller, allow
 from app.statuses import VersionStatus
 
 
@@ -125,11 +126,17 @@ def describe(session: Session, task: Task) -> dict[str, Any]:
     }
 
 
-def get_task(sessions: sessionmaker[Session], *, name: str) -> dict[str, Any]:
+def get_task(sessions: sessionmaker[Session], *, name: str, caller: Caller = ADMIN) -> dict[str, Any]:
+    allow(caller, "read", name)
     with sessions() as s:
         return describe(s, load_task(s, name))
 
 
-def list_tasks(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
+def list_tasks(sessions: sessionmaker[Session], *, caller: Caller = ADMIN) -> list[dict[str, Any]]:
+    """The tasks the caller may see."""
+    allow(caller, "read")
     with sessions() as s:
-        return [describe(s, t) for t in s.scalars(select(Task).order_by(Task.id))]
+        q = select(Task).order_by(Task.id)
+        if caller.tasks is not None:
+            q = q.where(Task.name.in_(caller.tasks))
+        return [describe(s, t) for t in s.scalars(q)]

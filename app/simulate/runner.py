@@ -194,8 +194,8 @@ class ArmRun:
         })
         self.labels = list(created["labels"])
         for owner in sorted(set(self.owners)):
-            self.keys[owner] = self.api.create_client("adversary" if owner < 0 else f"user-{owner}")
-        self.eval_key = self.api.create_client("evaluator")
+            self.keys[owner] = self.api.create_client("adversary" if owner < 0 else f"user-{owner}", [TASK])
+        self.eval_key = self.api.create_client("evaluator", [TASK])
         self.api.wait_served(TASK, 0)
         self.status("scoring zero-shot")
         return self.test_score(0)
