@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     # Request limits
     max_text_chars: int = Field(2000, ge=1)
     max_texts_per_request: int = Field(64, ge=1)
-    max_upload_bytes: int = Field(20_000_000, ge=1)
+    max_upload_bytes: int = Field(20_000_000, ge=1, description="Largest examples upload (JSON, JSON lines, CSV "
+                                  "or multipart), refused with 413 while it is read.")
+    max_request_bytes: int = Field(2_097_152, ge=1024, description="Largest body of any other request, refused "
+                                   "with 413 while it is read, before authentication.")
 
     # Serving
     max_batch_size: int = Field(32, ge=1, description="A micro-batch closes at this many texts…")

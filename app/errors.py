@@ -88,3 +88,10 @@ class Overloaded(Unavailable):
 
     default_slug = "overloaded"
     title = "Overloaded"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached (down, restarting, or busy); nothing was committed."""
+
+    default_slug = "database-unavailable"
+    title = "Database unavailable"

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
+from app.api.guards import BodyLimit, LoopbackOnly
 from app.api import clients, examples, feedback, health, predict, problems, review, runs, tasks, users, versions
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade
@@ -108,5 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, tasks, predict, feedback, review, examples, runs, versions, clients, users):
         app.include_router(module.router)
 
+    # Starlette runs the last one added first: timing sees every answer, then the development-mode
+    # guard and the body limit refuse what they must before any route, auth or parsing.
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, upload_limit=settings.max_upload_bytes)
+    if settings.admin_token is None:
+        app.add_middleware(LoopbackOnly)
     app.add_middleware(RequestTiming, metrics=app.state.flywheel.metrics)
     return app

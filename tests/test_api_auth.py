@@ -202,7 +202,7 @@ def test_revoking_unknown_client_is_404(client) -> None:
 @pytest.fixture
 def dev_client(tmp_path: Path, db_url: str, tiny_model_dir: Path) -> Iterator[TestClient]:
     settings: Settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, admin_token=None)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as c:
         yield c  # no Authorization header by default
 
 

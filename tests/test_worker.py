@@ -403,3 +403,51 @@ def test_killed_worker_run_is_failed_and_requeued_once_by_another(db_url: str, f
         assert not s.scalars(select(TrainingRun).where(TrainingRun.status.in_(("queued", "running")))).all()
     assert active(factory, task_id).id == v0.id
     assert [v.status for v in versions(factory, task_id)] == ["active"]
+
+
+# ---------------------------------------------------------------- a full disk
+
+SIZE_LIMITED_RUN = """
+import resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+from app.config import Settings
+from app.worker import Worker
+print("STATUS", Worker(Settings()).run_once(), flush=True)
+"""
+
+
+def test_a_run_that_cannot_write_its_candidate_fails_cleanly(tmp_path: Path, pg_database: str | None,
+                                                             tiny_model_dir: Path) -> None:
+    """The worker may write no file past 50 kB (the tiny encoder is about 115 kB), as on a nearly
+    full disk: the run ends `failed` naming the write that failed, no candidate is registered,
+    nothing half-written is left in the model store, and the active version is untouched.
+    (PostgreSQL: the database server writes its own files, outside the limit.)"""
+    from conftest import _truncate_all, make_settings, postgres_or_skip
+
+    url = postgres_or_skip(pg_database)
+    settings = make_settings(tmp_path / "data", url, tiny_model_dir)
+    factory = migrated(url)
+    try:
+        task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER))
+        add_examples(factory, task_id, synthetic(40, seed=3))
+        v0 = active(factory, task_id)
+        store_before = sorted(p.name for p in (settings.models_dir / "intent").iterdir())
+        run_id = enqueue(factory, task_id)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "FLYWHEEL_DATA_DIR": str(settings.data_dir), "FLYWHEEL_DATABASE_URL": url,
+               "FLYWHEEL_BASE_MODEL": str(tiny_model_dir), "FLYWHEEL_TORCH_THREADS": "1", "FLYWHEEL_MAX_SEQ_LEN": "32",
+               "FLYWHEEL_USER_HASH_KEY": settings.user_hash_key or ""}
+        done = subprocess.run([sys.executable, "-c", SIZE_LIMITED_RUN], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=GIVE_UP_S)
+        assert "STATUS failed" in done.stdout, done.stdout + done.stderr
+        run = get_run(factory, run_id)
+        assert run.status == "failed" and "File too large" in (run.error or ""), run.error
+        assert run.candidate_version_id is None
+        assert [v.id for v in versions(factory, task_id)] == [v0.id]
+        assert active(factory, task_id).id == v0.id
+        assert sorted(p.name for p in (settings.models_dir / "intent").iterdir()) == store_before
+        assert not list(settings.models_dir.rglob(".tmp-*"))
+    finally:
+        factory.kw["bind"].dispose()
+        _truncate_all(url)

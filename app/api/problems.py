@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, TooLarge, Unavailable
+from app.services.health import OUTAGE_ERRORS, database_outage
 
 log = logging.getLogger("flywheel.api")
 
@@ -96,6 +97,13 @@ def install(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.slug, exc.title, exc.detail, request.url.path,
                                 field=exc.field, headers=exc.headers, **exc.extra)
+
+    async def _outage(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return await _domain(request, database_outage(exc))
+
+    for outage in OUTAGE_ERRORS:
+        app.add_exception_handler(outage, _outage)
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:

@@ -7,29 +7,46 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+# What a database that is down, restarting or unreachable raises: answered 503 + Retry-After,
+# never 500.  (SQLite's "database is locked" is an OperationalError too: busy, so also retryable.)
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError,
+                                              exc.DisconnectionError)
+
+
+def make_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Engine:
+    """An engine that never writes SQL parameters (texts, user hashes) into an error's message,
+    so neither logs nor a run's stored error can leak them.
+
+    On SQLite, `durable` (the default) syncs the write-ahead log at every commit
+    (`synchronous=FULL`): a 2xx survives a power cut, not only a crash.  `durable=False`
+    (`NORMAL`) is for benchmarks that measure what that costs (bench/durability.py)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+
+        synchronous = "FULL" if durable else "NORMAL"
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+    # pre-ping: a connection that died while the server was down is replaced, not handed out, so the
+    # service recovers by itself when PostgreSQL returns; short timeouts so an outage answers fast.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True, pool_timeout=10,
+                         connect_args={"connect_timeout": 5}, hide_parameters=True)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -4,7 +4,8 @@ A version directory holds `flywheel.json` (labels, kind, how to rebuild the enco
 `head.safetensors`, the tokenizer and either the full encoder (`encoder/`) or, for LoRA,
 only the adapter weights plus the path of the version that holds the base encoder.
 It is written under a temporary name and renamed into place, so a reader never sees a
-half-written version.
+half-written version; every file and directory is fsynced before the rename and the store's
+directory after it, so a version the database names survives a power cut.
 """
 
 from __future__ import annotations
@@ -82,16 +83,29 @@ def save_version(model: EncoderWithHead, tokenizer: Any, meta: VersionMeta, root
             if f.is_file():
                 with f.open("rb") as fh:
                     os.fsync(fh.fileno())
+        for d in sorted((p for p in tmp.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            fsync_dir(d)
+        fsync_dir(tmp)
         sha = directory_sha256(tmp)
         final = root / f"{name}-{sha[:12]}"
         if final.exists():  # identical content already stored
             shutil.rmtree(tmp)
         else:
             os.rename(tmp, final)
+            fsync_dir(root)
         return final, sha
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory's entries (created, renamed) durable, not only the files' bytes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_meta(path: Path) -> VersionMeta:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from app.db.session import OUTAGE_ERRORS
 from app.db.threads import in_db_thread
 from app.db.versions import active_rows
-from app.errors import Unavailable
+from app.errors import DatabaseUnavailable, Unavailable
 from app.state import AppState
+
+OUTAGE_RETRY_AFTER_S = 5
 
 
 def _active(state: AppState) -> list:
@@ -21,7 +24,7 @@ async def readiness(state: AppState) -> dict[str, object]:
         rows = await in_db_thread(_active, state)
     except Exception as exc:
         raise Unavailable(f"Database unreachable: {type(exc).__name__}.", slug="not-ready", title="Not ready",
-                          retry_after_s=0) from None
+                          retry_after_s=OUTAGE_RETRY_AFTER_S) from None
     loaded = state.served.loaded()
     bad = state.served.unloadable
     unloadable = {r.task: bad[r.version_id] for r in rows if r.version_id in bad}
@@ -33,3 +36,12 @@ async def readiness(state: AppState) -> dict[str, object]:
     # A task whose active version cannot be loaded still answers with the version it had (or its
     # parent): ready, and the detail says so.
     return {"status": "ready", "models": {t: m.version for t, m in loaded.items()}, "unloadable": unloadable}
+
+
+def database_outage(exc: Exception) -> DatabaseUnavailable:
+    """What to tell a caller whose request met a database outage (`OUTAGE_ERRORS`)."""
+    return DatabaseUnavailable(f"The database is unavailable ({type(exc).__name__}); nothing was committed. "
+                               "Retry shortly.", retry_after_s=OUTAGE_RETRY_AFTER_S)
+
+
+__all__ = ["OUTAGE_ERRORS", "database_outage", "readiness"]
