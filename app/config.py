@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(64, ge=1)
     max_upload_bytes: int = Field(20_000_000, ge=1, description="Largest examples upload (JSON, JSON lines, CSV "
                                   "or multipart), refused with 413 while it is read.")
+    rate_limit_per_s: float = Field(50.0, ge=0, description="Requests a second each client key may make "
+                                    "(429 + Retry-After past it); 0 = no limit. The admin token is not limited.")
+    rate_limit_burst: int = Field(100, ge=1, description="Requests a client key may make at once before "
+                                  "FLYWHEEL_RATE_LIMIT_PER_S applies.")
+    auth_failures_per_s: float = Field(1.0, ge=0, description="Failed authentications a second from one address "
+                                       "before it gets 429 without a key lookup; 0 = no limit.")
+    auth_failures_burst: int = Field(20, ge=1, description="Failed authentications from one address at once.")
+    max_queue_per_client: int = Field(512, ge=1, description="Texts one client may have waiting per task (its "
+                                      "fair share; 429 past it) within FLYWHEEL_MAX_QUEUE.")
     max_request_bytes: int = Field(2_097_152, ge=1024, description="Largest body of any other request, refused "
                                    "with 413 while it is read, before authentication.")
 

@@ -83,6 +83,17 @@ class Unavailable(DomainError):
         self.retry_after_s = retry_after_s
 
 
+class RateLimited(DomainError):
+    """Too many requests from this caller; retry after `retry_after_s`."""
+
+    default_slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_s: int = 1, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.retry_after_s = retry_after_s
+
+
 class Overloaded(Unavailable):
     """Shed load: the queue is full."""
 

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.ratelimit import TokenBuckets
 from app.serving.batcher import MicroBatcher
 from app.serving.served import ServedModels
 from app.telemetry import Metrics
@@ -23,3 +24,12 @@ class AppState:
     metrics: Metrics
     batchers: dict[str, MicroBatcher] = field(default_factory=dict)
     background: list[asyncio.Task] = field(default_factory=list)
+    client_rates: TokenBuckets | None = None  # requests per client key
+    auth_failures: TokenBuckets | None = None  # failed authentications per source address
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        if self.client_rates is None:
+            self.client_rates = TokenBuckets(s.rate_limit_per_s, s.rate_limit_burst)
+        if self.auth_failures is None:
+            self.auth_failures = TokenBuckets(s.auth_failures_per_s, s.auth_failures_burst)

@@ -31,6 +31,9 @@ class Metrics:
         self.queue_depth = Gauge("flywheel_queue_texts", "Texts waiting for a forward", ["task"], registry=r)
         self.predictions = Counter("flywheel_predictions_total", "Texts predicted", ["task"], registry=r)
         self.rejected = Counter("flywheel_queue_rejections_total", "Predict calls shed with 503", ["task"], registry=r)
+        self.rate_limited = Counter("flywheel_rate_limited_total", "Calls refused with 429: over a client key's "
+                                    "rate (client), too many failed authentications (auth), or over a client's "
+                                    "share of a task's queue (queue)", ["reason"], registry=r)
         self.feedback_wanted = Counter("flywheel_feedback_wanted_total", "Predictions answered with "
                                        "feedback_wanted: true", ["task"], registry=r)
         self.feedback = Counter("flywheel_feedback_total", "Feedback received", ["task", "signal"], registry=r)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from app.serving.batcher import BatcherClosed, MicroBatcher, Pending, QueueFull
+from app.serving.batcher import BatcherClosed, MicroBatcher, OwnerQueueFull, Pending, QueueFull
 
 HANG = 30.0  # seconds before a test calls it a hang; never reached when things work
 
@@ -190,6 +190,51 @@ def test_a_full_queue_is_refused_at_once() -> None:
             await b.submit(["one too many"])
         rec.gate.set()
         assert await queued == ["a!", "b!", "c!"] and await first == ["hold!"]
+        await b.close()
+
+    run(main())
+
+
+def test_clients_take_turns_so_a_flood_does_not_delay_the_others() -> None:
+    """Client A queues ten requests, then B queues two: B's are served second and fourth, not
+    after all of A's."""
+    async def main() -> None:
+        rec = Recorder()
+        b, _ = make(rec, max_batch_size=1, max_wait_ms=0)
+        rec.gate.clear()
+        first = asyncio.ensure_future(b.submit(["hold"], owner="a"))
+        await _wait_for(rec.entered.is_set, "first forward")
+        flood = [asyncio.ensure_future(b.submit([f"a{i}"], owner="a")) for i in range(10)]
+        await asyncio.sleep(0)
+        others = [asyncio.ensure_future(b.submit([f"b{i}"], owner="b")) for i in range(2)]
+        await asyncio.sleep(0)
+        rec.gate.set()
+        await asyncio.gather(first, *flood, *others)
+        order = [batch[0] for batch in rec.batches]
+        assert order[:5] == ["hold", "a0", "b0", "a1", "b1"], order
+        assert order[5:] == [f"a{i}" for i in range(2, 10)]
+        await b.close()
+
+    run(main())
+
+
+def test_a_client_over_its_share_of_the_queue_is_refused_while_others_still_queue() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        b, _ = make(rec, max_queue=10, max_queue_per_owner=3)
+        rec.gate.clear()
+        first = asyncio.ensure_future(b.submit(["hold"], owner="b"))
+        await _wait_for(rec.entered.is_set, "first forward")
+        mine = asyncio.ensure_future(b.submit(["a", "b", "c"], owner="a"))
+        await asyncio.sleep(0)
+        with pytest.raises(OwnerQueueFull):
+            await b.submit(["one too many"], owner="a")
+        theirs = asyncio.ensure_future(b.submit(["x", "y", "z"], owner="b"))
+        await asyncio.sleep(0)
+        assert b.depth == 6
+        rec.gate.set()
+        assert await mine == ["a!", "b!", "c!"] and await theirs == ["x!", "y!", "z!"] and await first == ["hold!"]
+        assert await b.submit(["again"], owner="a") == ["again!"]  # its share frees as its texts are served
         await b.close()
 
     run(main())

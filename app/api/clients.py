@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
 
-from app.api.deps import AdminDep, RowId, StateDep
+from app.api.deps import AdminDep, PageDep, RowId, StateDep, link_next
 from app.api.schemas import ClientCreate, ClientCreated, ClientOut, ClientRevoked
 from app.services.clients import create_client, list_clients, revoke_client
 
@@ -19,8 +19,11 @@ def create(body: ClientCreate, _: AdminDep, state: StateDep) -> ClientCreated:
 
 
 @router.get("/v1/clients", response_model=list[ClientOut])
-def list_all(_: AdminDep, state: StateDep) -> list[ClientOut]:
-    return [ClientOut(**c) for c in list_clients(state.sessions)]
+def list_all(_: AdminDep, state: StateDep, page: PageDep, request: Request, response: Response) -> list[ClientOut]:
+    """Oldest first, a page at a time (`Link: rel="next"` while more follow)."""
+    items, after = list_clients(state.sessions, page)
+    link_next(request, response, after)
+    return [ClientOut(**c) for c in items]
 
 
 @router.delete("/v1/clients/{client_id}", response_model=ClientRevoked)

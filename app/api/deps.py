@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request, Response
 
 from app.api.problems import Problem
-from app.services.clients import ADMIN, Caller, caller_for_token
+from app.services.clients import ADMIN, Caller, authenticate
+from app.services.paging import DEFAULT_PAGE, MAX_PAGE, Page
 from app.state import AppState
 
 
@@ -39,7 +40,7 @@ async def get_caller(request: Request, state: StateDep) -> Caller:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("The Authorization header must be 'Bearer <key>'.")
-    caller = await caller_for_token(state.sessions, token, admin_token=admin_token)
+    caller = await authenticate(state, token, request.client.host if request.client else "unknown")
     if caller is None:
         raise _unauthorized("Unknown or revoked API key.")
     return caller
@@ -63,3 +64,22 @@ RowId = Annotated[int, Path(ge=0, le=2**63 - 1, description="A non-negative 64-b
 
 # A task's name in a path.  No name holds a NUL (PostgreSQL refuses one in any query): 422.
 TaskName = Annotated[str, Path(pattern=r"^[^\x00]+$", description="The task's name.")]
+
+
+def get_page(
+    limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Rows per page."),
+    after: int | None = Query(None, ge=0, le=2**63 - 1, description="The cursor from the previous page's "
+                                                                     "`Link: <…>; rel=\"next\"` header."),
+) -> Page:
+    return Page(limit=limit, after=after)
+
+
+PageDep = Annotated[Page, Depends(get_page)]
+
+
+def link_next(request: Request, response: Response, after: int | None) -> None:
+    """Point at the next page (RFC 8288 `Link: <…>; rel="next"`) when there is one; the body
+    stays a plain list."""
+    if after is not None:
+        url = request.url.include_query_params(after=after)
+        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, TooLarge, Unavailable
+from app.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unavailable
 from app.services.health import OUTAGE_ERRORS, database_outage
 
 log = logging.getLogger("flywheel.api")
@@ -31,6 +31,7 @@ _STATUS_SLUGS = {
     413: "too-large",
     415: "unsupported-media-type",
     422: "validation",
+    429: "rate-limited",
     503: "unavailable",
 }
 
@@ -62,6 +63,7 @@ STATUS_OF: dict[type[DomainError], int] = {
     TooLarge: 413,
     Forbidden: 403,
     Unavailable: 503,
+    RateLimited: 429,
 }
 
 
@@ -108,7 +110,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         headers = None
-        if isinstance(exc, Unavailable) and exc.retry_after_s > 0:
+        if isinstance(exc, (Unavailable, RateLimited)) and exc.retry_after_s > 0:
             headers = {"Retry-After": str(exc.retry_after_s)}
         return problem_response(status_of(exc), exc.slug, exc.title, exc.detail, request.url.path,
                                 field=exc.field, headers=headers, **exc.extra)

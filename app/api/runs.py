@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel
 
-from app.api.deps import AdminDep, RowId, StateDep, TaskName
+from app.api.deps import AdminDep, PageDep, RowId, StateDep, TaskName, link_next
 from app.services import runs
 
 router = APIRouter(tags=["runs"])
@@ -48,8 +48,12 @@ def get_run(run_id: RowId, _: AdminDep, state: StateDep) -> RunOut:
 
 
 @router.get("/v1/tasks/{task}/runs", response_model=list[RunOut])
-def list_runs(task: TaskName, _: AdminDep, state: StateDep) -> list[RunOut]:
-    return [RunOut.model_validate(r) for r in runs.runs_of(state.sessions, task=task)]
+def list_runs(task: TaskName, _: AdminDep, state: StateDep, page: PageDep, request: Request,
+              response: Response) -> list[RunOut]:
+    """Newest first, a page at a time (`Link: rel="next"` while more follow)."""
+    items, after = runs.runs_of(state.sessions, task=task, page=page)
+    link_next(request, response, after)
+    return [RunOut.model_validate(r) for r in items]
 
 
 @router.post("/v1/runs/{run_id}/cancel", response_model=RunOut)

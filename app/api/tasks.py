@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AdminDep, CallerDep, StateDep, TaskName
+from app.api.deps import AdminDep, CallerDep, PageDep, StateDep, TaskName, link_next
 from app.api.schemas import TaskCreate, TaskOut
 from app.services import tasks
 
@@ -24,9 +24,13 @@ async def create(body: TaskCreate, _: AdminDep, state: StateDep) -> TaskOut:
 
 
 @router.get("/v1/tasks", response_model=list[TaskOut], response_model_by_alias=True)
-def list_tasks(caller: CallerDep, state: StateDep) -> list[TaskOut]:
-    """The tasks this key may use (every task for the admin)."""
-    return [TaskOut.model_validate(t, from_attributes=True) for t in tasks.list_tasks(state.sessions, caller=caller)]
+def list_tasks(caller: CallerDep, state: StateDep, page: PageDep, request: Request, response: Response
+               ) -> list[TaskOut]:
+    """The tasks this key may use (every task for the admin), oldest first, a page at a time
+    (`Link: rel="next"` while more follow)."""
+    items, after = tasks.list_tasks(state.sessions, caller=caller, page=page)
+    link_next(request, response, after)
+    return [TaskOut.model_validate(t, from_attributes=True) for t in items]
 
 
 @router.get("/v1/tasks/{task}", response_model=TaskOut, response_model_by_alias=True)

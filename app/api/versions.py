@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
-from app.api.deps import AdminDep, RowId, StateDep, TaskName
+from app.api.deps import AdminDep, PageDep, RowId, StateDep, TaskName, link_next
 from app.api.schemas import VersionOut
 from app.services.versions import activate_version as activate, versions_of
 
@@ -12,8 +12,12 @@ router = APIRouter(tags=["models"])
 
 
 @router.get("/v1/tasks/{task}/models", response_model=list[VersionOut])
-def list_versions(task: TaskName, _: AdminDep, state: StateDep) -> list[VersionOut]:
-    return [VersionOut.model_validate(v, from_attributes=True) for v in versions_of(state.sessions, task=task)]
+def list_versions(task: TaskName, _: AdminDep, state: StateDep, page: PageDep, request: Request,
+                  response: Response) -> list[VersionOut]:
+    """Oldest first, a page at a time (`Link: rel="next"` while more follow; the cursor is a version number)."""
+    items, after = versions_of(state.sessions, task=task, page=page)
+    link_next(request, response, after)
+    return [VersionOut.model_validate(v, from_attributes=True) for v in items]
 
 
 @router.post("/v1/tasks/{task}/models/{version}/activate", response_model=VersionOut)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.db.pages import Page, cut, paged
 from app.db.tables import ModelVersion, Task, utcnow
 from app.statuses import VersionStatus
 
@@ -81,9 +82,11 @@ def get_version(session: Session, task_id: int, number: int) -> ModelVersion | N
     return session.scalar(select(ModelVersion).where(ModelVersion.task_id == task_id, ModelVersion.version == number))
 
 
-def list_versions(session: Session, task_id: int) -> list[ModelVersion]:
-    return list(session.scalars(select(ModelVersion).where(ModelVersion.task_id == task_id)
-                                .order_by(ModelVersion.version)))
+def list_versions(session: Session, task_id: int, page: Page = Page()) -> tuple[list[ModelVersion], int | None]:
+    """A page of the task's versions, oldest first, and the next page's cursor (a version number)."""
+    rows = session.scalars(paged(select(ModelVersion).where(ModelVersion.task_id == task_id), ModelVersion.version,
+                                 page)).all()
+    return cut(rows, page, lambda v: v.version)
 
 
 def path_in_use(session: Session, path: Path | str) -> bool:

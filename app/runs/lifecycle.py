@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.pages import Page, cut, paged
 from app.db.session import is_postgres, transaction
 from app.db.tables import ModelVersion, Task, TrainingRun, utcnow
 from app.db.versions import path_in_use
@@ -248,6 +249,8 @@ def get_run(session: Session, run_id: int) -> tuple[TrainingRun, str]:
     return row[0], row[1]
 
 
-def list_runs(session: Session, task_id: int) -> list[TrainingRun]:
-    return list(session.scalars(select(TrainingRun).where(TrainingRun.task_id == task_id)
-                                .order_by(TrainingRun.id.desc())))
+def list_runs(session: Session, task_id: int, page: Page = Page()) -> tuple[list[TrainingRun], int | None]:
+    """A page of the task's runs, newest first, and the next page's cursor."""
+    rows = session.scalars(paged(select(TrainingRun).where(TrainingRun.task_id == task_id), TrainingRun.id, page,
+                                 descending=True)).all()
+    return cut(rows, page, lambda r: r.id)

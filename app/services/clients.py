@@ -13,18 +13,22 @@ within the TTL.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.pages import Page, cut, paged
 from app.db.session import transaction
 from app.db.tables import Client, ClientTask, Feedback, Task, utcnow
 from app.db.threads import in_db_thread
-from app.errors import Forbidden, Invalid, NotFound
+from app.errors import Forbidden, Invalid, NotFound, RateLimited
 from app.security import hash_api_key, new_api_key, same_secret
+from app.state import AppState
 
 # What a client key may do on its tasks: predict; give feedback on its own predictions; read the
 # task's description and its review queue.  Everything else (tasks, examples, runs, versions,
@@ -69,6 +73,7 @@ def create_client(sessions: sessionmaker[Session], *, name: str, tasks: list[str
             raise Invalid("tasks", f"No task named {', '.join(map(repr, missing))}.", slug="unknown-task")
         client = Client(name=name, key_hash=hash_api_key(key), key_prefix=key[:10],
                         scopes=[sc for sc in SCOPES if sc in scopes])
+        _unknown_keys.pop(client.key_hash, None)
         s.add(client)
         s.flush()
         s.add_all(ClientTask(client_id=client.id, task_id=found[t]) for t in dict.fromkeys(tasks))
@@ -99,9 +104,11 @@ def revoke_client(sessions: sessionmaker[Session], *, client_id: int, purge: boo
         return {**describe_client(s, client), "purged_feedback": purged}
 
 
-def list_clients(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
+def list_clients(sessions: sessionmaker[Session], page: Page = Page()) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of the clients, oldest first, and the next page's cursor."""
     with sessions() as s:
-        return [describe_client(s, c) for c in s.scalars(select(Client).order_by(Client.id))]
+        rows, after = cut(s.scalars(paged(select(Client), Client.id, page)).all(), page, lambda c: c.id)
+        return [describe_client(s, c) for c in rows], after
 
 
 # ---------------------------------------------------------------- who is calling
@@ -110,6 +117,10 @@ KEY_CACHE_TTL_S = 2.0
 KEY_CACHE_MAX = 10_000
 # key hash -> (expires at, id of the app's sessionmaker, caller); only known, live keys
 _key_cache: dict[str, tuple[float, int, Caller]] = {}
+# Keys looked up and not found (or revoked), so the same bogus key repeated costs no lookup.
+UNKNOWN_KEY_TTL_S = 30.0
+# key hash -> (expires at, id of the app's sessionmaker)
+_unknown_keys: dict[str, tuple[float, int]] = {}
 
 
 @event.listens_for(Client.revoked_at, "set")
@@ -131,8 +142,10 @@ def _lookup_client(sessions: sessionmaker[Session], key_hash: str) -> Caller | N
                   tasks=frozenset(tasks))
 
 
-async def caller_for_token(sessions: sessionmaker[Session], token: str, *, admin_token: str | None) -> Caller | None:
-    """The admin (the admin token), a live client (its key), or None for an unknown or revoked key."""
+async def caller_for_token(sessions: sessionmaker[Session], token: str, *, admin_token: str | None,
+                           before_lookup: Callable[[], None] | None = None) -> Caller | None:
+    """The admin (the admin token), a live client (its key), or None for an unknown or revoked key.
+    `before_lookup` runs only when the answer is not cached and the database must be asked."""
     if admin_token is not None and same_secret(token, admin_token):
         return ADMIN
     key_hash = hash_api_key(token)
@@ -140,11 +153,47 @@ async def caller_for_token(sessions: sessionmaker[Session], token: str, *, admin
     hit = _key_cache.get(key_hash)
     if hit is not None and hit[0] > now and hit[1] == id(sessions):
         return hit[2]
+    miss = _unknown_keys.get(key_hash)
+    if miss is not None and miss[0] > now and miss[1] == id(sessions):
+        return None
+    if before_lookup is not None:
+        before_lookup()
     caller = await in_db_thread(_lookup_client, sessions, key_hash)
     if caller is None:
         _key_cache.pop(key_hash, None)
+        if len(_unknown_keys) >= KEY_CACHE_MAX:
+            _unknown_keys.clear()
+        _unknown_keys[key_hash] = (now + UNKNOWN_KEY_TTL_S, id(sessions))
         return None
     if len(_key_cache) >= KEY_CACHE_MAX:
         _key_cache.clear()
     _key_cache[key_hash] = (now + KEY_CACHE_TTL_S, id(sessions), caller)
+    return caller
+
+
+async def authenticate(state: AppState, token: str, address: str) -> Caller | None:
+    """Who `token` belongs to, within the limits: an address that keeps failing gets 429 without
+    a key lookup (a flood of bogus keys costs no database work), and a client key past its rate
+    gets 429 (RateLimited, with the seconds to wait).  None: an unknown or revoked key."""
+    failures, rates = state.auth_failures, state.client_rates
+    assert failures is not None and rates is not None
+
+    def within_failure_budget() -> None:  # a cached key is answered without it: one proxy's bad
+        wait = failures.exhausted(address)  # clients cannot lock out its good ones
+        if wait:
+            state.metrics.rate_limited.labels("auth").inc()
+            raise RateLimited(f"Too many failed authentications from {address}; retry in {math.ceil(wait)}s.",
+                              retry_after_s=math.ceil(wait), field="Authorization")
+
+    caller = await caller_for_token(state.sessions, token, admin_token=state.settings.admin_token,
+                                    before_lookup=within_failure_budget)
+    if caller is None:
+        failures.take(address)
+        return None
+    if not caller.is_admin:
+        wait = rates.take(caller.client_id)
+        if wait:
+            state.metrics.rate_limited.labels("client").inc()
+            raise RateLimited(f"Client {caller.name!r} is over {rates.rate:g} requests/s; retry in "
+                              f"{math.ceil(wait)}s.", retry_after_s=math.ceil(wait), field="Authorization")
     return caller

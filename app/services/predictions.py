@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import Prediction, new_id, utcnow
 from app.db.threads import in_db_thread
-from app.errors import Invalid, Overloaded, Unavailable
+from app.errors import Invalid, Overloaded, RateLimited, Unavailable
 from app.security import hash_user_id
-from app.serving.batcher import BatcherClosed, MicroBatcher, Pending, QueueFull
+from app.serving.batcher import BatcherClosed, MicroBatcher, OwnerQueueFull, Pending, QueueFull
 from app.serving.engine import Scored
 from app.services.clients import Caller, allow
 from app.services.review import Asking
@@ -108,6 +108,7 @@ def batcher_for(state: AppState, task: str) -> MicroBatcher:
             max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms,
             max_queue=s.max_queue,
+            max_queue_per_owner=s.max_queue_per_client,
             enabled=s.batching,
             observer=observe,
         )
@@ -135,7 +136,11 @@ async def predict(state: AppState, *, task: str, texts: list[str], single: bool,
     user_hash = hash_user_id(user_id, s.resolved_user_hash_key) if user_id else None
     ctx = PredictContext(task_id=loaded.task_id, client_id=caller.client_id, user_hash=user_hash)
     try:
-        version, predictions = await batcher_for(state, task).submit(texts, ctx)
+        version, predictions = await batcher_for(state, task).submit(texts, ctx, owner=caller.client_id)
+    except OwnerQueueFull:
+        state.metrics.rate_limited.labels("queue").inc()
+        raise RateLimited(f"This client already has {s.max_queue_per_client} texts waiting on task {task!r} "
+                          "(its fair share of the queue); retry shortly.", retry_after_s=1) from None
     except (QueueFull, BatcherClosed):
         state.metrics.rejected.labels(task).inc()
         raise Overloaded(f"The queue for task {task!r} is full; retry shortly.") from None

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.pages import Page
 from app.db.tables import TrainingRun
 from app.runs import lifecycle
 from app.services.tasks import load_task
@@ -26,10 +27,12 @@ def get_run(sessions: sessionmaker[Session], *, run_id: int) -> dict[str, Any]:
         return _view(*lifecycle.get_run(s, run_id))
 
 
-def runs_of(sessions: sessionmaker[Session], *, task: str) -> list[dict[str, Any]]:
+def runs_of(sessions: sessionmaker[Session], *, task: str, page: Page = Page()) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of the task's runs, newest first, and the next page's cursor."""
     with sessions() as s:
         t = load_task(s, task)
-        return [_view(r, t.name) for r in lifecycle.list_runs(s, t.id)]
+        rows, after = lifecycle.list_runs(s, t.id, page)
+        return [_view(r, t.name) for r in rows], after
 
 
 def cancel(sessions: sessionmaker[Session], *, run_id: int) -> dict[str, Any]:

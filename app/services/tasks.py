@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.db.pages import Page, cut, paged
 from app.db.session import transaction
 from app.db.tables import Example, Feedback, Prediction, Task
 from app.db.versions import active_version, path_in_use, register_version
@@ -132,11 +133,13 @@ def get_task(sessions: sessionmaker[Session], *, name: str, caller: Caller = ADM
         return describe(s, load_task(s, name))
 
 
-def list_tasks(sessions: sessionmaker[Session], *, caller: Caller = ADMIN) -> list[dict[str, Any]]:
-    """The tasks the caller may see."""
+def list_tasks(sessions: sessionmaker[Session], *, caller: Caller = ADMIN, page: Page = Page()
+               ) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of the tasks the caller may see, and the next page's cursor."""
     allow(caller, "read")
     with sessions() as s:
-        q = select(Task).order_by(Task.id)
+        q = select(Task)
         if caller.tasks is not None:
             q = q.where(Task.name.in_(caller.tasks))
-        return [describe(s, t) for t in s.scalars(q)]
+        rows, after = cut(s.scalars(paged(q, Task.id, page)).all(), page, lambda t: t.id)
+        return [describe(s, t) for t in rows], after

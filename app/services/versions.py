@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.pages import Page
 from app.db.session import transaction
 from app.db.tables import ModelVersion
 from app.db.versions import activate, get_version, list_versions
@@ -11,9 +12,11 @@ from app.errors import NotFound
 from app.services.tasks import load_task
 
 
-def versions_of(sessions: sessionmaker[Session], *, task: str) -> list[ModelVersion]:
+def versions_of(sessions: sessionmaker[Session], *, task: str, page: Page = Page()
+                ) -> tuple[list[ModelVersion], int | None]:
+    """A page of the task's versions, oldest first, and the next page's cursor."""
     with sessions() as s:
-        return list_versions(s, load_task(s, task).id)
+        return list_versions(s, load_task(s, task).id, page)
 
 
 def activate_version(sessions: sessionmaker[Session], *, task: str, version: int) -> ModelVersion:

@@ -16,6 +16,10 @@ how often a request arrives while another is still unanswered, and when that is 
 caller at a time, or light traffic) it closes a batch at once instead of making a lone
 caller wait `max_wait_ms` for company that is not coming.
 
+Clients share the model fairly: each request names its owner (a client), every owner has its
+own line, batches take requests from the lines in turn, and one owner may hold at most
+`max_queue_per_owner` texts, so a client that floods a task fills its own line, not everyone's.
+
 A request is never split across batches and never pushes a batch past `max_batch_size`
 (unless it alone is bigger).  Callers that gave up (cancelled) are skipped.  An error in
 the forward is retried request by request, so one bad text fails only its own request.
@@ -27,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -43,6 +47,10 @@ class QueueFull(Exception):
     """The batcher already holds `max_queue` texts: shed load instead of queueing forever."""
 
 
+class OwnerQueueFull(QueueFull):
+    """This owner already holds its share (`max_queue_per_owner`) of the queue; others may still queue."""
+
+
 class BatcherClosed(Exception):
     pass
 
@@ -53,6 +61,7 @@ class Pending:
     context: Any
     future: asyncio.Future = field(repr=False)
     arrived: float = 0.0  # loop time
+    owner: Hashable = None  # whose line it waits in
 
 
 # forward(texts) -> one result per text; runs on the inference thread.
@@ -72,6 +81,7 @@ class MicroBatcher(Generic[R]):
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
         max_queue: int = 2048,
+        max_queue_per_owner: int | None = None,
         enabled: bool = True,
         executor: ThreadPoolExecutor | None = None,
         observer: BatchObserver | None = None,
@@ -82,11 +92,14 @@ class MicroBatcher(Generic[R]):
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
+        self.max_queue_per_owner = max_queue_per_owner or max_queue
         self.enabled = enabled
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
         self._observer = observer
-        self._queue: deque[Pending] = deque()
+        # owner -> its line; dict order is the turn order (the owner served last moves to the end)
+        self._lines: dict[Hashable, deque[Pending]] = {}
+        self._owner_texts: dict[Hashable, int] = {}
         self._wakeup: asyncio.Event | None = None
         self._queued_texts = 0
         self._outstanding = 0  # requests submitted and not yet answered
@@ -107,17 +120,20 @@ class MicroBatcher(Generic[R]):
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
 
-    async def submit(self, texts: list[str], context: Any = None) -> Any:
-        """Queue `texts` (one request) and wait for its committed answer."""
+    async def submit(self, texts: list[str], context: Any = None, owner: Hashable = None) -> Any:
+        """Queue `texts` (one request) in `owner`'s line and wait for its committed answer."""
         if self._closed:
             raise BatcherClosed(self.name)
+        if self._owner_texts.get(owner, 0) + len(texts) > self.max_queue_per_owner:
+            raise OwnerQueueFull(self.name)
         if self._queued_texts + len(texts) > self.max_queue:
             raise QueueFull(self.name)
         loop = asyncio.get_running_loop()
         self._company += COMPANY_SMOOTHING * ((1.0 if self._outstanding else 0.0) - self._company)
         fut: asyncio.Future = loop.create_future()
         self._queued_texts += len(texts)
-        self._queue.append(Pending(list(texts), context, fut, loop.time()))
+        self._owner_texts[owner] = self._owner_texts.get(owner, 0) + len(texts)
+        self._lines.setdefault(owner, deque()).append(Pending(list(texts), context, fut, loop.time(), owner))
         self.start()
         self._wakeup.set()  # type: ignore[union-attr]
         self._outstanding += 1
@@ -132,9 +148,11 @@ class MicroBatcher(Generic[R]):
         if self._loop_task is not None and not self._loop_task.done():
             self._wakeup.set()  # type: ignore[union-attr]
             await asyncio.shield(self._loop_task)
-        while self._queue:  # only if the loop died: nobody may wait forever
-            p = self._queue.popleft()
-            _set(p.future, exc=BatcherClosed(self.name))
+        for line in self._lines.values():  # only if the loop died: nobody may wait forever
+            for p in line:
+                _set(p.future, exc=BatcherClosed(self.name))
+        self._lines.clear()
+        self._owner_texts.clear()
         self._queued_texts = 0
         if self._commits:
             await asyncio.gather(*self._commits, return_exceptions=True)
@@ -143,13 +161,33 @@ class MicroBatcher(Generic[R]):
 
     # ------------------------------------------------------------ the loop
 
+    def _peek(self) -> Pending | None:
+        """The request whose turn is next (the oldest of the next owner's line)."""
+        for line in self._lines.values():
+            return line[0]
+        return None
+
+    def _pop(self) -> Pending:
+        """Take the next request off its owner's line; that owner goes to the back of the turn order."""
+        owner = next(iter(self._lines))
+        line = self._lines.pop(owner)
+        p = line.popleft()
+        if line:
+            self._lines[owner] = line
+        self._queued_texts -= len(p.texts)
+        left = self._owner_texts[owner] - len(p.texts)
+        if left:
+            self._owner_texts[owner] = left
+        else:
+            del self._owner_texts[owner]
+        return p
+
     def _pop_live(self) -> Pending | None:
-        """The oldest request whose caller still waits; skipped ones leave the count."""
-        while self._queue:
-            p = self._queue.popleft()
+        """The next request whose caller still waits; skipped ones leave the count."""
+        while self._lines:
+            p = self._pop()
             if not p.future.done():
                 return p
-            self._queued_texts -= len(p.texts)
         return None
 
     async def _collect(self) -> list[Pending] | None:
@@ -170,14 +208,14 @@ class MicroBatcher(Generic[R]):
             return batch
         deadline = max(first.arrived, model_free) + self.max_wait
         while size < self.max_batch_size:
-            if self._queue:
-                nxt = self._queue[0]
+            nxt = self._peek()
+            if nxt is not None:
                 if nxt.future.done():
-                    self._pop_live()
+                    self._pop()
                     continue
                 if size + len(nxt.texts) > self.max_batch_size:
                     break  # it opens the next batch instead
-                batch.append(self._queue.popleft())
+                batch.append(self._pop())
                 size += len(nxt.texts)
                 continue
             remaining = deadline - loop.time()
@@ -196,7 +234,6 @@ class MicroBatcher(Generic[R]):
             batch = await self._collect()
             if batch is None:
                 return
-            self._queued_texts -= sum(len(p.texts) for p in batch)
             try:
                 await self._process(batch)
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one batch

@@ -40,6 +40,8 @@ class ServiceConfig:
             "FLYWHEEL_TORCH_THREADS": str(self.torch_threads),
             "FLYWHEEL_SEED": str(self.seed),
             "FLYWHEEL_LOG_LEVEL": "warning",
+            # Simulated users send as fast as the server answers; rate limits are not what it measures.
+            "FLYWHEEL_RATE_LIMIT_PER_S": "0",
         })
         if self.base_model:
             env["FLYWHEEL_BASE_MODEL"] = self.base_model
