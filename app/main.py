@@ -13,7 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
+from app.api import openapi
 from app.api.guards import BodyLimit, LoopbackOnly
+from app.api.schemas import ExamplesRequest
 from app.api import clients, examples, feedback, health, predict, problems, review, runs, tasks, users, versions
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.flywheel = build_state(settings)
     problems.install(app)
+    openapi.install(app, body_models=(ExamplesRequest,))
     for module in (health, tasks, predict, feedback, review, examples, runs, versions, clients, users):
         app.include_router(module.router)
 

@@ -123,7 +123,7 @@ BAD_INPUTS = [
         ({"text": "a" * (MAX_CHARS + 1)}, "text-too-long", "text", (str(MAX_CHARS + 1), str(MAX_CHARS))),
         ({"texts": ["ok", "b" * (MAX_CHARS + 1)]}, "text-too-long", "texts[1]", (str(MAX_CHARS),)),
         ({"texts": ["a"] * (MAX_TEXTS + 1)}, "too-many-texts", "texts", (str(MAX_TEXTS + 1), str(MAX_TEXTS))),
-        ({"texts": []}, "validation", "texts", ("at least one",)),
+        ({"texts": []}, "validation", "texts", ("at least 1",)),
         ({"text": "a", "texts": ["b"]}, "validation", "body", ("text", "texts")),
         ({}, "validation", "body", ("text", "texts")),
         ({"text": None}, "validation", "body", ("text",)),

@@ -27,7 +27,7 @@ def proxied(tmp_path: Path, pg_database: str | None, tiny_model_dir: Path) -> It
     url = make_url(postgres_or_skip(pg_database))
     proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
     via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    settings = make_settings(tmp_path / "data", via_proxy, tiny_model_dir)
+    settings = make_settings(tmp_path / "data", via_proxy, tiny_model_dir, rate_limit_per_s=0)
     try:
         with serve_in_thread(settings) as base:
             yield base, proxy

@@ -18,11 +18,12 @@ router = APIRouter(tags=["examples"])
 EXAMPLES_BODY = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": ExamplesRequest.model_json_schema()},
+            "application/json": {"schema": {"$ref": "#/components/schemas/ExamplesRequest"}},
             "text/csv": {"schema": {"type": "string", "description": "CSV with a text,label (or text,score) header"}},
             "application/jsonl": {"schema": {"type": "string", "description": "one example object per line"}},
             "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary"}}}
             },
         }
     }

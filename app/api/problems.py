@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unavailable
 from app.services.health import OUTAGE_ERRORS, database_outage
@@ -94,6 +95,19 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route fully matches on `path`, asked through Starlette's own matching."""
+    allowed = []
+    for method in HTTP_METHODS:
+        scope = {"type": "http", "path": path, "method": method, "root_path": "", "path_params": {}, "headers": []}
+        if any(route.matches(scope)[0] == Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -133,8 +147,15 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         slug = _STATUS_SLUGS.get(exc.status_code, "error")
         title = slug.replace("-", " ").capitalize()
-        return problem_response(exc.status_code, slug, title, str(exc.detail), request.url.path,
-                                headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        detail = str(exc.detail)
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route whose path matched; a path served
+            # by several routes (GET and POST /v1/tasks) allows all of theirs.
+            allowed = allowed_methods(app, request.url.path)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}."
+        return problem_response(exc.status_code, slug, title, detail, request.url.path, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

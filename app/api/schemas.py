@@ -84,7 +84,7 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: Text | None = None
-    texts: list[Text] | None = None
+    texts: list[Text] | None = Field(None, min_length=1, description="Several texts at once (at least one).")
     user_id: Text | None = Field(None, min_length=1, max_length=256, description="Your end user; stored hashed.")
 
     @model_validator(mode="after")
