@@ -5,8 +5,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import signal
-import subprocess
 import sys
 from typing import Optional
 
@@ -73,27 +71,33 @@ def serve(
     port = port or settings.port
     check_bind(settings, host)
     _migrate(settings)
-    proc: subprocess.Popen | None = None
+    from app.supervisor import WorkerSupervisor
+
+    supervisor: WorkerSupervisor | None = None
     if settings.embedded_worker if worker is None else worker:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
-        console.print(f"worker started beside the API (pid {proc.pid})")
+        supervisor = WorkerSupervisor([sys.executable, "-m", "app.cli", "worker", "--parent-pid", str(os.getpid())])
+        supervisor.start()
+        console.print(f"worker started beside the API (pid {supervisor.status()['pid']}); it stops with the API "
+                      "and is restarted if it dies")
     console.print(f"Flywheel on http://{host}:{port}  (docs at /docs; data in {settings.data_dir}; "
                   f"database {settings.db_url.split('@')[-1]})")
     from app.main import create_app
 
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level, access_log=False)
+        # The app's shutdown stops the worker (uvicorn re-raises SIGTERM after it, so code after
+        # run() may never execute); should this process die harder, the worker sees its parent go.
+        uvicorn.run(create_app(settings, worker=supervisor), host=host, port=port, log_level=settings.log_level,
+                    access_log=False)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if supervisor is not None:
+            supervisor.stop()
 
 
 @cli.command()
-def worker() -> None:
+def worker(
+    parent_pid: Optional[int] = typer.Option(None, "--parent-pid", hidden=True,
+                                             help="Exit when this process is no longer our parent."),
+) -> None:
     """Run the training worker: retrain policy, run queue, heartbeats."""
     settings = get_settings()
     _logging(settings.log_level)
@@ -102,7 +106,7 @@ def worker() -> None:
 
     configure_runtime(settings)
     _migrate(settings)
-    run_worker(settings, metrics_port=settings.worker_metrics_port or None)
+    run_worker(settings, metrics_port=settings.worker_metrics_port or None, parent_pid=parent_pid)
 
 
 @cli.command()

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     worker_poll_s: float = Field(2.0, gt=0, description="How often the worker looks for due or queued runs.")
     heartbeat_s: float = Field(5.0, gt=0)
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="A running run silent this long is failed/requeued.")
+    max_run_s: float = Field(21_600.0, gt=0, description="A training run still running this long after it "
+                             "started is failed (not requeued) and its worker told to stop.")
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="Serve the worker's own Prometheus metrics "
                                      "on this port; 0 = off.")
     seed: int = 0

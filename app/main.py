@@ -23,16 +23,19 @@ from app.db.session import make_engine, make_sessionmaker
 from app.runtime import configure_runtime
 from app.serving.served import ServedModels
 from app.state import AppState
-from app.telemetry import Metrics, RunsCollector
+from app.supervisor import WorkerSupervisor
+from app.telemetry import Metrics, RunsCollector, WorkerCollector
 
 log = logging.getLogger("flywheel")
 
 
-def build_state(settings: Settings) -> AppState:
+def build_state(settings: Settings, worker: WorkerSupervisor | None = None) -> AppState:
     engine = make_engine(settings.db_url)
     sessions = make_sessionmaker(engine)
     metrics = Metrics()
     metrics.registry.register(RunsCollector(sessions))
+    if worker is not None:
+        metrics.registry.register(WorkerCollector(worker.status))
 
     def on_swap(loaded) -> None:  # noqa: ANN001
         metrics.model_version.labels(loaded.task).set(loaded.version)
@@ -40,7 +43,8 @@ def build_state(settings: Settings) -> AppState:
 
     served = ServedModels(sessions, device=settings.device, max_len=settings.max_seq_len,
                           chunk=settings.max_batch_size, on_swap=on_swap)
-    return AppState(settings=settings, engine=engine, sessions=sessions, served=served, metrics=metrics)
+    return AppState(settings=settings, engine=engine, sessions=sessions, served=served, metrics=metrics,
+                    worker=worker)
 
 
 @asynccontextmanager
@@ -63,6 +67,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.gather(*state.background, return_exceptions=True)
         for b in list(state.batchers.values()):
             await b.close()
+        if state.worker is not None:
+            await run_in_threadpool(state.worker.stop)
         state.engine.dispose()
         log.info("stopped")
 
@@ -98,7 +104,9 @@ class RequestTiming:
                                                 str(status)).observe(time.perf_counter() - started)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | None = None) -> FastAPI:
+    """The app; `worker` is the embedded worker's supervisor when `flywheel serve` started one
+    (its state is shown in /readyz and /metrics, and it is stopped with the app)."""
     settings = settings or get_settings()
     app = FastAPI(
         title="Flywheel",
@@ -106,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="A model server that learns from its users' feedback.",
         lifespan=lifespan,
     )
-    app.state.flywheel = build_state(settings)
+    app.state.flywheel = build_state(settings, worker)
     problems.install(app)
     openapi.install(app, body_models=(ExamplesRequest,))
     for module in (health, tasks, predict, feedback, review, examples, runs, versions, clients, users):

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.ratelimit import TokenBuckets
+from app.supervisor import WorkerSupervisor
 from app.serving.batcher import MicroBatcher
 from app.serving.served import ServedModels
 from app.telemetry import Metrics
@@ -26,6 +27,7 @@ class AppState:
     background: list[asyncio.Task] = field(default_factory=list)
     client_rates: TokenBuckets | None = None  # requests per client key
     auth_failures: TokenBuckets | None = None  # failed authentications per source address
+    worker: WorkerSupervisor | None = None  # the embedded worker, when `flywheel serve` started one
 
     def __post_init__(self) -> None:
         s = self.settings

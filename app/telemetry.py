@@ -5,10 +5,11 @@ scrape time (see `RunsCollector`), so they are right however many workers there 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -97,3 +98,23 @@ async def scrape(metrics: Metrics, batchers: Mapping[str, Any]) -> bytes:
     for task, b in batchers.items():
         metrics.queue_depth.labels(task).set(b.depth)
     return await asyncio.to_thread(generate_latest, metrics.registry)
+
+
+class WorkerCollector:
+    """The embedded worker's liveness, asked of its supervisor on scrape."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self._status = status
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+        st = self._status()
+        up = GaugeMetricFamily("flywheel_embedded_worker_up", "1 while the worker beside this API process runs")
+        up.add_metric([], 1.0 if st["alive"] else 0.0)
+        restarts = CounterMetricFamily("flywheel_embedded_worker_restarts", "Times the embedded worker died and "
+                                       "was started again")
+        restarts.add_metric([], st["restarts"])
+        yield up
+        yield restarts

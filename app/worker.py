@@ -27,7 +27,7 @@ from app.db.session import make_engine, make_sessionmaker, transaction
 from app.runs import telemetry
 from app.runs.execute import execute_run
 from app.runs.heartbeat import Heartbeat, RunControl
-from app.runs.lifecycle import claim_next, reap_stale_runs
+from app.runs.lifecycle import claim_next, fail_overlong_runs, reap_stale_runs
 from app.runs.schedule import schedule_due_runs
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,10 @@ class Worker:
             telemetry.BUSY.set(0)
 
     def reap_stale_runs(self) -> list[int]:
-        """Fail running runs whose worker went silent; requeue each once.  Returns the failed ids."""
-        return reap_stale_runs(self.factory, timeout_s=self.settings.heartbeat_timeout_s)
+        """Fail running runs whose worker went silent (requeued once) or that ran past the
+        maximum run time (not requeued).  Returns the failed ids."""
+        return (reap_stale_runs(self.factory, timeout_s=self.settings.heartbeat_timeout_s)
+                + fail_overlong_runs(self.factory, max_run_s=self.settings.max_run_s))
 
     # -- lifecycle
 
@@ -120,8 +122,9 @@ class Worker:
 
 
 def run_worker(settings: Settings, stop_event: threading.Event | None = None, *,
-               metrics_port: int | None = None) -> None:
-    """Run a worker until `stop_event` is set (or, with none given, until SIGTERM/SIGINT)."""
+               metrics_port: int | None = None, parent_pid: int | None = None) -> None:
+    """Run a worker until `stop_event` is set (or, with none given, until SIGTERM/SIGINT), or,
+    with `parent_pid`, until that process stops being our parent (it exited, however it went)."""
     if stop_event is None:
         stop_event = threading.Event()
         if threading.current_thread() is threading.main_thread():
@@ -133,6 +136,8 @@ def run_worker(settings: Settings, stop_event: threading.Event | None = None, *,
     worker.start()
     try:
         while not stop_event.wait(1.0):
-            pass
+            if parent_pid is not None and os.getppid() != parent_pid:
+                log.warning("worker %s: parent process %d is gone; stopping", worker.worker_id, parent_pid)
+                break
     finally:
         worker.stop()

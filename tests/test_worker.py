@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.tables import Task, TrainingRun, utcnow
 from app.db.session import transaction
-from app.runs.lifecycle import claim_next, enqueue_run
+from app.runs.lifecycle import claim_next, enqueue_run, fail_overlong_runs
 from app.runs.schedule import retrain_due
 from app.runs.telemetry import REGISTRY
 from app.worker import Worker
@@ -288,6 +288,47 @@ def test_reaper_fails_a_silent_run_and_requeues_it_once(factory: sessionmaker[Se
     assert go_silent() == second
     assert reaper.reap_stale_runs() == [second]
     assert "not requeued" in get_run(factory, second).error
+    with factory() as s:
+        assert not s.scalars(select(TrainingRun).where(TrainingRun.status.in_(("queued", "running")))).all()
+
+
+def test_a_run_that_hangs_past_the_maximum_run_time_fails_and_its_worker_stops(
+        factory: sessionmaker[Session], settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run is stuck in a training step while its heartbeat goes on beating, so only the
+    maximum run time can end it: the reaper fails it (not requeued), the worker sees the run
+    taken away at its next heartbeat, stops at its next step, and registers no candidate."""
+    import app.learning.trainer as trainer
+
+    task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER))
+    add_examples(factory, task_id, synthetic(40, seed=4))
+    run_id = enqueue(factory, task_id)
+    quick = settings.model_copy(update={"worker_poll_s": 0.05, "heartbeat_s": 0.1, "max_run_s": 3600.0})
+    worker = Worker(quick, factory=factory)
+    stuck = threading.Event()
+    real_step = trainer.train_step
+
+    def hang(state, batch):  # noqa: ANN001, ANN202
+        loss = real_step(state, batch)
+        stuck.set()
+        wait_until(lambda: get_run(factory, run_id).status != "running", GIVE_UP_S, "the run to be failed")
+        return loss
+
+    monkeypatch.setattr(trainer, "train_step", hang)
+    worker.start()
+    try:
+        wait_until(stuck.is_set, GIVE_UP_S, f"run {run_id} to start training")
+        assert worker.reap_stale_runs() == []  # beating, and within its time
+        with factory() as s:
+            started = s.get(TrainingRun, run_id).started_at
+        assert fail_overlong_runs(factory, max_run_s=3600.0, now=started + timedelta(seconds=3601)) == [run_id]
+        wait_until(lambda: REGISTRY.get_sample_value("flywheel_worker_busy") == 0, GIVE_UP_S,
+                   "the worker to give the run up")
+        assert not worker.stop_event.is_set()  # it stopped the run, not itself
+    finally:
+        stop_worker(worker)
+    run = get_run(factory, run_id)
+    assert run.status == "failed" and "maximum run time" in run.error and "not requeued" in run.error
+    assert len(versions(factory, task_id)) == 1
     with factory() as s:
         assert not s.scalars(select(TrainingRun).where(TrainingRun.status.in_(("queued", "running")))).all()
 

@@ -212,6 +212,34 @@ def reap_stale_runs(factory: sessionmaker[Session], *, timeout_s: float, now: da
     return reaped
 
 
+def fail_overlong_runs(factory: sessionmaker[Session], *, max_run_s: float, now: datetime | None = None) -> list[int]:
+    """Fail running runs started more than `max_run_s` ago, heartbeat or not: a run that hangs
+    (its heartbeat thread still beating) must not hold its task's one open run forever.  Not
+    requeued: what hung once would hang again.  Its worker finds the run taken away at its next
+    heartbeat and stops at its next step.  Returns the failed ids."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=max_run_s)
+    failed: list[int] = []
+    with transaction(factory) as s:
+        query = (select(TrainingRun)
+                 .where(TrainingRun.status == RunStatus.RUNNING, TrainingRun.started_at < cutoff)
+                 .order_by(TrainingRun.id))
+        if is_postgres(s.get_bind()):
+            query = query.with_for_update(skip_locked=True)
+        for run in s.scalars(query).all():
+            run.status, run.finished_at = RunStatus.FAILED, now
+            run.error = (f"ran longer than the maximum run time ({max_run_s:g}s, FLYWHEEL_MAX_RUN_S) on worker "
+                         f"{run.worker_id}; not requeued")
+            if run.candidate_version_id is not None:
+                s.execute(update(ModelVersion)
+                          .where(ModelVersion.id == run.candidate_version_id,
+                                 ModelVersion.status == VersionStatus.CANDIDATE)
+                          .values(status=VersionStatus.REJECTED, reason="its run ran past the maximum run time"))
+            failed.append(run.id)
+            log.warning("run %s: %s", run.id, run.error)
+    return failed
+
+
 def cancel_run(factory: sessionmaker[Session], *, run_id: int) -> TrainingRun:
     """End an open run now, as `failed` with the reason "cancelled".  A queued run never starts; a
     running one is taken from its worker, which notices at its next heartbeat or progress write,
