@@ -18,9 +18,18 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def hash_user_id(user_id: str, key: bytes) -> str:
-    """Keyed, so a leaked database cannot be reversed by hashing guessed ids."""
-    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
+def user_namespace(client_id: int | None) -> str:
+    """Whose users an id belongs to: a client's ("42"), or the admin token's calls ("admin").
+    Two teams' "alice" are two people."""
+    return "admin" if client_id is None else str(client_id)
+
+
+def hash_user_id(user_id: str, key: bytes, namespace: str | None) -> str:
+    """Keyed, so a leaked database cannot be reversed by hashing guessed ids; within the client's
+    `namespace`, so erasing one team's user leaves another team's user of the same id alone.
+    (`namespace=None`: the un-namespaced hash stored before namespaces, still matched by erasure.)"""
+    message = user_id if namespace is None else f"{namespace}\x00{user_id}"
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
 def same_secret(a: str, b: str) -> bool:

@@ -201,7 +201,7 @@ def test_user_ids_are_stored_only_as_keyed_hashes(client, task, settings) -> Non
     assert _feedback(client, p["id"], signal=1, user_id=RAW_USER).status_code == 201
     values = _raw_values(client)
     assert not any(RAW_USER in v or "alice" in v for v in values)
-    keyed = hmac.new(settings.user_hash_key.encode(), RAW_USER.encode(), hashlib.sha256).hexdigest()
+    keyed = hmac.new(settings.user_hash_key.encode(), f"admin\x00{RAW_USER}".encode(), hashlib.sha256).hexdigest()
     assert rows(client, Prediction)[0].user_hash == keyed == rows(client, Feedback)[0].user_hash
     assert keyed != hashlib.sha256(RAW_USER.encode()).hexdigest()  # keyed: not reversible by guessing ids
 
@@ -246,3 +246,81 @@ def test_any_user_id_that_can_be_stored_can_be_erased(client, task, user_id: str
     assert r.status_code == 200, r.text
     assert r.json() == {"deleted_predictions": 1, "deleted_feedback": 1}
     assert rows(client, Prediction) == [] and rows(client, Feedback) == []
+
+
+def test_the_same_user_id_at_two_clients_is_two_people(client, task, keys) -> None:
+    """Erasing team alpha's "alice" leaves team beta's "alice" (and the admin's) alone."""
+    alpha, beta = _bearer(keys["alpha"]["key"]), _bearer(keys["beta"]["key"])
+    pa = _one(client, "alpha's alice asks", headers=alpha, user_id=RAW_USER)
+    pb = _one(client, "beta's alice asks", headers=beta, user_id=RAW_USER)
+    admins = _one(client, "the admin's alice asks", user_id=RAW_USER)
+    assert _feedback(client, pa["id"], headers=alpha, signal=1, user_id=RAW_USER).status_code == 201
+    assert _feedback(client, pb["id"], headers=beta, signal=1, user_id=RAW_USER).status_code == 201
+    hashes = {p.id: p.user_hash for p in rows(client, Prediction)}
+    assert len(set(hashes.values())) == 3
+
+    r = client.delete(f"/v1/users/{RAW_USER}", params={"client_id": keys["alpha"]["id"]})
+    assert r.status_code == 200 and r.json() == {"deleted_predictions": 1, "deleted_feedback": 1}, r.text
+    assert {p.id for p in rows(client, Prediction)} == {pb["id"], admins["id"]}
+    assert [f.prediction_id for f in rows(client, Feedback)] == [pb["id"]]
+    r = client.delete(f"/v1/users/{RAW_USER}")  # no client_id: the admin token's own users
+    assert r.json() == {"deleted_predictions": 1, "deleted_feedback": 0}
+    assert {p.id for p in rows(client, Prediction)} == {pb["id"]}
+
+
+def test_erasing_for_a_client_that_does_not_exist_is_404(client, task) -> None:
+    _one(client, user_id=RAW_USER)
+    assert_problem(client.delete(f"/v1/users/{RAW_USER}", params={"client_id": 999}), 404, "unknown-client",
+                   "client_id")
+    assert len(rows(client, Prediction)) == 1
+
+
+def test_rows_hashed_before_namespaces_are_still_erased_for_their_client(client, task, keys, settings) -> None:
+    from sqlalchemy import update
+
+    from app.security import hash_user_id
+
+    alpha = _bearer(keys["alpha"]["key"])
+    mine = _one(client, "stored by an older release", headers=alpha, user_id=RAW_USER)
+    theirs = _one(client, "beta's, also old", headers=_bearer(keys["beta"]["key"]), user_id=RAW_USER)
+    legacy = hash_user_id(RAW_USER, settings.user_hash_key.encode(), None)
+    with client.app.state.flywheel.sessions.begin() as s:
+        s.execute(update(Prediction).values(user_hash=legacy))
+    r = client.delete(f"/v1/users/{RAW_USER}", params={"client_id": keys["alpha"]["id"]})
+    assert r.json()["deleted_predictions"] == 1
+    assert [p.id for p in rows(client, Prediction)] == [theirs["id"]] and mine["id"] != theirs["id"]
+
+
+def test_a_prediction_queued_when_its_user_is_erased_is_not_left_behind(client, task, monkeypatch) -> None:
+    """The prediction is in the micro-batcher (its forward held) when the erasure's first delete
+    runs; the erasure waits for it to be committed and deletes it too."""
+    import threading
+
+    import app.services.users as users
+
+    state = client.app.state.flywheel
+    first_delete_done, in_forward = threading.Event(), threading.Event()
+    real_delete, real_forward = users._delete_user_rows, state.served.forward
+
+    def delete_then_signal(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        out = real_delete(*args, **kwargs)
+        first_delete_done.set()
+        return out
+
+    def held_forward(task_name, texts):  # noqa: ANN001, ANN202
+        in_forward.set()
+        assert first_delete_done.wait(60), "the erasure never ran"
+        return real_forward(task_name, texts)
+
+    monkeypatch.setattr(users, "_delete_user_rows", delete_then_signal)
+    monkeypatch.setattr(state.served, "forward", held_forward)
+    answers: dict[str, object] = {}
+    predicting = threading.Thread(target=lambda: answers.update(p=client.post(
+        "/v1/tasks/tickets/predict", json={"text": "queued while erased", "user_id": RAW_USER})))
+    predicting.start()
+    assert in_forward.wait(60)  # the prediction is in the batcher, its forward waiting for the erasure
+    erased = client.delete(f"/v1/users/{RAW_USER}")
+    predicting.join(60)
+    assert answers["p"].status_code == 200
+    assert erased.status_code == 200 and erased.json()["deleted_predictions"] == 1, erased.text
+    assert rows(client, Prediction) == []

@@ -12,7 +12,7 @@ from app.db.tables import Feedback, Prediction, Task
 from app.db.threads import in_db_thread
 from app.errors import Forbidden, NotFound
 from app.kinds import TaskSpec, get_kind
-from app.security import hash_user_id
+from app.security import hash_user_id, user_namespace
 from app.services.clients import Caller, allow
 from app.state import AppState
 
@@ -70,7 +70,8 @@ async def give_feedback(state: AppState, *, prediction_id: str, caller: Caller, 
                         correction: Any, user_id: str | None, span: int | None = None) -> dict[str, Any]:
     """`record_feedback` on the DB thread pool (no model work, the connection held only for the
     transaction), counted in the process's metrics."""
-    user_hash = hash_user_id(user_id, state.settings.resolved_user_hash_key) if user_id else None
+    user_hash = (hash_user_id(user_id, state.settings.resolved_user_hash_key, user_namespace(caller.client_id))
+                 if user_id else None)
     fb, task = await in_db_thread(record_feedback, state.sessions, prediction_id=prediction_id, caller=caller,
                                   signal=signal, correction=correction, user_hash=user_hash, span=span)
     state.metrics.feedback.labels(task, "correction" if correction else str(signal)).inc()

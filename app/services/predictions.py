@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.tables import Prediction, new_id, utcnow
 from app.db.threads import in_db_thread
 from app.errors import Invalid, Overloaded, RateLimited, Unavailable
-from app.security import hash_user_id
+from app.security import hash_user_id, user_namespace
 from app.serving.batcher import BatcherClosed, MicroBatcher, OwnerQueueFull, Pending, QueueFull
 from app.serving.engine import Scored
 from app.services.clients import Caller, allow
@@ -133,7 +133,8 @@ async def predict(state: AppState, *, task: str, texts: list[str], single: bool,
         await in_db_thread(_task_exists, state.sessions, task)  # NotFound for a task that does not exist
         raise Unavailable(f"Task {task!r} has no loaded model yet.", slug="model-not-loaded",
                           title="Model not loaded")
-    user_hash = hash_user_id(user_id, s.resolved_user_hash_key) if user_id else None
+    user_hash = (hash_user_id(user_id, s.resolved_user_hash_key, user_namespace(caller.client_id))
+                 if user_id else None)
     ctx = PredictContext(task_id=loaded.task_id, client_id=caller.client_id, user_hash=user_hash)
     try:
         version, predictions = await batcher_for(state, task).submit(texts, ctx, owner=caller.client_id)

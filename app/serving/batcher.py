@@ -103,6 +103,7 @@ class MicroBatcher(Generic[R]):
         self._wakeup: asyncio.Event | None = None
         self._queued_texts = 0
         self._outstanding = 0  # requests submitted and not yet answered
+        self._unanswered: set[asyncio.Future] = set()
         self._company = 0.5  # moving share of arrivals that found another request unanswered
         self._loop_task: asyncio.Task | None = None
         self._commits: set[asyncio.Task] = set()
@@ -137,10 +138,17 @@ class MicroBatcher(Generic[R]):
         self.start()
         self._wakeup.set()  # type: ignore[union-attr]
         self._outstanding += 1
+        self._unanswered.add(fut)
         try:
             return await fut
         finally:
             self._outstanding -= 1
+            self._unanswered.discard(fut)
+
+    async def settled(self) -> None:
+        """Return once every request submitted before this call has its answer (committed or failed)."""
+        if self._unanswered:
+            await asyncio.wait(set(self._unanswered))
 
     async def close(self) -> None:
         """Stop taking requests, answer everything already queued or in flight, then stop."""
