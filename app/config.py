@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     worker_poll_s: float = Field(2.0, gt=0, description="How often the worker looks for due or queued runs.")
     heartbeat_s: float = Field(5.0, gt=0)
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="A running run silent this long is failed/requeued.")
+    keep_versions: int = Field(5, ge=1, description="Versions kept per task besides the active one, its "
+                               "ancestors and recent rejects; older ones have their files removed (pruned).")
+    rejected_retention_days: float = Field(7.0, ge=0, description="Rejected candidates' files are kept this long.")
+    prediction_retention_days: float = Field(90.0, ge=0, description="Predictions that never got feedback are "
+                                             "deleted after this many days; 0 = kept forever.")
+    retention_interval_s: float = Field(3600.0, gt=0, description="How often the worker applies retention (and "
+                                        "once at start).")
     max_run_s: float = Field(21_600.0, gt=0, description="A training run still running this long after it "
                              "started is failed (not requeued) and its worker told to stop.")
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="Serve the worker's own Prometheus metrics "

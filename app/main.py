@@ -24,7 +24,7 @@ from app.runtime import configure_runtime
 from app.serving.served import ServedModels
 from app.state import AppState
 from app.supervisor import WorkerSupervisor
-from app.telemetry import Metrics, RunsCollector, WorkerCollector
+from app.telemetry import DiskCollector, Metrics, RunsCollector, WorkerCollector
 
 log = logging.getLogger("flywheel")
 
@@ -34,6 +34,7 @@ def build_state(settings: Settings, worker: WorkerSupervisor | None = None) -> A
     sessions = make_sessionmaker(engine)
     metrics = Metrics()
     metrics.registry.register(RunsCollector(sessions))
+    metrics.registry.register(DiskCollector(settings.models_dir))
     if worker is not None:
         metrics.registry.register(WorkerCollector(worker.status))
 

@@ -41,9 +41,11 @@ class Trigger(StrEnum):
 
 
 class VersionStatus(StrEnum):
-    """candidate -> active | rejected; active -> retired when another is activated."""
+    """candidate -> active | rejected; active -> retired when another is activated;
+    retired | rejected -> pruned when retention removes its files (the row stays, for history)."""
 
     CANDIDATE = "candidate"
     ACTIVE = "active"
     REJECTED = "rejected"
     RETIRED = "retired"
+    PRUNED = "pruned"

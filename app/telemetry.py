@@ -5,7 +5,10 @@ scrape time (see `RunsCollector`), so they are right however many workers there 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -118,3 +121,30 @@ class WorkerCollector:
         restarts.add_metric([], st["restarts"])
         yield up
         yield restarts
+
+
+class DiskCollector:
+    """The model store's size and the free space where it lives, recomputed at most every
+    `ttl_s` (walking the store costs a little on every scrape otherwise)."""
+
+    def __init__(self, models_dir: Path, ttl_s: float = 60.0) -> None:
+        self._dir, self._ttl = models_dir, ttl_s
+        self._at = -ttl_s
+        self._used = self._free = 0
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+        now = time.monotonic()
+        if now - self._at >= self._ttl:
+            self._used = sum(f.stat().st_size for f in self._dir.rglob("*") if f.is_file()) if self._dir.exists() else 0
+            probe = self._dir if self._dir.exists() else self._dir.parent
+            self._free = shutil.disk_usage(probe).free if probe.exists() else 0
+            self._at = now
+        used = GaugeMetricFamily("flywheel_model_store_bytes", "Bytes of model versions on disk")
+        used.add_metric([], self._used)
+        free = GaugeMetricFamily("flywheel_model_store_free_bytes", "Free bytes on the model store's file system")
+        free.add_metric([], self._free)
+        yield used
+        yield free

@@ -28,6 +28,7 @@ from app.runs import telemetry
 from app.runs.execute import execute_run
 from app.runs.heartbeat import Heartbeat, RunControl
 from app.runs.lifecycle import claim_next, fail_overlong_runs, reap_stale_runs
+from app.runs.retention import RetentionReport, apply_retention, dir_bytes
 from app.runs.schedule import schedule_due_runs
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,14 @@ class Worker:
         return (reap_stale_runs(self.factory, timeout_s=self.settings.heartbeat_timeout_s)
                 + fail_overlong_runs(self.factory, max_run_s=self.settings.max_run_s))
 
+    def apply_retention(self) -> RetentionReport:
+        """Prune versions and old predictions, remove crash leftovers (app/runs/retention.py)."""
+        s = self.settings
+        report = apply_retention(self.factory, s.models_dir, keep_versions=s.keep_versions,
+                                 rejected_days=s.rejected_retention_days, prediction_days=s.prediction_retention_days)
+        telemetry.STORE_BYTES.set(dir_bytes(s.models_dir))
+        return report
+
     # -- lifecycle
 
     def _run_loop(self) -> None:
@@ -103,6 +112,10 @@ class Worker:
         for job in (self.schedule_due_runs, self.reap_stale_runs):
             self._scheduler.add_job(self._guarded, "interval", args=[job], seconds=every, id=job.__name__,
                                     max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
+        # Retention at start (crash leftovers first of all) and every retention_interval_s.
+        self._scheduler.add_job(self._guarded, "interval", args=[self.apply_retention],
+                                seconds=self.settings.retention_interval_s, id="apply_retention", max_instances=1,
+                                coalesce=True, next_run_time=datetime.now(timezone.utc))
         self._scheduler.start()
         self._runner = threading.Thread(target=self._run_loop, name="flywheel-runner", daemon=True)
         self._runner.start()

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.db.pages import Page, cut, paged
 from app.db.tables import ModelVersion, Task, utcnow
 from app.statuses import VersionStatus
+from app.errors import Conflict
 
 
 def next_version_number(session: Session, task_id: int) -> int:
@@ -63,9 +64,13 @@ def register_version(
 
 
 def activate(session: Session, *, version: ModelVersion) -> ModelVersion:
-    """Make `version` the task's active version; the previous one is retired."""
+    """Make `version` the task's active version; the previous one is retired.  Conflict for a
+    version whose files retention removed."""
     if version.status == VersionStatus.ACTIVE:
         return version
+    if version.status == VersionStatus.PRUNED:
+        raise Conflict(f"Version {version.version} was pruned by retention ({version.reason}); its files are gone.",
+                       field="version", slug="version-pruned", title="Version pruned")
     session.execute(
         update(ModelVersion)
         .where(ModelVersion.task_id == version.task_id, ModelVersion.status == VersionStatus.ACTIVE)

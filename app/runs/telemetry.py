@@ -46,6 +46,8 @@ REAPED = Counter(
     "flywheel_worker_reaped_total", "Runs this worker's reaper failed because their worker went silent", ["task"],
     registry=REGISTRY,
 )
+STORE_BYTES = Gauge("flywheel_worker_model_store_bytes", "Bytes in the model store after the last retention pass",
+                    registry=REGISTRY)
 BUSY = Gauge("flywheel_worker_busy", "1 while this worker is executing a run", registry=REGISTRY)
 
 
