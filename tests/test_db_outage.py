@@ -57,6 +57,7 @@ def _load(base: str, key: str, stop: threading.Event, seen: Counter, bad: list[s
                 time.sleep(0.1)
 
 
+@pytest.mark.faults
 def test_postgres_outage_under_load_is_503_then_recovers_without_restart(proxied) -> None:
     base, proxy = proxied
     with httpx.Client(base_url=base, headers=ADMIN, timeout=60) as admin:

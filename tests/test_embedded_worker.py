@@ -17,6 +17,8 @@ from app.launch import flywheel_command, free_port, wait_until_up
 from conftest import ADMIN, ADMIN_TOKEN
 from waiting import wait_until
 
+pytestmark = pytest.mark.faults
+
 GIVE_UP_S = 120.0  # how long to wait before failing; not a performance claim
 
 

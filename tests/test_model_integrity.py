@@ -92,3 +92,25 @@ def test_readyz_names_the_unloadable_version(settings: Settings, factory: sessio
         assert r.status_code == 200, r.text
         assert r.json()["models"] == {"intent": 0} and "do not match" in r.json()["unloadable"]["intent"]
         assert c.post("/v1/tasks/intent/predict", json={"text": "rain today"}).json()["model_version"] == 0
+
+
+def test_a_run_does_not_train_from_a_corrupt_active_version(factory: sessionmaker[Session],
+                                                           settings: Settings) -> None:
+    """The trainer checks the parent's files too: a candidate trained (and judged) against
+    corrupt weights is never made; the run fails naming the version, the store is unchanged."""
+    from app.db.tables import TrainingRun
+    from app.runs.lifecycle import enqueue_run
+    from app.worker import Worker
+    from learning_helpers import add_examples, synthetic, versions
+
+    task_id = create_task(factory, settings)
+    add_examples(factory, task_id, synthetic(20, seed=1))
+    corrupt(Path(active(factory, task_id).path))
+    with transaction(factory) as s:
+        run, _ = enqueue_run(s, s.get(Task, task_id), "admin")
+        run_id = run.id
+    assert Worker(settings, factory=factory).run_once() == "failed"
+    with factory() as s:
+        error = s.get(TrainingRun, run_id).error
+    assert "do not match" in error and "not training from it" in error, error
+    assert len(versions(factory, task_id)) == 1

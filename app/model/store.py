@@ -99,6 +99,19 @@ def save_version(model: EncoderWithHead, tokenizer: Any, meta: VersionMeta, root
         raise
 
 
+class CorruptVersion(Exception):
+    """A version's files are missing or are not the ones recorded when it was stored."""
+
+
+def verify_version(path: Path, sha256: str | None, what: str) -> None:
+    """The version's directory exists and hashes to the sha256 recorded for it; CorruptVersion
+    naming `what` otherwise.  Checked before anything is loaded from it, for serving or training."""
+    if not path.is_dir():
+        raise CorruptVersion(f"{what}: {path} is missing")
+    if sha256 and directory_sha256(path) != sha256:
+        raise CorruptVersion(f"{what}: the files in {path} do not match the sha256 recorded when it was stored")
+
+
 def fsync_dir(path: Path) -> None:
     """Make the directory's entries (created, renamed) durable, not only the files' bytes."""
     fd = os.open(path, os.O_RDONLY)

@@ -31,6 +31,7 @@ from app.db.tables import ModelVersion, Task, TrainingRun, utcnow
 from app.db.training_rows import load_training_rows
 from app.db.versions import activate, active_version, next_version_number, register_version
 from app.kinds import TaskKind, TaskSpec, get_kind, load_version
+from app.model.store import CorruptVersion, verify_version
 from app.learning.dataset import TaskDataset, build_dataset
 from app.learning.gate import Evaluation, Verdict, evaluate, judge as gate_judge
 from app.learning.trainer import TrainConfig, TrainingInterrupted, TrainResult, save, train
@@ -81,6 +82,7 @@ class RunContext:
     policy: Policy = field(default_factory=Policy)
     parent_id: int = 0
     parent_path: Path = Path()
+    parent_sha256: str = ""
     candidate_id: int | None = None
     candidate_path: Path | None = None
     started: float = field(default_factory=time.monotonic)
@@ -99,6 +101,7 @@ def start(factory: sessionmaker[Session], ctx: RunContext) -> None:
             raise RunError(f"task {task.name!r} has no active version to start from")
         s.expunge(task)
         ctx.task, ctx.parent_id, ctx.parent_path = task, parent.id, Path(parent.path)
+        ctx.parent_sha256 = parent.sha256
     ctx.kind = get_kind(ctx.task.kind)
     ctx.policy = Policy.from_stored(ctx.task.policy)
     telemetry.RUNS.labels(ctx.task_name, "started").inc()
@@ -127,6 +130,10 @@ def fit(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dat
         control: RunControl) -> Fitted:
     task = ctx.task
     device = resolve_device(settings.device)
+    try:  # a candidate trained from corrupt weights would be judged against them too: stop here
+        verify_version(ctx.parent_path, ctx.parent_sha256, f"the active version of task {ctx.task_name!r}")
+    except CorruptVersion as exc:
+        raise RunError(f"{exc}; not training from it (activate a good version)") from None
     model, tokenizer, parent_meta = load_version(ctx.parent_path, device=device,
                                                  trainable_lora=task.finetune == "lora")
     config = train_config_for(task, ctx.policy, settings, parent_meta.max_seq_len)

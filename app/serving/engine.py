@@ -15,7 +15,7 @@ from app.db.versions import ActiveRow
 from app.kinds import TaskKind, get_kind, load_version
 from app.kinds.base import Answer
 from app.model.encoder import encode_texts, pad_ids
-from app.model.store import directory_sha256
+from app.model.store import CorruptVersion, verify_version
 
 
 @dataclass
@@ -61,18 +61,9 @@ def prepare_for_inference(model: torch.nn.Module, device: torch.device, quantize
     return model, False
 
 
-class CorruptVersion(Exception):
-    """A version's files are missing or are not the ones recorded when it was stored."""
-
-
 def verify(row: ActiveRow) -> None:
     """The version's directory hashes to the sha256 recorded for it (CorruptVersion otherwise)."""
-    path = Path(row.path)
-    if not path.is_dir():
-        raise CorruptVersion(f"version {row.version} of task {row.task}: {path} is missing")
-    if row.sha256 and directory_sha256(path) != row.sha256:
-        raise CorruptVersion(f"version {row.version} of task {row.task}: the files in {path} do not match "
-                             f"the sha256 recorded when it was stored")
+    verify_version(Path(row.path), row.sha256, f"version {row.version} of task {row.task}")
 
 
 def load_for_serving(row: ActiveRow, *, device: torch.device, max_len: int) -> LoadedModel:
