@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import sys
@@ -12,6 +11,7 @@ import typer
 from rich.console import Console
 
 from app.config import Settings, get_settings
+from app.security import is_loopback
 
 cli = typer.Typer(help="Flywheel: a self-hosted model server that learns from its users.", no_args_is_help=True,
                   add_completion=False)
@@ -33,15 +33,6 @@ def _migrate(settings: Settings) -> None:
         upgrade(engine)
     finally:
         engine.dispose()
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(settings: Settings, host: str) -> None:

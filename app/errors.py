@@ -72,26 +72,26 @@ class Forbidden(DomainError):
     title = "Forbidden"
 
 
-class Unavailable(DomainError):
-    """Temporarily unable to answer (model still loading, queue full); retry after `retry_after_s`."""
+class RetryLater(DomainError):
+    """Worth trying again after `retry_after_s` seconds (0: no advice)."""
+
+    def __init__(self, detail: str, *, retry_after_s: int = 1, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(RetryLater):
+    """Temporarily unable to answer (model still loading, queue full, database down)."""
 
     default_slug = "unavailable"
     title = "Service unavailable"
 
-    def __init__(self, detail: str, *, retry_after_s: int = 1, **kwargs: Any) -> None:
-        super().__init__(detail, **kwargs)
-        self.retry_after_s = retry_after_s
 
-
-class RateLimited(DomainError):
-    """Too many requests from this caller; retry after `retry_after_s`."""
+class RateLimited(RetryLater):
+    """Too many requests from this caller."""
 
     default_slug = "rate-limited"
     title = "Too many requests"
-
-    def __init__(self, detail: str, *, retry_after_s: int = 1, **kwargs: Any) -> None:
-        super().__init__(detail, **kwargs)
-        self.retry_after_s = retry_after_s
 
 
 class Overloaded(Unavailable):

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,7 @@ from sqlalchemy import select
 from app.db.session import make_engine, make_sessionmaker
 from app.db.tables import Feedback, ModelVersion, Prediction
 from app.launch import flywheel_command, free_port, wait_until_up
-from conftest import ADMIN, ADMIN_TOKEN, postgres_or_skip
+from conftest import ADMIN, ADMIN_TOKEN
 
 pytestmark = pytest.mark.faults
 
@@ -78,20 +77,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(GIVE_UP_S)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'data' / 'flywheel.db'}"
-        return
-    url = postgres_or_skip(request.getfixturevalue("pg_database"))
-    yield url
-    from conftest import _truncate_all
-
-    _truncate_all(url)
-
-
-def test_nothing_acknowledged_is_lost_when_the_service_is_killed(database: str, tmp_path: Path,
+def test_nothing_acknowledged_is_lost_when_the_service_is_killed(db_url: str, tmp_path: Path,
                                                                  tiny_model_dir: Path) -> None:
+    database = db_url
     rng = random.Random(11)
     data_dir, log = tmp_path / "data", tmp_path / "serve.log"
     base, proc = _start(data_dir, database, tiny_model_dir, log)

@@ -5,13 +5,13 @@ Plain ASGI middleware (see `app.main.RequestTiming` for why not `@app.middleware
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
+from app.security import is_loopback
 
 UPLOAD_PATH = re.compile(r"^/v1/tasks/[^/]+/examples/?$")
 
@@ -80,18 +80,13 @@ class BodyLimit:
 
 
 def _is_loopback(host: str) -> bool:
-    """`localhost` or a loopback address (127.0.0.0/8, ::1), with or without a port."""
+    """A Host header (or an Origin's host) naming a loopback address, with or without a port."""
     host = host.strip().lower()
     if host.startswith("["):  # [::1]:8000
         host = host[1:].split("]", 1)[0]
     elif host.count(":") == 1:
         host = host.split(":", 1)[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
 
 
 class LoopbackOnly:

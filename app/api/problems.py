@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unavailable
+from app.errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, RetryLater, TooLarge,
+                        Unavailable)
 from app.services.health import OUTAGE_ERRORS, database_outage
 
 log = logging.getLogger("flywheel.api")
@@ -124,7 +125,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         headers = None
-        if isinstance(exc, (Unavailable, RateLimited)) and exc.retry_after_s > 0:
+        if isinstance(exc, RetryLater) and exc.retry_after_s > 0:
             headers = {"Retry-After": str(exc.retry_after_s)}
         return problem_response(status_of(exc), exc.slug, exc.title, exc.detail, request.url.path,
                                 field=exc.field, headers=headers, **exc.extra)
