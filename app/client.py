@@ -149,8 +149,16 @@ class FlywheelClient:
                 raise TimeoutError(f"run {run_id} still {run['status']} after {timeout_s:g}s")
             time.sleep(poll_s)
 
-    def versions(self, task: str) -> list[Json]:
-        return _expect(self.http.get(f"/v1/tasks/{task}/models"), 200)
+    def versions(self, task: str, *, page_size: int = 500) -> list[Json]:
+        """Every version of the task, following the pages (`Link: rel="next"`)."""
+        out: list[Json] = []
+        r = self.http.get(f"/v1/tasks/{task}/models", params={"limit": page_size})
+        while True:
+            out += _expect(r, 200)
+            nxt = r.links.get("next", {}).get("url")
+            if not nxt:
+                return out
+            r = self.http.get(nxt)
 
     def activate(self, task: str, version: int) -> Json:
         """Make `version` the active one.  The API process loads it in the background: use

@@ -165,3 +165,23 @@ def test_the_retrain_command_queues_joins_and_follows(live: str, api: FlywheelCl
     run = api.run(int(verdict.group(1)))
     assert verdict.group(2) == run["status"] == "failed", followed.output  # no feedback: nothing to train on
     assert followed.exit_code == 1 and "nothing to train on" in followed.output
+
+
+def test_versions_follows_the_pages(api: FlywheelClient, settings: Settings) -> None:
+    """Three versions, one a page: the client gathers all three, in order (the two added here
+    are rows only; nothing loads them)."""
+    from app.db.session import make_engine, make_sessionmaker, transaction
+    from app.db.tables import Task
+    from app.db.versions import register_version
+
+    make_task(api)
+    [v0] = api.versions("tickets")
+    engine = make_engine(settings.db_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as s:
+            task = s.query(Task).filter(Task.name == "tickets").one()
+            for n in (1, 2):
+                register_version(s, task=task, path=settings.models_dir / "tickets" / f"copy-{n}", sha256=v0["sha256"], version=n, parent_id=v0["id"])
+    finally:
+        engine.dispose()
+    assert [v["version"] for v in api.versions("tickets", page_size=1)] == [0, 1, 2]
