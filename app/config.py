@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # Model
     base_model: str = Field(default_factory=default_base_model, description="Hugging Face encoder path or id.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    engine: Literal["auto", "onnx", "torch"] = Field("auto", description="What runs the forward: auto = the fastest "
+                                                     "engine that passed parity for the version (ONNX Runtime or "
+                                                     "PyTorch, int8 or not); onnx = ONNX Runtime where it passed; "
+                                                     "torch = PyTorch (int8 per task's quantize).")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default.")
     max_seq_len: int = Field(128, ge=8, le=512, description="Tokens per text; longer texts are truncated.")
 

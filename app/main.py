@@ -38,12 +38,19 @@ def build_state(settings: Settings, worker: WorkerSupervisor | None = None) -> A
     if worker is not None:
         metrics.registry.register(WorkerCollector(worker.status))
 
+    engines: dict[str, str] = {}
+
     def on_swap(loaded) -> None:  # noqa: ANN001
         metrics.model_version.labels(loaded.task).set(loaded.version)
         metrics.swaps.labels(loaded.task).inc()
+        before = engines.get(loaded.task)
+        if before is not None and before != loaded.engine:
+            metrics.served_engine.remove(loaded.task, before)
+        metrics.served_engine.labels(loaded.task, loaded.engine).set(1)
+        engines[loaded.task] = loaded.engine
 
     served = ServedModels(sessions, device=settings.device, max_len=settings.max_seq_len,
-                          chunk=settings.max_batch_size, on_swap=on_swap)
+                          chunk=settings.max_batch_size, on_swap=on_swap, engine=settings.engine)
     return AppState(settings=settings, engine=engine, sessions=sessions, served=served, metrics=metrics,
                     worker=worker)
 

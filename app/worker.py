@@ -26,6 +26,7 @@ from app.config import Settings
 from app.db.session import make_engine, make_sessionmaker, transaction
 from app.runs import telemetry
 from app.runs.execute import execute_run
+from app.runs.engines import backfill_engines
 from app.runs.heartbeat import Heartbeat, RunControl
 from app.runs.lifecycle import claim_next, fail_overlong_runs, reap_stale_runs
 from app.runs.retention import RetentionReport, apply_retention, dir_bytes
@@ -76,6 +77,12 @@ class Worker:
         return (reap_stale_runs(self.factory, timeout_s=self.settings.heartbeat_timeout_s)
                 + fail_overlong_runs(self.factory, max_run_s=self.settings.max_run_s))
 
+    def backfill_engines(self) -> list[int]:
+        """Prepare inference engines for active versions that have none (app/runs/engines.py)."""
+        if self.settings.engine == "torch":
+            return []
+        return backfill_engines(self.factory, self.settings)
+
     def apply_retention(self) -> RetentionReport:
         """Prune versions and old predictions, remove crash leftovers (app/runs/retention.py)."""
         s = self.settings
@@ -109,7 +116,7 @@ class Worker:
         self.stop_event.clear()
         every = self.settings.worker_poll_s
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
-        for job in (self.schedule_due_runs, self.reap_stale_runs):
+        for job in (self.schedule_due_runs, self.reap_stale_runs, self.backfill_engines):
             self._scheduler.add_job(self._guarded, "interval", args=[job], seconds=every, id=job.__name__,
                                     max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
         # Retention at start (crash leftovers first of all) and every retention_interval_s.

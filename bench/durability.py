@@ -32,8 +32,8 @@ def commits_per_s(db: Path, durable: bool, commits: int) -> float:
                               "finetune, quantize, policy, created_at) VALUES (1, 't', 'classification', '[]', "
                               "'{}', 0.5, 'bounded', 'full', false, '{}', CURRENT_TIMESTAMP)"))
             conn.execute(text("INSERT INTO model_versions (id, task_id, version, status, path, sha256, metrics, "
-                              "data_counts, created_at) VALUES (1, 1, 0, 'active', 'p', 'x', '{}', '{}', "
-                              "CURRENT_TIMESTAMP)"))
+                              "data_counts, engines, created_at) VALUES (1, 1, 0, 'active', 'p', 'x', '{}', '{}', "
+                              "'{}', CURRENT_TIMESTAMP)"))
             conn.execute(text("INSERT INTO predictions (id, task_id, model_version_id, text, label, scores, "
                               "created_at) VALUES ('p', 1, 1, 'a text', 'a', '{}', CURRENT_TIMESTAMP)"))
         started = time.perf_counter()

@@ -36,9 +36,10 @@ def test_healthz_needs_no_token(client) -> None:
 
 def test_readyz_lists_loaded_models(client) -> None:
     r = client.get("/readyz", headers={"Authorization": ""})
-    assert r.status_code == 200 and r.json() == {"status": "ready", "models": {}, "unloadable": {}}
+    assert r.status_code == 200 and r.json() == {"status": "ready", "models": {}, "engines": {}, "unloadable": {}}
     create_task(client)
-    assert client.get("/readyz").json() == {"status": "ready", "models": {"tickets": 0}, "unloadable": {}}
+    assert client.get("/readyz").json() == {"status": "ready", "models": {"tickets": 0},
+                                            "engines": {"tickets": "torch-fp32"}, "unloadable": {}}
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(client) -> None:

@@ -54,7 +54,8 @@ def _stored_predictions(settings: Settings) -> dict[str, Prediction]:
 def test_round_trip_over_real_http(http: httpx.Client) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
     assert http.post("/v1/tasks", json={"name": "tickets", "labels": LABELS}).status_code == 201
-    assert http.get("/readyz").json() == {"status": "ready", "models": {"tickets": 0}, "unloadable": {}}
+    assert http.get("/readyz").json() == {"status": "ready", "models": {"tickets": 0},
+                                          "engines": {"tickets": "torch-fp32"}, "unloadable": {}}
     body = http.post("/v1/tasks/tickets/predict", json={"texts": ["lost card", "rain"]}).json()
     assert body["model_version"] == 0 and len(body["predictions"]) == 2
     pid = body["predictions"][0]["id"]

@@ -89,7 +89,9 @@ def test_nothing_acknowledged_is_lost_when_the_service_is_killed(db_url: str, tm
     sessions = make_sessionmaker(engine)
     try:
         with httpx.Client(base_url=base, headers=ADMIN, timeout=60) as admin:
-            admin.post("/v1/tasks", json={"name": "tickets", "labels": ["card", "weather"]}).raise_for_status()
+            # A policy that never retrains on its own: a promotion would change the active version legitimately.
+            admin.post("/v1/tasks", json={"name": "tickets", "labels": ["card", "weather"], "policy": {
+                "min_new_signals": 1_000_000, "max_interval_s": None}}).raise_for_status()
             key = admin.post("/v1/clients", json={"name": "app", "tasks": ["tickets"]}).json()["key"]
         with sessions() as s:
             active = s.scalar(select(ModelVersion.id).where(ModelVersion.status == "active"))

@@ -126,7 +126,7 @@ def test_one_active_version_per_task_is_enforced_by_the_database(fresh_url: str)
     command.upgrade(alembic_config(fresh_url), "head")
     eng = make_engine(fresh_url)
     insert_version = text("INSERT INTO model_versions (task_id, version, status, path, sha256, metrics, data_counts, "
-                          "created_at) VALUES (1, :v, :s, 'p', 'x', '{}', '{}', CURRENT_TIMESTAMP)")
+                          "engines, created_at) VALUES (1, :v, :s, 'p', 'x', '{}', '{}', '{}', CURRENT_TIMESTAMP)")
     try:
         with eng.begin() as conn:
             conn.execute(text("INSERT INTO tasks (name, kind, labels, descriptions, lambda_data, feedback_loss, "

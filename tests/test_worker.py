@@ -140,6 +140,9 @@ def test_queued_run_is_claimed_executed_and_promoted(factory: sessionmaker[Sessi
     assert {v.status for v in versions(factory, task_id) if v.id == v0.id} == {"retired"}
     assert run.gate["verdict"] == "promote" and run.gate["candidate"]["score"] >= run.gate["active"]["score"]
     assert new.metrics == run.gate and new.training_run_id == run_id
+    # Its inference engines were prepared before it was activated (app/serving/engines.py).
+    assert new.engines["chosen"] in {n for n, c in new.engines["candidates"].items() if c["ok"]}
+    assert new.engines["texts"] >= 32  # the run's validation texts, topped up with probe texts
     assert run.data_counts["examples"] == 60 and run.data_counts["positive"] == 1
     assert run.loss_curve and run.device == "cpu" and run.duration_s > 0 and run.finished_at is not None
     assert run.watermark["example_id"] > 0 and run.progress["fraction"] == 1.0

@@ -58,6 +58,9 @@ class VersionOut(BaseModel):
     training_run_id: int | None
     metrics: dict[str, Any]
     data_counts: dict[str, Any]
+    engines: dict[str, Any] = Field(description="Inference engines prepared for this version: each one's "
+                                    "parity against PyTorch fp32 on the task's validation texts, its measured "
+                                    "speed, its files' sha256, and `chosen`, the fastest that passed.")
     reason: str | None
     created_at: datetime
     activated_at: datetime | None

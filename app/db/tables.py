@@ -166,6 +166,9 @@ class ModelVersion(Base):
     )
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     data_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Inference engines prepared for this version (app/serving/engines.py): files, sha256, parity
+    # against PyTorch fp32, measured speed, and the one serving should use.  {} = none yet.
+    engines: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -8,7 +8,7 @@ per task.  API processes notice the change and swap (see `serving/served.py`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,11 @@ class ActiveRow:
     quantize: bool
     sha256: str = ""  # of the version's directory, as stored when it was written
     parent_id: int | None = None
+    engines: dict[str, Any] = field(default_factory=dict)  # see ModelVersion.engines
 
 
 _SERVED = (Task.id, Task.name, ModelVersion.id, ModelVersion.version, ModelVersion.path, Task.quantize,
-           ModelVersion.sha256, ModelVersion.parent_id)
+           ModelVersion.sha256, ModelVersion.parent_id, ModelVersion.engines)
 
 
 def active_rows(session: Session) -> list[ActiveRow]:

@@ -150,6 +150,13 @@ class TaskKind(ABC):
         """Do two stored labels say the same about a text (classification: equal; rating: close)?"""
         return a == b
 
+    def answer_gap(self, labels: Sequence[str], a: Answer, b: Answer) -> float:
+        """How far apart two answers to one text are, in [0, 1], for checking that an inference
+        engine answers as PyTorch fp32 does: by default the largest difference between their
+        scores (for classification, the label probabilities)."""
+        keys = [k for k in a.scores if k in b.scores]
+        return max((abs(float(a.scores[k]) - float(b.scores[k])) for k in keys), default=0.0)
+
     @abstractmethod
     def check_feedback(self, spec: TaskSpec, *, shown: str, signal: int, correction: str | None,
                        span: int | None = None) -> None:

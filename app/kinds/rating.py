@@ -272,6 +272,12 @@ class Rating(TaskKind):
             answers.append(Answer(point(score), {"score": score, "spread": round(spread, 6)}, {"score": score}))
         return answers
 
+    def answer_gap(self, labels: Sequence[str], a: Answer, b: Answer) -> float:
+        """The scores' difference as a share of the scale's range."""
+        points = [float(x) for x in labels]
+        width = (max(points) - min(points)) or 1.0
+        return abs(float(a.scores["score"]) - float(b.scores["score"])) / width
+
     def uncertainty(self, answer: Answer) -> float:
         """The spread of the prototypes' weights around the score, as a share of its largest
         possible value (half the range: all weight split between the two ends)."""

@@ -279,6 +279,10 @@ class Tagging(TaskKind):
             answers.append(Answer(dump_spans([(s, e, j) for s, e, j, _ in spans], labels), scores, {"spans": body}))
         return answers
 
+    def answer_gap(self, labels: Sequence[str], a: Answer, b: Answer) -> float:
+        """0 for the same spans, 1 otherwise."""
+        return 0.0 if a.label == b.label else 1.0
+
     def uncertainty(self, answer: Answer) -> float:
         """1 − the least sure token's probability of its tag (an entity nearly missed or nearly found)."""
         return 1.0 - float(answer.scores.get("certainty", 1.0))

@@ -49,10 +49,14 @@ class VersionMeta:
         return cls(**data)
 
 
+ENGINES_DIR = "engines"  # inference engines made from a version later (ONNX files); each has its own sha256
+
+
 def directory_sha256(path: Path) -> str:
-    """Hash of every file's relative name and bytes, in sorted order."""
+    """Hash of every file's relative name and bytes, in sorted order (the model as trained: the
+    `engines/` made from it afterwards are hashed one by one, in the version's engine record)."""
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.relative_to(path).parts[0] != ENGINES_DIR):
         h.update(f.relative_to(path).as_posix().encode())
         h.update(b"\0")
         with f.open("rb") as fh:

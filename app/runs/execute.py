@@ -38,6 +38,7 @@ from app.learning.trainer import TrainConfig, TrainingInterrupted, TrainResult, 
 from app.model.encoder import resolve_device
 from app.policy import Policy
 from app.runs import telemetry
+from app.runs.engines import engines_for, probe_texts
 from app.runs.heartbeat import RunControl
 from app.runs.lifecycle import RunAbandoned, drop_candidate, fail_owned, owned, release_interrupted, update_owned
 from app.statuses import RunStatus, VersionStatus
@@ -188,8 +189,19 @@ def judge(ctx: RunContext, fitted: Fitted, dataset: TaskDataset) -> Verdict:
                       seed=ctx.run_id)
 
 
+def prepare(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dataset: TaskDataset
+            ) -> dict[str, Any]:
+    """The candidate's inference engines, made before it is activated so API processes swap
+    straight to the fastest one (app/runs/engines.py)."""
+    assert ctx.candidate_path is not None
+    update_owned(factory, ctx.run_id, ctx.worker_id, progress={"fraction": 1.0, "stage": "preparing engines"})
+    with factory() as s:
+        texts = probe_texts(s, ctx.task_id, [item.text for item in dataset.validation])
+    return engines_for(settings, ctx.candidate_path, texts)
+
+
 def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, dataset: TaskDataset,
-           verdict: Verdict, counts: dict[str, Any]) -> RunStatus:
+           verdict: Verdict, counts: dict[str, Any], engines: dict[str, Any]) -> RunStatus:
     result = fitted.result
     with transaction(factory) as s:
         run = owned(s, ctx.run_id, ctx.worker_id)
@@ -202,6 +214,8 @@ def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, data
         gate = {**verdict.to_json(), "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                 "stopped_early": result.stopped_early}
         version.metrics = gate
+        if engines:
+            version.engines = engines
         if verdict.promote:
             activate(s, version=version)
         else:
@@ -250,7 +264,8 @@ def execute_run(
         counts = {**dataset.counts, **fitted.result.counts, "reliability": dataset.reliability}
         store(factory, settings, ctx, fitted, counts)
         verdict = judge(ctx, fitted, dataset)
-        return finish(factory, ctx, fitted, dataset, verdict, counts)
+        engines = prepare(factory, settings, ctx, dataset) if verdict.promote and settings.engine != "torch" else {}
+        return finish(factory, ctx, fitted, dataset, verdict, counts, engines)
     except (RunAbandoned, TrainingInterrupted) as exc:
         if control.lost.is_set() or isinstance(exc, RunAbandoned):
             log.warning("run %s abandoned: %s", run_id, exc)

@@ -36,7 +36,7 @@ async def readiness(state: AppState) -> dict[str, object]:
     # A task whose active version cannot be loaded still answers with the version it had (or its
     # parent): ready, and the detail says so.
     answer: dict[str, object] = {"status": "ready", "models": {t: m.version for t, m in loaded.items()},
-                                 "unloadable": unloadable}
+                                 "engines": {t: m.engine for t, m in loaded.items()}, "unloadable": unloadable}
     if state.worker is not None:  # the embedded worker; its being down does not stop serving
         answer["worker"] = state.worker.status()
     return answer

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from app.db.versions import ActiveRow
-from app.kinds import TaskKind, get_kind, load_version
+from app.kinds import TaskKind
 from app.kinds.base import Answer
 from app.model.encoder import encode_texts, pad_ids
-from app.model.store import CorruptVersion, verify_version
 
 
 @dataclass
@@ -26,11 +23,13 @@ class LoadedModel:
     version: int
     kind: TaskKind
     labels: list[str]
-    model: torch.nn.Module
+    model: Any  # a torch module, or anything called the same way (app/serving/onnx.OrtModel)
     tokenizer: Any
     device: torch.device
     max_len: int
     quantized: bool = False
+    engine: str = "torch-fp32"  # what runs the forward (app/serving/engines.py)
+    wanted: str = "torch-fp32"  # what the version's record asked for (differs after a fallback)
 
 
 @dataclass(frozen=True)
@@ -59,33 +58,6 @@ def prepare_for_inference(model: torch.nn.Module, device: torch.device, quantize
 
             return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}), True
     return model, False
-
-
-def verify(row: ActiveRow) -> None:
-    """The version's directory hashes to the sha256 recorded for it (CorruptVersion otherwise)."""
-    verify_version(Path(row.path), row.sha256, f"version {row.version} of task {row.task}")
-
-
-def load_for_serving(row: ActiveRow, *, device: torch.device, max_len: int) -> LoadedModel:
-    """Verify, load, prepare and warm one version."""
-    verify(row)
-    model, tokenizer, meta = load_version(Path(row.path), device=device)
-    model, quantized = prepare_for_inference(model, device, row.quantize)
-    loaded = LoadedModel(
-        task_id=row.task_id,
-        task=row.task,
-        version_id=row.version_id,
-        version=row.version,
-        kind=get_kind(meta.kind),
-        labels=list(meta.labels),
-        model=model,
-        tokenizer=tokenizer,
-        device=device,
-        max_len=min(max_len, meta.max_seq_len or max_len),
-        quantized=quantized,
-    )
-    score_texts(loaded, ["warm up the kernels"], chunk=1)  # first call allocates; keep it off the request path
-    return loaded
 
 
 # Padded tokens per forward on CPU.  A micro-batch of 32 SST-2-like texts (25 tokens on

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.versions import ActiveRow, active_rows, served_row
 from app.model.encoder import resolve_device
-from app.serving.engine import LoadedModel, Scored, load_for_serving, score_texts
+from app.serving.engine import LoadedModel, Scored, score_texts
+from app.serving.engines import choose, load_for_serving
 
 __all__ = ["ServedModels", "LoadedModel", "Scored"]
 
@@ -51,9 +52,11 @@ class ServedModels:
         max_len: int = 128,
         chunk: int = 32,
         on_swap: Any = None,
+        engine: str = "auto",
     ) -> None:
         self._sessions = sessions
         self.device = resolve_device(device)
+        self.engine = engine  # FLYWHEEL_ENGINE: auto | onnx | torch
         self.max_len = max_len
         self.chunk = chunk
         self._models: dict[str, LoadedModel] = {}
@@ -95,16 +98,18 @@ class ServedModels:
         swapped = 0
         for row in rows:
             cur = self._models.get(row.task)
-            if cur is not None and cur.version_id == row.version_id and cur.task_id == row.task_id:
-                continue
+            if cur is not None and cur.version_id == row.version_id and cur.task_id == row.task_id and (
+                    cur.wanted == self._wanted(row)):
+                continue  # (an engine prepared for the served version since it was loaded: reload on it)
             if row.version_id in self.unloadable and cur is not None:
                 continue  # known bad: keep serving what we have
             with self._load_lock:
                 cur = self._models.get(row.task)
-                if cur is not None and cur.version_id == row.version_id:
+                if cur is not None and cur.version_id == row.version_id and cur.wanted == self._wanted(row):
                     continue
                 loaded = self._load_or_fall_back(row, serving=cur)
-                if loaded is not None and (cur is None or loaded.version_id != cur.version_id):
+                if loaded is not None and (cur is None or loaded.version_id != cur.version_id
+                                           or loaded.wanted != cur.wanted):
                     self._install(loaded)
                     swapped += 1
         known = {r.task for r in rows}
@@ -113,13 +118,16 @@ class ServedModels:
         self.synced = True
         return swapped
 
+    def _wanted(self, row: ActiveRow) -> str:
+        return choose(row.engines, self.engine, self.device, row.quantize)[0]
+
     def _load(self, row: ActiveRow) -> LoadedModel | None:
         """One version, or None (recorded in `unloadable`, logged once) when it cannot be loaded."""
         if row.version_id in self.unloadable:
             return None
         started = time.perf_counter()
         try:
-            loaded = load_for_serving(row, device=self.device, max_len=self.max_len)
+            loaded = load_for_serving(row, device=self.device, max_len=self.max_len, engine=self.engine)
         except Exception as exc:  # noqa: BLE001 - any failure makes the version unservable here
             self.unloadable[row.version_id] = f"version {row.version}: {exc}"[:500]
             log.error("could not load version %d of task %s (%s); it will not be retried", row.version, row.task,
