@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,6 +29,7 @@ class AppState:
     client_rates: TokenBuckets | None = None  # requests per client key
     auth_failures: TokenBuckets | None = None  # failed authentications per source address
     worker: WorkerSupervisor | None = None  # the embedded worker, when `flywheel serve` started one
+    feedback_group: Any = None  # the feedback GroupCommit (app/services/feedback.py), made on first use
 
     def __post_init__(self) -> None:
         s = self.settings

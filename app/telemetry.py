@@ -44,6 +44,8 @@ class Metrics:
         self.model_version = Gauge("flywheel_model_version", "Version number this process serves", ["task"],
                                    registry=r)
         self.swaps = Counter("flywheel_model_swaps_total", "Hot swaps done by this process", ["task"], registry=r)
+        self.feedback_group = Histogram("flywheel_feedback_group_rows", "Feedback signals committed per transaction",
+                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.served_engine = Gauge("flywheel_served_engine", "1 for the engine each task's forward runs on here",
                                    ["task", "engine"], registry=r)
 

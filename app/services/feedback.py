@@ -1,78 +1,120 @@
-"""Recording a signal about one prediction: a small transaction and no model work."""
+"""Recording signals about predictions: small writes, committed in groups (app/db/group.py),
+with no model work.  Each request still answers only once its own row is committed, and a
+request that is wrong (an unknown prediction, someone else's, a bad correction) fails alone."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.group import GroupCommit
 from app.db.session import transaction
 from app.db.tables import Feedback, Prediction, Task
-from app.db.threads import in_db_thread
 from app.errors import Forbidden, NotFound
 from app.kinds import TaskSpec, get_kind
 from app.security import hash_user_id, user_namespace
 from app.services.clients import Caller, allow
 from app.state import AppState
 
+Recorded = tuple[dict[str, Any], str]  # (the feedback as the API shows it, the task's name)
 
-def record_feedback(
-    sessions: sessionmaker[Session],
-    *,
-    prediction_id: str,
-    caller: Caller,
-    signal: int,
-    correction: Any,
-    user_hash: str | None,
-    span: int | None = None,
-) -> tuple[dict[str, Any], str]:
-    """Store one signal on one of the caller's own predictions; (the stored feedback as the API
-    shows it, the correction as the kind's value; the task's name).
-    The correction, as sent, is made the stored label by the task's kind; `span` names the one
-    part of the answer the signal is about (a tagging span).  Committed when this returns."""
+
+@dataclass(frozen=True)
+class Signal:
+    """One feedback request: `correction` as sent (the kind makes it the stored label); `span`
+    names the one part of the answer it is about (a tagging span)."""
+
+    prediction_id: str
+    caller: Caller
+    signal: int
+    correction: Any = None
+    user_hash: str | None = None
+    span: int | None = None
+
+
+def _unknown(prediction_id: str) -> NotFound:
+    return NotFound(f"No prediction with id {prediction_id!r}.", field="prediction_id", slug="unknown-prediction",
+                    title="Unknown prediction")
+
+
+def _record(sessions: sessionmaker[Session], signals: Sequence[Signal]) -> list[Recorded | Exception]:
+    """One transaction: one query for every prediction named, one insert for every valid signal."""
     with transaction(sessions) as s:
-        row = s.execute(
-            select(Prediction.client_id, Prediction.label, Prediction.text, Task.id, Task.name, Task.kind,
-                   Task.labels, Task.descriptions)
+        found = {r.id: r for r in s.execute(
+            select(Prediction.id, Prediction.client_id, Prediction.label, Prediction.text, Task.id.label("task_id"),
+                   Task.name, Task.kind, Task.labels, Task.descriptions)
             .join(Task, Task.id == Prediction.task_id)
-            .where(Prediction.id == prediction_id)
-        ).one_or_none()
-        if row is None:
-            raise NotFound(f"No prediction with id {prediction_id!r}.", field="prediction_id",
-                           slug="unknown-prediction", title="Unknown prediction")
-        owner, shown, text, task_id, task_name, kind_name, labels, descriptions = row
-        if not caller.sees(task_name):  # another team's prediction: as if it did not exist
-            raise NotFound(f"No prediction with id {prediction_id!r}.", field="prediction_id",
-                           slug="unknown-prediction", title="Unknown prediction")
-        allow(caller, "feedback", task_name)
-        if not caller.is_admin and owner != caller.client_id:
-            raise Forbidden("This prediction was made for another client; feedback is only taken on your own.",
-                            field="prediction_id", slug="not-your-prediction")
-        spec = TaskSpec(name=task_name, kind=kind_name, labels=list(labels), descriptions=dict(descriptions or {}))
-        kind = get_kind(kind_name)
-        if correction is not None:
-            correction = kind.canonical(spec, correction, text=text, field="correction")
-        if span is not None:
-            kind.scope_label(shown, span)  # Invalid for a kind whose answers have no parts
-        kind.check_feedback(spec, shown=shown, signal=signal, correction=correction, span=span)
-        fb = Feedback(prediction_id=prediction_id, task_id=task_id, client_id=caller.client_id,
-                      user_hash=user_hash, signal=signal, correction=correction, span=span)
-        s.add(fb)
+            .where(Prediction.id.in_({sig.prediction_id for sig in signals})))}
+        results: list[Recorded | Exception | None] = []
+        made: list[tuple[int, Feedback, Any, str]] = []
+        for sig in signals:
+            row = found.get(sig.prediction_id)
+            try:
+                if row is None or not sig.caller.sees(row.name):  # another team's: as if it did not exist
+                    raise _unknown(sig.prediction_id)
+                allow(sig.caller, "feedback", row.name)
+                if not sig.caller.is_admin and row.client_id != sig.caller.client_id:
+                    raise Forbidden("This prediction was made for another client; feedback is only taken on your "
+                                    "own.", field="prediction_id", slug="not-your-prediction")
+                spec = TaskSpec(name=row.name, kind=row.kind, labels=list(row.labels),
+                                descriptions=dict(row.descriptions or {}))
+                kind = get_kind(row.kind)
+                correction = sig.correction
+                if correction is not None:
+                    correction = kind.canonical(spec, correction, text=row.text, field="correction")
+                if sig.span is not None:
+                    kind.scope_label(row.label, sig.span)  # Invalid for a kind whose answers have no parts
+                kind.check_feedback(spec, shown=row.label, signal=sig.signal, correction=correction, span=sig.span)
+            except Exception as exc:  # noqa: BLE001 - NotFound, Forbidden, the kind's Invalid: this signal's alone
+                results.append(exc)
+                continue
+            fb = Feedback(prediction_id=sig.prediction_id, task_id=row.task_id, client_id=sig.caller.client_id,
+                          user_hash=sig.user_hash, signal=sig.signal, correction=correction, span=sig.span)
+            s.add(fb)
+            made.append((len(results), fb, kind, row.name))
+            results.append(None)
         s.flush()
-    shown_as = {"id": fb.id, "prediction_id": fb.prediction_id, "signal": fb.signal, "span": fb.span,
-                "correction": None if fb.correction is None else kind.answer_value(fb.correction),
-                "created_at": fb.created_at}
-    return shown_as, task_name
+    for i, fb, kind, task_name in made:
+        results[i] = ({"id": fb.id, "prediction_id": fb.prediction_id, "signal": fb.signal, "span": fb.span,
+                       "correction": None if fb.correction is None else kind.answer_value(fb.correction),
+                       "created_at": fb.created_at}, task_name)
+    return results  # type: ignore[return-value]
+
+
+def record_signals(sessions: sessionmaker[Session], signals: Sequence[Signal]) -> list[Recorded | Exception]:
+    """Commit the signals together; if the database refuses the group, each one alone, so a row
+    it refuses fails only its own request."""
+    try:
+        return _record(sessions, signals)
+    except Exception:
+        if len(signals) == 1:
+            raise
+    out: list[Recorded | Exception] = []
+    for sig in signals:
+        try:
+            out.extend(_record(sessions, [sig]))
+        except Exception as exc:  # noqa: BLE001
+            out.append(exc)
+    return out
+
+
+def _group(state: AppState) -> GroupCommit[Signal, Recorded]:
+    if state.feedback_group is None:
+        state.feedback_group = GroupCommit(lambda signals: record_signals(state.sessions, signals),
+                                           observe=state.metrics.feedback_group.observe)
+    return state.feedback_group
 
 
 async def give_feedback(state: AppState, *, prediction_id: str, caller: Caller, signal: int,
                         correction: Any, user_id: str | None, span: int | None = None) -> dict[str, Any]:
-    """`record_feedback` on the DB thread pool (no model work, the connection held only for the
-    transaction), counted in the process's metrics."""
+    """Record one signal (committed, with the others that arrived meanwhile, when this returns),
+    counted in the process's metrics."""
     user_hash = (hash_user_id(user_id, state.settings.resolved_user_hash_key, user_namespace(caller.client_id))
                  if user_id else None)
-    fb, task = await in_db_thread(record_feedback, state.sessions, prediction_id=prediction_id, caller=caller,
-                                  signal=signal, correction=correction, user_hash=user_hash, span=span)
+    fb, task = await _group(state).submit(Signal(prediction_id, caller, signal, correction, user_hash, span))
     state.metrics.feedback.labels(task, "correction" if correction else str(signal)).inc()
     return fb
