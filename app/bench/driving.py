@@ -99,7 +99,7 @@ def setup_task(api: FlywheelClient, body: dict[str, Any]) -> tuple[str, list[str
     """Create the task (zero-shot version 0; `body` says its kind and labels or range) and a
     client; (the client's key, the task's labels: a rating's are its scale's points)."""
     created = api.create_task({"name": TASK, **body})
-    return api.create_client("bench"), list(created["labels"])
+    return api.create_client("bench", [TASK]), list(created["labels"])
 
 
 def batch_stats(metrics: str, task: str = TASK) -> tuple[float, float]:

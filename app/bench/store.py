@@ -101,3 +101,60 @@ def register_copy_of_active(db_url: str, models_dir: Path) -> int:
 
 
 # ---------------------------------------------------------------- the run
+
+
+def prepare_active_engines(db_url: str, data_dir: Path, base_model: str, threads: int) -> dict:
+    """The active version's inference engines, prepared as the worker would (app/runs/engines.py),
+    stored in the service's database; the record."""
+    from app.config import Settings
+    from app.runs.engines import backfill_engines
+
+    settings = Settings(data_dir=data_dir, database_url=db_url, base_model=base_model, torch_threads=threads)
+    engine, sessions = db_sessions(db_url)
+    try:
+        backfill_engines(sessions, settings)
+    finally:
+        engine.dispose()
+    return active_row(db_url).engines
+
+
+def bare_feedback_inserts(db_url: str, ids: list[str], labels: list[str], *, concurrency: int) -> dict:
+    """The floor under feedback ingest: `concurrency` threads, each with its own psycopg
+    connection, inserting the rows the HTTP run inserts (one transaction each, as one request
+    is), with no HTTP, auth or validation.  requests/s."""
+    import threading
+    import time
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from app.db.tables import utcnow
+
+    url = make_url(db_url)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as conn:
+        task_id = conn.execute("SELECT id FROM tasks WHERE name = %s", (TASK,)).fetchone()[0]
+        client_id = conn.execute("SELECT client_id FROM predictions WHERE id = %s", (ids[0],)).fetchone()[0]
+    chunks = [ids[i::concurrency] for i in range(concurrency)]
+    barrier = threading.Barrier(concurrency + 1)
+
+    def work(part: list[str]) -> None:
+        with psycopg.connect(dsn) as conn:
+            barrier.wait()
+            for i, pid in enumerate(part):
+                correction = labels[0] if i % 10 == 9 else None
+                with conn.transaction():
+                    conn.execute("SELECT client_id FROM predictions WHERE id = %s", (pid,))
+                    conn.execute("INSERT INTO feedback (prediction_id, task_id, client_id, signal, correction, "
+                                 "created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                                 (pid, task_id, client_id, 1 if i % 2 else -1, correction, utcnow()))
+
+    threads = [threading.Thread(target=work, args=(part,)) for part in chunks]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    return {"requests": len(ids), "concurrency": concurrency, "requests_per_s": len(ids) / elapsed}

@@ -145,28 +145,35 @@ def build(version_dir: Path, name: str, device: torch.device, record: dict[str, 
     return _torch_model(version_dir, name, device)
 
 
-def load_for_serving(row: ActiveRow, *, device: torch.device, max_len: int, engine: str = "auto") -> LoadedModel:
-    """Verify the version, load it on the engine `choose` picks (PyTorch if that engine cannot be
-    loaded), and warm it."""
-    verify_version(Path(row.path), row.sha256, f"version {row.version} of task {row.task}")
+def load_engine(row: ActiveRow, name: str, *, device: torch.device, max_len: int) -> LoadedModel:
+    """The version in `row` on engine `name`, warmed (no fallback: an engine that will not load raises)."""
     path = Path(row.path)
     meta = read_meta(path)
-    wanted, why = choose(row.engines, engine, device, row.quantize)
-    name = wanted
-    try:
-        model = build(path, name, device, row.engines)
-    except Exception as exc:  # noqa: BLE001 - any engine that will not load falls back to PyTorch
-        name = torch_default(device, row.quantize)
-        log.error("task %s version %d: engine %s cannot be loaded (%s); serving %s", row.task, row.version, wanted,
-                  exc, name)
-        model = build(path, name, device)
+    model = build(path, name, device, row.engines)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     loaded = LoadedModel(task_id=row.task_id, task=row.task, version_id=row.version_id, version=row.version,
                          kind=get_kind(meta.kind), labels=list(meta.labels), model=model, tokenizer=tokenizer,
                          device=device, max_len=min(max_len, meta.max_seq_len or max_len),
-                         quantized=name.endswith("int8"), engine=name, wanted=wanted)
-    log.info("task %s version %d serves on %s (%s)", row.task, row.version, name, why)
+                         quantized=name.endswith("int8"), engine=name, wanted=name)
     score_texts(loaded, ["warm up the kernels"], chunk=1)  # first call allocates; keep it off the request path
+    return loaded
+
+
+def load_for_serving(row: ActiveRow, *, device: torch.device, max_len: int, engine: str = "auto") -> LoadedModel:
+    """Verify the version and load it on the engine `choose` picks, or on PyTorch if that
+    engine cannot be loaded (a missing or corrupt file: logged, never a failed request)."""
+    verify_version(Path(row.path), row.sha256, f"version {row.version} of task {row.task}")
+    wanted, why = choose(row.engines, engine, device, row.quantize)
+    try:
+        loaded = load_engine(row, wanted, device=device, max_len=max_len)
+    except Exception as exc:  # noqa: BLE001 - any engine that will not load falls back to PyTorch
+        fallback = torch_default(device, row.quantize)
+        log.error("task %s version %d: engine %s cannot be loaded (%s); serving %s", row.task, row.version, wanted,
+                  exc, fallback)
+        loaded = load_engine(row, fallback, device=device, max_len=max_len)
+        why = f"{wanted} would not load: {exc}"
+    loaded.wanted = wanted
+    log.info("task %s version %d serves on %s (%s)", row.task, row.version, loaded.engine, why)
     return loaded
 
 
