@@ -329,14 +329,20 @@ def test_bench_targets_are_judged_from_the_measured_ratios() -> None:
                  {"concurrency": 64, "texts_per_s": 110.0, "p50_ms": 500.0}],
         "naive": {"32": {"texts_per_s": 40.0}, "64": {"texts_per_s": 40.0}},
         "feedback_postgres": {"requests_per_s": 2500.0, "p99_ms": 60.0},
+        "feedback_bare_postgres": {"requests_per_s": 6000.0},
         "swap": {"failed_requests": 0, "swap_p99_ratio": 1.5},
         "int8_accuracy_delta_points": -0.5,
         "trainer": {"ratio": 0.97},
+        "engines": {"torch-fp32": {"accuracy": 80.0}, "onnx-int8": {"accuracy": 79.2}},
+        "served_engine": "onnx-int8",
     })
     assert d["ratio_to_ceiling_c32"] == pytest.approx(0.95)
     assert d["speedup_vs_naive_c64"] == pytest.approx(2.75)
-    assert d["p50_c1_ratio_to_forward"] == pytest.approx(1.1)
+    assert d["p50_c1_ratio_to_forward"] == pytest.approx(1.1) == d["p50_c1_ratio_to_best_forward"]
+    assert d["feedback_ratio_to_bare_postgres"] == pytest.approx(2500 / 6000)
+    assert d["served_engine_accuracy_delta_points"] == pytest.approx(-0.8)
     met = {name: t["met"] for name, t in d["targets"].items()}
     assert met == {"http_c32_vs_ceiling_bs32": True, "c64_vs_naive": False, "p50_c1_vs_one_forward": True,
                    "feedback_per_s_postgres": True, "feedback_p99_ms_postgres": False, "swap_failed_requests": True,
-                   "swap_p99_ratio": True, "int8_accuracy_drop_points": True, "trainer_ratio_to_bare_loop": True}
+                   "swap_p99_ratio": True, "int8_accuracy_drop_points": True, "trainer_ratio_to_bare_loop": True,
+                   "served_engine_accuracy_drop_points": False, "feedback_ratio_to_bare_postgres": False}
