@@ -151,7 +151,7 @@ def trainer_vs_bare(path: Path, rows: list[tuple[str, str]], labels: list[str], 
 
     def run_bare() -> float:
         model, tok, _ = load_version(path, device=cpu)
-        rows_ = tr.encode(tok, items, cfg.max_len)
+        rows_ = tr.encode(tok, items, cfg.max_len, kind)
         pad = tok.pad_token_id or 0
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
