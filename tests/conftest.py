@@ -35,21 +35,42 @@ please help can could would what why how when where who need want tell show find
 """.split()
 
 
-def _write_vocab(path: Path) -> None:
+# The characters of the Chinese tests' texts, labels and descriptions: the Chinese tiny model's
+# vocabulary has each of them (as bert-base-chinese does, one token a character).
+CHINESE_SAMPLE = """
+体育 财经 比赛 球队 进球 冠军 足球 篮球 联赛 教练 球员 胜利 国足 昨晚 三比零 战胜 对手 主场 客场 决赛
+股市 大涨 投资 者 信心 增强 银行 利率 基金 经济 增长 央行 降息 上涨 下跌 公司 利润 市场 价格
+人名 地名 张伟 李娜 王芳 在 上海 北京 广州 办公室 工作 去 了 和 的 是 今天 我们 他 她 说
+这部电影太好看了，我非常喜欢 服务态度很差，再也不来了 。、！？：；“”（）
+"""
+
+
+def _write_vocab(path: Path, extra: list[str] = ()) -> None:  # type: ignore[assignment]
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
     pieces = [f"##{c}" for c in string.ascii_lowercase + string.digits]
-    vocab = list(dict.fromkeys(specials + chars + pieces + WORDS))
+    vocab = list(dict.fromkeys(specials + chars + pieces + WORDS + list(extra)))
     path.write_text("\n".join(vocab) + "\n")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer BERT (hidden 32) with a small word-piece vocab, saved like a hub model."""
+    return _tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_chinese_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny BERT with a vocabulary that also holds every character of CHINESE_SAMPLE:
+    a Chinese-capable encoder, loaded by path and offline like any other."""
+    chars = sorted({c for c in CHINESE_SAMPLE if not c.isspace()})
+    return _tiny_bert(tmp_path_factory.mktemp("tiny-bert-zh"), chars)
+
+
+def _tiny_bert(root: Path, extra: list[str] = ()) -> Path:  # type: ignore[assignment]
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    root = tmp_path_factory.mktemp("tiny-bert")
-    _write_vocab(root / "vocab.txt")
+    _write_vocab(root / "vocab.txt", extra)
     vocab = str(root / "vocab.txt")
     # transformers 5 reads `vocab` (and silently ignores `vocab_file`, leaving 5 tokens); 4 reads `vocab_file`.
     tokenizer = BertTokenizerFast(vocab=vocab, vocab_file=vocab, do_lower_case=True)

@@ -32,6 +32,7 @@ from app.db.training_rows import load_training_rows
 from app.db.versions import activate, active_version, next_version_number, register_version
 from app.kinds import TaskKind, TaskSpec, get_kind, load_version
 from app.model.store import CorruptVersion, verify_version
+from app.model.vocab import grow_vocabulary, unknown_chars
 from app.learning.dataset import TaskDataset, build_dataset
 from app.learning.gate import Evaluation, Verdict, evaluate, judge as gate_judge
 from app.learning.trainer import TrainConfig, TrainingInterrupted, TrainResult, save, train
@@ -125,6 +126,7 @@ class Fitted:
     device: torch.device
     active: Evaluation
     result: TrainResult
+    vocab_added: int = 0  # tokens this run added to the parent's tokenizer (app/model/vocab.py)
 
 
 def fit(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dataset: TaskDataset,
@@ -140,6 +142,11 @@ def fit(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dat
     config = train_config_for(task, ctx.policy, settings, parent_meta.max_seq_len)
     active = evaluate(ctx.kind, model, tokenizer, dataset.validation, dataset.labels, device=device,
                       max_len=config.max_len)
+    grown = 0
+    if ctx.policy.grow_vocab and task.finetune == "full":  # (LoRA shares its base's embeddings: not grown)
+        grown = grow_vocabulary(model, tokenizer, unknown_chars(tokenizer, [item.text for item in dataset.train]))
+        if grown:
+            log.info("run %s: %d characters the tokenizer did not know became tokens", ctx.run_id, grown)
 
     def on_progress(epoch: int, step: int, total: int, loss: float) -> None:
         progress = {"epoch": epoch, "epochs": config.epochs, "step": step, "total_steps": total,
@@ -160,7 +167,7 @@ def fit(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dat
 
     result = train(ctx.kind, model, tokenizer, dataset.train, dataset.validation, config,
                    on_progress=on_progress, on_epoch=on_epoch, should_stop=control.should_stop)
-    return Fitted(model, tokenizer, parent_meta, config, device, active, result)
+    return Fitted(model, tokenizer, parent_meta, config, device, active, result, grown)
 
 
 def store(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, fitted: Fitted,
@@ -261,7 +268,8 @@ def execute_run(
         start(factory, ctx)
         dataset = gather(factory, ctx)
         fitted = fit(factory, settings, ctx, dataset, control)
-        counts = {**dataset.counts, **fitted.result.counts, "reliability": dataset.reliability}
+        counts = {**dataset.counts, **fitted.result.counts, "reliability": dataset.reliability,
+                  "vocab_added": fitted.vocab_added}
         store(factory, settings, ctx, fitted, counts)
         verdict = judge(ctx, fitted, dataset)
         engines = prepare(factory, settings, ctx, dataset) if verdict.promote and settings.engine != "torch" else {}
