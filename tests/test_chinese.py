@@ -202,3 +202,14 @@ def test_a_grown_version_rolls_back_to_one_that_did_not_grow_without_a_failed_re
         old = c.app.state.flywheel.served.current("news").tokenizer
         assert old.tokenize("股") == [old.unk_token]  # version 0 kept its own tokenizer
         assert statuses and set(statuses) == {200}
+
+
+def test_growing_can_be_turned_off_per_task(tmp_path: Path, sqlite_url: str, tiny_model_dir: Path) -> None:
+    settings = make_settings(tmp_path / "data", sqlite_url, tiny_model_dir, engine="torch")
+    with TestClient(create_app(settings), headers=ADMIN) as c:
+        c.post("/v1/tasks", json={"name": "news", "labels": ["体育", "财经"], "policy": {**NEVER, "grow_vocab": False}})
+        c.post("/v1/tasks/news/examples", json={"examples": [{"text": t, "label": lab} for t, lab in _synthetic(40)]})
+        c.post("/v1/tasks/news/retrain")
+        Worker(settings, factory=c.app.state.flywheel.sessions).run_once()
+        [run] = c.get("/v1/tasks/news/runs").json()
+        assert run["data_counts"]["vocab_added"] == 0

@@ -36,11 +36,13 @@ def unknown_chars(tokenizer: Any, texts: Iterable[str], *, min_count: int = 1,
     return [ch for ch, n in counts.most_common(limit) if n >= min_count]
 
 
-def grow_vocabulary(model: EncoderWithHead, tokenizer: Any, chars: list[str]) -> int:
+def grow_vocabulary(model: EncoderWithHead, tokenizer: Any, chars: list[str], *, spread: float = 0.0,
+                    seed: int = 0) -> int:
     """Add `chars` to the tokenizer and an embedding row for each to the encoder; how many were
-    added.  Each new row starts as a copy of the unknown token's, so the grown model answers
-    exactly as before until training moves the rows apart (they appear in different texts, so
-    their gradients differ)."""
+    added.  Each new row starts as a copy of the unknown token's, plus (`spread` > 0) noise of
+    `spread` times the embeddings' own standard deviation.  With no spread the grown model
+    answers exactly as before until training moves the rows apart; with some, the characters
+    are told apart from the first step."""
     if not chars or tokenizer.unk_token_id is None:
         return 0
     added = tokenizer.add_tokens(chars)
@@ -51,4 +53,8 @@ def grow_vocabulary(model: EncoderWithHead, tokenizer: Any, chars: list[str]) ->
     with torch.no_grad():
         weight = model.encoder.get_input_embeddings().weight
         weight[old:] = weight[tokenizer.unk_token_id]
+        if spread > 0:
+            g = torch.Generator().manual_seed(seed)
+            noise = torch.randn(weight.shape[0] - old, weight.shape[1], generator=g)
+            weight[old:] += (spread * weight[:old].std(0) * noise).to(weight.dtype)
     return added
