@@ -128,6 +128,8 @@ def simulate(
                                           help="Policy: confidence the gate needs to promote or reject."),
     gate_min_rows: int = typer.Option(Policy.default("gate_min_rows"), min=1,
                                       help="Policy: validation rows with a known outcome before the gate decides."),
+    grow_vocab: bool = typer.Option(Policy.default("grow_vocab"), "--grow-vocab/--no-grow-vocab",
+                                    help="Policy: make characters the tokenizer reads as [UNK] tokens of their own."),
     users: int = typer.Option(3, min=1, help="Honest users sharing the traffic."),
     base_model: Optional[str] = typer.Option(None, help="Encoder path or id (default FLYWHEEL_BASE_MODEL, "
                                                         "else the bundled all-MiniLM-L6-v2)."),
@@ -185,7 +187,7 @@ def simulate(
         labels_in_file = len(scenario.labels) if scenario.kind != "classification" else len(
             {r.label for r in read_csv(train)})
         training = Policy(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-                          gate_confidence=gate_confidence, gate_min_rows=gate_min_rows)
+                          gate_confidence=gate_confidence, gate_min_rows=gate_min_rows, grow_vocab=grow_vocab)
     except (DataError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -223,7 +225,8 @@ def simulate(
                     "lambda": lambda_data, "feedback_loss": feedback_loss, "honest_users": users, "epochs": epochs,
                     "learning_rate": learning_rate, "batch_size": batch_size, "patience": training.patience,
                     "gate_tolerance": training.gate_tolerance, "max_client_share": training.max_client_share,
-                    **{k: v for k, v in training.to_dict().items() if k in ("gate_confidence", "gate_min_rows")},
+                    **{k: v for k, v in training.to_dict().items()
+                       if k in ("gate_confidence", "gate_min_rows", "grow_vocab")},
                     "threads": threads, "quick": quick,
                     "score_rejected": score_rejected},
     }
