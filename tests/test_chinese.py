@@ -204,10 +204,10 @@ def test_a_grown_version_rolls_back_to_one_that_did_not_grow_without_a_failed_re
         assert statuses and set(statuses) == {200}
 
 
-def test_growing_can_be_turned_off_per_task(tmp_path: Path, sqlite_url: str, tiny_model_dir: Path) -> None:
+def test_the_vocabulary_grows_only_when_the_task_asks(tmp_path: Path, sqlite_url: str, tiny_model_dir: Path) -> None:
     settings = make_settings(tmp_path / "data", sqlite_url, tiny_model_dir, engine="torch")
     with TestClient(create_app(settings), headers=ADMIN) as c:
-        c.post("/v1/tasks", json={"name": "news", "labels": ["体育", "财经"], "policy": {**NEVER, "grow_vocab": False}})
+        c.post("/v1/tasks", json={"name": "news", "labels": ["体育", "财经"], "policy": NEVER})  # the default: off
         c.post("/v1/tasks/news/examples", json={"examples": [{"text": t, "label": lab} for t, lab in _synthetic(40)]})
         c.post("/v1/tasks/news/retrain")
         Worker(settings, factory=c.app.state.flywheel.sessions).run_once()
