@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -116,7 +117,9 @@ def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | N
     """The app; `worker` is the embedded worker's supervisor when `flywheel serve` started one
     (its state is shown in /readyz and /metrics, and it is stopped with the app)."""
     settings = settings or get_settings()
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from this server, not from a CDN
+    # (Flywheel runs where nothing can be downloaded; a CDN page would be blank there).
+    app = FastAPIOffline(
         title="Flywheel",
         version=__version__,
         description="A model server that learns from its users' feedback.",
