@@ -17,7 +17,7 @@ from app import __version__
 from app.api import openapi
 from app.api.guards import BodyLimit, LoopbackOnly
 from app.api.schemas import ExamplesRequest
-from app.api import clients, examples, feedback, health, predict, problems, review, runs, tasks, users, versions
+from app.api import clients, examples, explain, feedback, health, predict, problems, review, runs, tasks, users, versions
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_sessionmaker
@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | N
     app.state.flywheel = build_state(settings, worker)
     problems.install(app)
     openapi.install(app, body_models=(ExamplesRequest,))
-    for module in (health, tasks, predict, feedback, review, examples, runs, versions, clients, users):
+    for module in (health, tasks, predict, explain, feedback, review, examples, runs, versions, clients, users):
         app.include_router(module.router)
 
     # Starlette runs the last one added first: timing sees every answer, then the development-mode

@@ -248,3 +248,26 @@ class ClientRevoked(ClientOut):
 
 class ClientCreated(ClientOut):
     key: str = Field(description="Shown once; only its hash is stored.")
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: Text = Field(min_length=1)
+
+
+class Attribution(BaseModel):
+    start: int
+    end: int
+    text: str
+    weight: float = Field(description="Towards the label (> 0) or against it (< 0); the largest magnitude is 1.")
+
+
+class ExplainResponse(BaseModel):
+    task: str
+    model_version: int
+    label: str
+    score: float
+    attributions: list[Attribution]
+    method: str
+    ms: float = Field(description="What this explanation cost, in milliseconds.")

@@ -16,7 +16,7 @@ from app.db.threads import in_db_thread
 from app.errors import Invalid, Overloaded, RateLimited, Unavailable
 from app.security import hash_user_id, user_namespace
 from app.serving.batcher import BatcherClosed, MicroBatcher, OwnerQueueFull, Pending, QueueFull
-from app.serving.engine import Scored
+from app.serving.engine import LoadedModel, Scored
 from app.services.clients import Caller, allow
 from app.services.review import Asking
 from app.services.tasks import load_task
@@ -121,6 +121,17 @@ def _task_exists(sessions: sessionmaker[Session], name: str) -> None:
         load_task(s, name)
 
 
+async def served_model(state: AppState, task: str) -> LoadedModel:
+    """The task's model in this process, loaded now if need be; NotFound for a task that does
+    not exist, Unavailable for one whose model is not loaded yet."""
+    loaded = await state.served.ensure(task)
+    if loaded is None:
+        await in_db_thread(_task_exists, state.sessions, task)
+        raise Unavailable(f"Task {task!r} has no loaded model yet.", slug="model-not-loaded",
+                          title="Model not loaded")
+    return loaded
+
+
 async def predict(state: AppState, *, task: str, texts: list[str], single: bool, caller: Caller,
                   user_id: str | None) -> dict[str, Any]:
     """Predict one text or a list; every prediction is stored before this returns.
@@ -128,11 +139,7 @@ async def predict(state: AppState, *, task: str, texts: list[str], single: bool,
     allow(caller, "predict", task)
     s = state.settings
     check_texts(texts, single=single, max_chars=s.max_text_chars, max_texts=s.max_texts_per_request)
-    loaded = await state.served.ensure(task)
-    if loaded is None:
-        await in_db_thread(_task_exists, state.sessions, task)  # NotFound for a task that does not exist
-        raise Unavailable(f"Task {task!r} has no loaded model yet.", slug="model-not-loaded",
-                          title="Model not loaded")
+    loaded = await served_model(state, task)
     user_hash = (hash_user_id(user_id, s.resolved_user_hash_key, user_namespace(caller.client_id))
                  if user_id else None)
     ctx = PredictContext(task_id=loaded.task_id, client_id=caller.client_id, user_hash=user_hash)
@@ -152,4 +159,4 @@ async def predict(state: AppState, *, task: str, texts: list[str], single: bool,
     return {"model_version": version, "predictions": predictions}
 
 
-__all__ = ["PredictContext", "batcher_for", "check_texts", "make_commit", "predict"]
+__all__ = ["PredictContext", "batcher_for", "check_texts", "make_commit", "predict", "served_model"]
