@@ -26,14 +26,12 @@ class AppState:
     metrics: Metrics
     batchers: dict[str, MicroBatcher] = field(default_factory=dict)
     background: list[asyncio.Task] = field(default_factory=list)
-    client_rates: TokenBuckets | None = None  # requests per client key
-    auth_failures: TokenBuckets | None = None  # failed authentications per source address
+    client_rates: TokenBuckets = field(init=False)  # requests per client key
+    auth_failures: TokenBuckets = field(init=False)  # failed authentications per source address
     worker: WorkerSupervisor | None = None  # the embedded worker, when `flywheel serve` started one
     feedback_group: Any = None  # the feedback GroupCommit (app/services/feedback.py), made on first use
 
     def __post_init__(self) -> None:
         s = self.settings
-        if self.client_rates is None:
-            self.client_rates = TokenBuckets(s.rate_limit_per_s, s.rate_limit_burst)
-        if self.auth_failures is None:
-            self.auth_failures = TokenBuckets(s.auth_failures_per_s, s.auth_failures_burst)
+        self.client_rates = TokenBuckets(s.rate_limit_per_s, s.rate_limit_burst)
+        self.auth_failures = TokenBuckets(s.auth_failures_per_s, s.auth_failures_burst)

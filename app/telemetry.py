@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import ModelVersion, Task, TrainingRun
+from app.model.store import dir_bytes
 from app.statuses import JUDGED_RUN_STATUSES, VersionStatus
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -142,7 +143,7 @@ class DiskCollector:
     def collect(self):  # noqa: ANN201 - prometheus_client protocol
         now = time.monotonic()
         if now - self._at >= self._ttl:
-            self._used = sum(f.stat().st_size for f in self._dir.rglob("*") if f.is_file()) if self._dir.exists() else 0
+            self._used = dir_bytes(self._dir)
             probe = self._dir if self._dir.exists() else self._dir.parent
             self._free = shutil.disk_usage(probe).free if probe.exists() else 0
             self._at = now

@@ -29,7 +29,8 @@ from app.runs.execute import execute_run
 from app.runs.engines import backfill_engines
 from app.runs.heartbeat import Heartbeat, RunControl
 from app.runs.lifecycle import claim_next, fail_overlong_runs, reap_stale_runs
-from app.runs.retention import RetentionReport, apply_retention, dir_bytes
+from app.model.store import dir_bytes
+from app.runs.retention import RetentionReport, apply_retention
 from app.runs.schedule import schedule_due_runs
 
 log = logging.getLogger(__name__)

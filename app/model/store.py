@@ -116,6 +116,11 @@ def verify_version(path: Path, sha256: str | None, what: str) -> None:
         raise CorruptVersion(f"{what}: the files in {path} do not match the sha256 recorded when it was stored")
 
 
+def dir_bytes(path: Path) -> int:
+    """Bytes of every file under `path` (0 if it does not exist)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
 def fsync_dir(path: Path) -> None:
     """Make the directory's entries (created, renamed) durable, not only the files' bytes."""
     fd = os.open(path, os.O_RDONLY)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.session import transaction
 from app.db.tables import Feedback, ModelVersion, Prediction, utcnow
-from app.model.store import META_FILE
+from app.model.store import META_FILE, dir_bytes
 from app.statuses import VersionStatus
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,6 @@ class RetentionReport:
     freed_bytes: int = 0
     removed_tmp: list[str] = field(default_factory=list)
     deleted_predictions: int = 0
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
 def remove_crash_leftovers(models_dir: Path, *, older_than_s: float = STALE_TMP_S, now: float | None = None) -> list[str]:

@@ -176,7 +176,6 @@ async def authenticate(state: AppState, token: str, address: str) -> Caller | No
     a key lookup (a flood of bogus keys costs no database work), and a client key past its rate
     gets 429 (RateLimited, with the seconds to wait).  None: an unknown or revoked key."""
     failures, rates = state.auth_failures, state.client_rates
-    assert failures is not None and rates is not None
 
     def within_failure_budget() -> None:  # a cached key is answered without it: one proxy's bad
         wait = failures.exhausted(address)  # clients cannot lock out its good ones

@@ -14,6 +14,7 @@ without failing a request.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -139,6 +140,15 @@ def _torch_model(version_dir: Path, name: str, device: torch.device) -> Any:
     return model
 
 
+def _from_reference(name: str, reference: torch.nn.Module) -> Any:
+    """A PyTorch engine made from the fp32 model already in memory (quantising copies it)."""
+    if name == "torch-fp16":
+        return copy.deepcopy(reference).half()
+    if name == "torch-int8":  # a CPU engine
+        return prepare_for_inference(reference, torch.device("cpu"), quantize=True)[0]
+    return reference
+
+
 def build(version_dir: Path, name: str, device: torch.device, record: dict[str, Any] | None = None) -> Any:
     if name.startswith("onnx"):
         return _onnx_model(version_dir, name, device, record)
@@ -207,14 +217,16 @@ def prepare_engines(version_dir: Path, *, texts: Sequence[str], device: torch.de
         entry: dict[str, Any] = {"ok": False}
         candidates[name] = entry
         try:
-            if name == ONNX_FP32:
-                export_onnx(load_version(version_dir, device=torch.device("cpu"))[0], engines_dir / ONNX_FILES[name])
+            if name == ONNX_FP32:  # exported from a CPU fp32 copy (the reference itself, on CPU)
+                cpu_model = reference_model if device.type == "cpu" else copy.deepcopy(reference_model).cpu()
+                export_onnx(cpu_model, engines_dir / ONNX_FILES[name])
             elif name == ONNX_INT8:
                 quantize_onnx(engines_dir / ONNX_FILES[ONNX_FP32], engines_dir / ONNX_FILES[name])
             if name in ONNX_FILES:
                 entry.update(file=f"{ENGINES_DIR}/{ONNX_FILES[name]}",
                              sha256=file_sha256(engines_dir / ONNX_FILES[name]))
-            lm = loaded(name, reference_model if name == "torch-fp32" else build(version_dir, name, device, None))
+            model = build(version_dir, name, device, None) if name in ONNX_FILES else _from_reference(name, reference_model)
+            lm = loaded(name, model)
             p = parity(kind, labels, reference, answers(lm))
             entry["parity"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(p).items()}
             entry["ok"] = p.ok
