@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     worker_poll_s: float = Field(2.0, gt=0, description="How often the worker looks for due or queued runs.")
     heartbeat_s: float = Field(5.0, gt=0)
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="A running run silent this long is failed/requeued.")
+    drift_window: int = Field(500, ge=50, le=100_000, description="Predictions in each drift window: a version's "
+                              "first N (its reference) against its latest N.")
     keep_versions: int = Field(5, ge=1, description="Versions kept per task besides the active one, its "
                                "ancestors and recent rejects; older ones have their files removed (pruned).")
     rejected_retention_days: float = Field(7.0, ge=0, description="Rejected candidates' files are kept this long.")

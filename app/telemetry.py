@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import ModelVersion, Task, TrainingRun
 from app.model.store import dir_bytes
+from app.monitoring import watch_tasks, workers
 from app.statuses import JUDGED_RUN_STATUSES, VersionStatus
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -153,3 +154,75 @@ class DiskCollector:
         free.add_metric([], self._free)
         yield used
         yield free
+
+
+def _ts(when) -> float:  # noqa: ANN001 - a datetime
+    return when.timestamp()
+
+
+class MonitoringCollector:
+    """Drift, the −1 share per version, promotion and training times per task, and worker
+    liveness (app/monitoring.py), read from the database at most every `ttl_s` (drift reads
+    2 × `window` predictions per task)."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, window: int, worker_timeout_s: float,
+                 ttl_s: float = 30.0) -> None:
+        self._sessions, self._window, self._timeout, self._ttl = sessions, window, worker_timeout_s, ttl_s
+        self._at = -ttl_s
+        self._families: list[Any] = []
+
+    def describe(self) -> list:
+        return []
+
+    def _read(self) -> list[Any]:
+        psi = GaugeMetricFamily("flywheel_drift_psi", "Population stability index of the active version's latest "
+                                "answers against its first ones, by answer category (label) or confidence decile",
+                                labels=["task", "of"])
+        rows = GaugeMetricFamily("flywheel_drift_rows", "Predictions in each drift window", labels=["task", "window"])
+        share = GaugeMetricFamily("flywheel_negative_share", "Share of -1 among the signals on the active version's "
+                                  "predictions and on its parent's", labels=["task", "model"])
+        signals = GaugeMetricFamily("flywheel_feedback_signals", "+1 and -1 signals on the active version's "
+                                    "predictions and on its parent's", labels=["task", "model"])
+        promoted = GaugeMetricFamily("flywheel_active_since_timestamp_seconds", "When the active version was "
+                                     "activated (unix time)", labels=["task"])
+        judged = GaugeMetricFamily("flywheel_last_judged_run_timestamp_seconds", "When the last run that reached "
+                                   "the gate finished (the task's creation if none did)", labels=["task"])
+        feedback = GaugeMetricFamily("flywheel_last_feedback_timestamp_seconds", "When the last signal arrived",
+                                     labels=["task"])
+        worker_seen = GaugeMetricFamily("flywheel_worker_last_seen_timestamp_seconds", "The newest heartbeat of any "
+                                        "worker process (unix time)")
+        worker_up = GaugeMetricFamily("flywheel_worker_up", "1 while some worker's heartbeat is younger than "
+                                      "FLYWHEEL_HEARTBEAT_TIMEOUT_S")
+        with self._sessions() as s:
+            for w in watch_tasks(s, self._window):
+                if w.drift is not None:
+                    rows.add_metric([w.task, "reference"], w.drift.reference_rows)
+                    rows.add_metric([w.task, "recent"], w.drift.recent_rows)
+                    if w.drift.label_psi is not None and w.drift.confidence_psi is not None:
+                        psi.add_metric([w.task, "label"], w.drift.label_psi)
+                        psi.add_metric([w.task, "confidence"], w.drift.confidence_psi)
+                for model, sig in (("active", w.active_signals), ("parent", w.parent_signals)):
+                    if sig is not None:
+                        signals.add_metric([w.task, model], sig.total)
+                        if sig.negative_share is not None:
+                            share.add_metric([w.task, model], sig.negative_share)
+                if w.activated_at is not None:
+                    promoted.add_metric([w.task], _ts(w.activated_at))
+                judged.add_metric([w.task], _ts(w.last_successful_run_at))
+                if w.last_feedback_at is not None:
+                    feedback.add_metric([w.task], _ts(w.last_feedback_at))
+            alive = workers(s, self._timeout)
+        if alive.last_seen_at is not None:
+            worker_seen.add_metric([], _ts(alive.last_seen_at))
+        worker_up.add_metric([], 1.0 if alive.alive else 0.0)
+        return [psi, rows, share, signals, promoted, judged, feedback, worker_seen, worker_up]
+
+    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+        now = time.monotonic()
+        if now - self._at >= self._ttl:
+            try:
+                self._families = self._read()
+            except Exception:  # a scrape must not fail because the DB blinked; keep the last figures
+                pass
+            self._at = now
+        yield from self._families

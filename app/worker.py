@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db.session import make_engine, make_sessionmaker, transaction
+from app.db.workers import beat as record_beat
 from app.runs import telemetry
 from app.runs.execute import execute_run
 from app.runs.engines import backfill_engines
@@ -72,6 +73,11 @@ class Worker:
             beat.stop()
             telemetry.BUSY.set(0)
 
+    def beat(self) -> None:
+        """Say this worker is alive (read by /metrics and the console: `worker_beats`)."""
+        with transaction(self.factory) as s:
+            record_beat(s, self.worker_id)
+
     def reap_stale_runs(self) -> list[int]:
         """Fail running runs whose worker went silent (requeued once) or that ran past the
         maximum run time (not requeued).  Returns the failed ids."""
@@ -117,7 +123,7 @@ class Worker:
         self.stop_event.clear()
         every = self.settings.worker_poll_s
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
-        for job in (self.schedule_due_runs, self.reap_stale_runs, self.backfill_engines):
+        for job in (self.beat, self.schedule_due_runs, self.reap_stale_runs, self.backfill_engines):
             self._scheduler.add_job(self._guarded, "interval", args=[job], seconds=every, id=job.__name__,
                                     max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
         # Retention at start (crash leftovers first of all) and every retention_interval_s.

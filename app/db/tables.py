@@ -215,3 +215,14 @@ class Example(Base):
     split: Mapped[str] = mapped_column(String(16))  # train | validation
     text_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkerBeat(Base):
+    """Each worker process's last sign of life (written every poll), so the API can tell
+    whether anything is there to train, however the workers are deployed."""
+
+    __tablename__ = "worker_beats"
+
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -146,6 +146,11 @@ class TaskKind(ABC):
         """A stored label as the API shows it (a label; a rating's number; a tagging's spans)."""
         return label
 
+    def category(self, label: str) -> str:
+        """The class of a stored answer whose share drift monitoring follows (a label; a
+        rating's scale point; for tagging, which entity types the text had)."""
+        return label
+
     def same(self, labels: Sequence[str], a: str, b: str) -> bool:
         """Do two stored labels say the same about a text (classification: equal; rating: close)?"""
         return a == b

@@ -313,6 +313,10 @@ class Tagging(TaskKind):
     def answer_value(self, label: str) -> list[dict[str, Any]]:
         return json.loads(label)
 
+    def category(self, label: str) -> str:
+        types = sorted({str(d["label"]) for d in json.loads(label)})
+        return "+".join(types) if types else "(none)"
+
     def scope_label(self, shown: str, span: int) -> str:
         return scoped(shown, span)
 
