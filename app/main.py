@@ -19,13 +19,14 @@ from app.api.guards import BodyLimit, LoopbackOnly
 from app.api.schemas import ExamplesRequest
 from app.api import clients, examples, explain, feedback, health, predict, problems, review, runs, tasks, users, versions
 from app.config import Settings, get_settings
+from app.console import routes as console
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_sessionmaker
 from app.runtime import configure_runtime
 from app.serving.served import ServedModels
 from app.state import AppState
 from app.supervisor import WorkerSupervisor
-from app.telemetry import DiskCollector, Metrics, RunsCollector, WorkerCollector
+from app.telemetry import DiskCollector, Metrics, MonitoringCollector, RunsCollector, WorkerCollector
 
 log = logging.getLogger("flywheel")
 
@@ -36,6 +37,8 @@ def build_state(settings: Settings, worker: WorkerSupervisor | None = None) -> A
     metrics = Metrics()
     metrics.registry.register(RunsCollector(sessions))
     metrics.registry.register(DiskCollector(settings.models_dir))
+    metrics.registry.register(MonitoringCollector(sessions, window=settings.drift_window,
+                                                  worker_timeout_s=settings.heartbeat_timeout_s))
     if worker is not None:
         metrics.registry.register(WorkerCollector(worker.status))
 
@@ -130,6 +133,7 @@ def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | N
     openapi.install(app, body_models=(ExamplesRequest,))
     for module in (health, tasks, predict, explain, feedback, review, examples, runs, versions, clients, users):
         app.include_router(module.router)
+    console.install(app)
 
     # Starlette runs the last one added first: timing sees every answer, then the development-mode
     # guard and the body limit refuse what they must before any route, auth or parsing.

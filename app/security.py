@@ -45,3 +45,24 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A key for one purpose from the deployment's secret, so a value signed for one use is
+    worthless for another."""
+    return hmac.new(secret, f"flywheel:{purpose}".encode(), hashlib.sha256).digest()
+
+
+def sign(key: bytes, value: str) -> str:
+    """`value.signature`: the value, then an HMAC of it after the last '.'."""
+    mac = hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+    return f"{value}.{mac}"
+
+
+def unsign(key: bytes, token: str) -> str | None:
+    """The value of a token made by `sign` with this key; None if it was tampered with."""
+    value, dot, mac = token.rpartition(".")
+    if not dot:
+        return None
+    expected = hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+    return value if hmac.compare_digest(mac.encode(), expected.encode()) else None

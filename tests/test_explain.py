@@ -44,6 +44,24 @@ def test_a_key_explains_only_its_own_tasks(client) -> None:
                    "task")
 
 
+def test_a_stored_prediction_is_explained_by_its_id_for_its_owner_only(client) -> None:
+    api_create_task(client)
+    key = client.post("/v1/clients", json={"name": "k", "tasks": ["tickets"]}).json()["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    mine = client.post("/v1/tasks/tickets/predict", json={"text": "my card is gone"}, headers=auth).json()
+    theirs = client.post("/v1/tasks/tickets/predict", json={"text": "what is the weather"}).json()
+    r = client.post(f"/v1/predictions/{mine['predictions'][0]['id']}/explain", headers=auth)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["text"] == "my card is gone" and body["prediction_version"] == 0 == body["model_version"]
+    assert body["label"] == mine["predictions"][0]["label"]
+    assert body["attributions"] and all(body["text"][a["start"]:a["end"]] == a["text"] for a in body["attributions"])
+    assert_problem(client.post(f"/v1/predictions/{theirs['predictions'][0]['id']}/explain", headers=auth), 404,
+                   "unknown-prediction", "prediction_id")
+    assert client.post(f"/v1/predictions/{theirs['predictions'][0]['id']}/explain").status_code == 200  # the admin
+    assert_problem(client.post("/v1/predictions/nope/explain"), 404, "unknown-prediction", "prediction_id")
+
+
 def test_on_a_trained_model_the_deciding_words_carry_the_weight(client, settings, db_url) -> None:
     """The model learnt that class words decide the label (filler words say nothing): the most
     heavily weighted span is a class word of the predicted label in nearly every text."""

@@ -271,3 +271,10 @@ class ExplainResponse(BaseModel):
     attributions: list[Attribution]
     method: str
     ms: float = Field(description="What this explanation cost, in milliseconds.")
+
+
+class PredictionExplanation(ExplainResponse):
+    prediction_id: str
+    prediction_version: int = Field(description="The version that answered the prediction; `model_version` "
+                                                "is the one served now, which the explanation is of.")
+    text: str

@@ -171,6 +171,12 @@ async def caller_for_token(sessions: sessionmaker[Session], token: str, *, admin
     return caller
 
 
+async def caller_for_key_hash(sessions: sessionmaker[Session], key_hash: str) -> Caller | None:
+    """The live client whose key hashes to `key_hash` (a console session keeps the hash, never
+    the key); None once the key is revoked."""
+    return await in_db_thread(_lookup_client, sessions, key_hash)
+
+
 async def authenticate(state: AppState, token: str, address: str) -> Caller | None:
     """Who `token` belongs to, within the limits: an address that keeps failing gets 429 without
     a key lookup (a flood of bogus keys costs no database work), and a client key past its rate

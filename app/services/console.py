@@ -1,0 +1,166 @@
+"""What the console's pages show, gathered in one call per page (the routes only render it),
+and the console's one action of its own: a person's label for a prediction, stored as feedback
+through the same code as the API's."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.pages import Page
+from app.db.tables import ModelVersion, Prediction, Task, TrainingRun
+from app.errors import Invalid
+from app.kinds import TaskSpec, get_kind
+from app.monitoring import daily_counts, watch_task, workers
+from app.runs import lifecycle
+from app.services.clients import Caller, allow
+from app.services.feedback import give_feedback
+from app.services.review import review_queue
+from app.services.tasks import describe, list_tasks, load_task
+from app.state import AppState
+
+RUNS_SHOWN = 20
+RECENT_RUNS = 5
+
+
+def _run_view(run: TrainingRun) -> dict[str, Any]:
+    gate = run.gate or {}
+    return {"id": run.id, "status": run.status, "trigger": run.trigger, "created_at": run.created_at,
+            "started_at": run.started_at, "finished_at": run.finished_at, "duration_s": run.duration_s,
+            "progress": run.progress or {}, "loss_curve": run.loss_curve or [], "data_counts": run.data_counts or {},
+            "verdict": gate.get("verdict"), "reason": gate.get("reason") or run.error,
+            "candidate": gate.get("candidate") or {}, "active": gate.get("active") or {},
+            "device": run.device, "error": run.error}
+
+
+def _recent_runs(session: Session, task_id: int, n: int) -> list[dict[str, Any]]:
+    rows, _ = lifecycle.list_runs(session, task_id, Page(limit=n))
+    return [_run_view(r) for r in rows]
+
+
+def overview(sessions: sessionmaker[Session], settings: Settings, *, caller: Caller) -> dict[str, Any]:
+    """The Tasks page: every task the caller may see with its active version, daily traffic,
+    −1 share, drift and (for the admin) its last runs; and whether a worker is alive."""
+    items, _ = list_tasks(sessions, caller=caller, page=Page(limit=200))
+    out = []
+    with sessions() as s:
+        for item in items:
+            task = load_task(s, item["name"])
+            out.append({**item, "watch": watch_task(s, task, settings.drift_window), "days": daily_counts(s, task.id),
+                        "runs": _recent_runs(s, task.id, RECENT_RUNS) if caller.is_admin else []})
+        alive = workers(s, settings.heartbeat_timeout_s)
+    return {"tasks": out, "workers": alive}
+
+
+def task_detail(sessions: sessionmaker[Session], settings: Settings, *, caller: Caller, task: str) -> dict[str, Any]:
+    """The Versions page: a task and its versions, newest first, each with its parent, its gate
+    metrics against that parent, its run's loss curve and data counts."""
+    allow(caller, "read", task)
+    with sessions() as s:
+        t = load_task(s, task)
+        versions = s.scalars(select(ModelVersion).where(ModelVersion.task_id == t.id)
+                             .order_by(ModelVersion.version.desc())).all()
+        number_of = {v.id: v.version for v in versions}
+        run_ids = [v.training_run_id for v in versions if v.training_run_id is not None]
+        runs = {r.id: r for r in s.scalars(select(TrainingRun).where(TrainingRun.id.in_(run_ids)))} if run_ids else {}
+        shown = []
+        for v in versions:
+            run = runs.get(v.training_run_id) if v.training_run_id is not None else None
+            shown.append({"version": v.version, "status": v.status, "parent": number_of.get(v.parent_id),
+                          "created_at": v.created_at, "activated_at": v.activated_at, "metrics": v.metrics or {},
+                          "data_counts": v.data_counts or {}, "reason": v.reason,
+                          "engine": (v.engines or {}).get("chosen"),
+                          "run": _run_view(run) if run is not None else None})
+        return {"task": describe(s, t), "watch": watch_task(s, t, settings.drift_window), "versions": shown}
+
+
+def runs_page(sessions: sessionmaker[Session], *, caller: Caller, task: str) -> dict[str, Any]:
+    """The Runs page: the task's latest runs, newest first, with the gate's verdict in words."""
+    allow(caller, "read", task)
+    with sessions() as s:
+        t = load_task(s, task)
+        return {"task": describe(s, t), "runs": _recent_runs(s, t.id, RUNS_SHOWN)}
+
+
+def run_status(sessions: sessionmaker[Session], *, caller: Caller, run_id: int) -> dict[str, Any]:
+    """One run as the Runs page refreshes it while it trains."""
+    with sessions() as s:
+        run, task = lifecycle.get_run(s, run_id)
+        allow(caller, "read", task)
+        view = _run_view(run)
+    return {"task": task, **{k: view[k] for k in ("id", "status", "progress", "verdict", "reason", "loss_curve")}}
+
+
+def task_info(sessions: sessionmaker[Session], *, caller: Caller, task: str) -> dict[str, Any]:
+    """A task as the Try-it page heads it."""
+    allow(caller, "read", task)
+    with sessions() as s:
+        return describe(s, load_task(s, task))
+
+
+def task_names(sessions: sessionmaker[Session]) -> list[str]:
+    """Every task's name, for the form that scopes a new key."""
+    with sessions() as s:
+        return list(s.scalars(select(Task.name).order_by(Task.name)))
+
+
+def review_page(sessions: sessionmaker[Session], *, caller: Caller, task: str, limit: int = 25) -> dict[str, Any]:
+    """The Review page: the queue (the predictions a label is worth most for), the task's labels,
+    and its feedback counts (they change as a person labels)."""
+    queue = review_queue(sessions, task=task, caller=caller, limit=limit)
+    with sessions() as s:
+        t = load_task(s, task)
+        info = describe(s, t)
+    kind = get_kind(t.kind)
+    for item in queue["items"]:
+        item["shown"] = kind.answer_value(item["label"])
+    return {"task": info, "items": queue["items"]}
+
+
+def _parse_answer(kind_name: str, raw: str) -> Any:
+    """A person's answer from a form field: a label, a number for a rating, a JSON span list for tagging."""
+    raw = raw.strip()
+    if not raw:
+        raise Invalid("answer", "Pick or type the right answer first.", slug="empty-answer")
+    if kind_name == "rating":
+        try:
+            return float(raw)
+        except ValueError:
+            raise Invalid("answer", f"A rating is a number; got {raw!r}.", slug="invalid-score") from None
+    if kind_name == "tagging":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise Invalid("answer", f"Spans are a JSON list of {{start, end, label}}: {exc.msg} at character "
+                                    f"{exc.pos}.", slug="invalid-spans") from None
+    return raw
+
+
+async def correct(state: AppState, *, caller: Caller, prediction_id: str, answer: str) -> dict[str, Any]:
+    """Store a person's answer for a prediction: +1 when it is what the model said, else −1 with
+    the answer as the correction; through the API's own feedback code (the same checks, the same
+    commit before returning)."""
+    with state.sessions() as s:
+        row = s.execute(select(Prediction.label, Prediction.text, Task.name, Task.kind, Task.labels, Task.descriptions)
+                        .join(Task, Task.id == Prediction.task_id).where(Prediction.id == prediction_id)).one_or_none()
+    if row is None or not caller.sees(row.name):
+        # the feedback code answers this one (NotFound naming the prediction), as the API does
+        return await give_feedback(state, prediction_id=prediction_id, caller=caller, signal=-1, correction=None,
+                                   user_id=None)
+    kind = get_kind(row.kind)
+    value = _parse_answer(row.kind, answer)
+    spec = TaskSpec(name=row.name, kind=row.kind, labels=[str(x) for x in row.labels],
+                    descriptions=dict(row.descriptions or {}))
+    stored = kind.canonical(spec, value, text=row.text, field="answer")
+    if kind.same(spec.labels, row.label, stored):
+        return await give_feedback(state, prediction_id=prediction_id, caller=caller, signal=1, correction=None,
+                                   user_id=None)
+    return await give_feedback(state, prediction_id=prediction_id, caller=caller, signal=-1, correction=value,
+                               user_id=None)
+
+
+__all__ = ["correct", "overview", "review_page", "run_status", "runs_page", "task_detail", "task_info", "task_names"]

@@ -1,0 +1,183 @@
+"""The console over HTTP (a real client, a real database, a real tiny model): login with a
+session cookie, CSRF-protected forms, the pages a person uses, and what a client key may see.
+The same flows in a real browser are in test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from app.db.tables import ModelVersion, Task
+from app.db.versions import activate, register_version
+from app.statuses import VersionStatus
+from conftest import ADMIN_TOKEN, make_settings
+from test_api_tasks import predict
+
+EXTERNAL = re.compile(r'''(?:src|href|action)\s*=\s*["'](?:https?:)?//''', re.I)
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def problem_of(html: str) -> str:
+    return re.search(r'id="problem">([^<]+)', html).group(1)
+
+
+@pytest.fixture
+def browser(client):
+    """The test client without the API's Authorization header: a person with a browser."""
+    del client.headers["Authorization"]
+    return client
+
+
+def log_in(browser, token: str = ADMIN_TOKEN) -> str:
+    """Log in through the form; the CSRF token the pages' forms carry."""
+    csrf = csrf_of(browser.get("/ui/login").text)
+    r = browser.post("/ui/login", data={"csrf": csrf, "token": token, "next": "/ui"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return csrf
+
+
+def test_pages_need_a_session_and_the_login_sets_a_strict_httponly_cookie(browser) -> None:
+    r = browser.get("/ui/tasks/tickets/review", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui/login?next=/ui/tasks/tickets/review"
+    assert browser.get("/", follow_redirects=False).headers["location"] == "/ui"
+    csrf = csrf_of(browser.get("/ui/login").text)
+    bad = browser.post("/ui/login", data={"csrf": csrf, "token": "wrong", "next": "/ui"})
+    assert bad.status_code == 401 and "Unknown or revoked" in bad.text
+    r = browser.post("/ui/login", data={"csrf": csrf, "token": ADMIN_TOKEN, "next": "https://evil.example/"},
+                     follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui"  # never redirected off this server
+    cookie = r.headers["set-cookie"]
+    assert "flywheel_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert ADMIN_TOKEN not in cookie
+    assert browser.get("/ui").status_code == 200
+
+
+def test_a_forged_session_cookie_is_not_a_session(browser) -> None:
+    log_in(browser)
+    value = browser.cookies.get("flywheel_session")
+    browser.cookies.clear()
+    browser.cookies.set("flywheel_session", value.replace("admin", "admix"))
+    assert browser.get("/ui", follow_redirects=False).status_code == 303
+
+
+def test_forms_without_the_csrf_token_change_nothing(browser) -> None:
+    log_in(browser)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert browser.post("/v1/tasks", json={"name": "tickets", "labels": ["a", "b"]}, headers=admin).status_code == 201
+    r = browser.post("/ui/clients", data={"name": "sneaky", "scopes": ["read"]})
+    assert r.status_code == 403 and "security token" in problem_of(r.text)
+    r = browser.post("/ui/clients", data={"name": "sneaky", "csrf": "0" * 64})
+    assert r.status_code == 403
+    assert browser.get("/v1/clients", headers=admin).json() == []
+
+
+def test_every_page_loads_only_from_this_server(browser) -> None:
+    csrf = log_in(browser)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert browser.post("/v1/tasks", json={"name": "tickets", "labels": ["billing", "weather"]},
+                        headers=admin).status_code == 201
+    predict(browser, texts=["my bill", "rain today"], headers=admin)
+    pages = ["/ui", "/ui/tasks/tickets", "/ui/tasks/tickets/runs", "/ui/tasks/tickets/review",
+             "/ui/tasks/tickets/try", "/ui/clients", "/ui/login"]
+    for path in pages:
+        r = browser.get(path)
+        assert r.status_code == 200, (path, r.text)
+        assert not EXTERNAL.search(r.text), (path, EXTERNAL.search(r.text))
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+    r = browser.post("/ui/tasks/tickets/try", data={"csrf": csrf, "text": "my bill is wrong"})
+    assert r.status_code == 200 and 'class="explained"' in r.text and not EXTERNAL.search(r.text)
+    for asset in ("console.css", "console.js", "favicon.svg"):
+        assert browser.get(f"/ui/static/{asset}").status_code == 200
+
+
+def test_a_label_given_in_review_is_stored_as_feedback_through_the_api_code(browser) -> None:
+    csrf = log_in(browser)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    browser.post("/v1/tasks", json={"name": "tickets", "labels": ["billing", "weather"]}, headers=admin)
+    shown = predict(browser, texts=["my bill", "rain today"], headers=admin)["predictions"]
+    page = browser.get("/ui/tasks/tickets/review").text
+    assert re.search(r'id="corrections">0<', page)
+    first = shown[0]
+    other = "weather" if first["label"] == "billing" else "billing"
+    r = browser.post("/ui/tasks/tickets/review", data={"csrf": csrf, "prediction_id": first["id"], "answer": other})
+    assert r.status_code == 200 and re.search(r'id="corrections">1<', r.text)
+    assert first["id"] not in re.findall(r'name="prediction_id" value="([^"]+)"', r.text)  # it has its label now
+    # the model's own answer is a +1, not a correction
+    second = shown[1]
+    browser.post("/ui/tasks/tickets/review", data={"csrf": csrf, "prediction_id": second["id"],
+                                                   "answer": second["label"]})
+    counts = browser.get("/v1/tasks/tickets", headers=admin).json()["counts"]["feedback"]
+    assert counts == {"positive": 1, "negative": 1, "corrections": 1, "total": 2}
+    r = browser.post("/ui/tasks/tickets/review", data={"csrf": csrf, "prediction_id": second["id"],
+                                                       "answer": "not-a-label"})
+    assert r.status_code == 422 and "not a label" in problem_of(r.text)
+    assert browser.get("/v1/tasks/tickets", headers=admin).json()["counts"]["feedback"]["total"] == 2
+
+
+def test_rolling_back_in_the_console_activates_the_older_version(browser) -> None:
+    csrf = log_in(browser)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    browser.post("/v1/tasks", json={"name": "tickets", "labels": ["billing", "weather"]}, headers=admin)
+    sessions = browser.app.state.flywheel.sessions
+    with sessions.begin() as s:
+        task = s.query(Task).filter_by(name="tickets").one()
+        v0 = s.query(ModelVersion).filter_by(task_id=task.id, version=0).one()
+        v1 = register_version(s, task=task, path=v0.path, sha256=v0.sha256, version=1, parent_id=v0.id)
+        activate(s, version=v1)
+    page = browser.get("/ui/tasks/tickets").text
+    assert re.search(r'id="active-version">v1<', page) and "Roll back to v0" in page and "v0 → v1" in page
+    r = browser.post("/ui/tasks/tickets/versions/0/activate", data={"csrf": csrf})
+    assert r.status_code == 200 and re.search(r'id="active-version">v0<', r.text)
+    assert browser.get("/v1/tasks/tickets", headers=admin).json()["active_version"]["version"] == 0
+
+
+def test_a_client_key_sees_only_its_tasks_and_not_the_admin_pages(browser) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for name in ("tickets", "other"):
+        browser.post("/v1/tasks", json={"name": name, "labels": ["billing", "weather"]}, headers=admin)
+    made = browser.post("/v1/clients", json={"name": "team-a", "tasks": ["tickets"]}, headers=admin).json()
+    log_in(browser, made["key"])
+    overview = browser.get("/ui").text
+    assert 'data-task="tickets"' in overview and 'data-task="other"' not in overview
+    assert browser.get("/ui/tasks/other/review").status_code == 404
+    assert browser.get("/ui/tasks/tickets/review").status_code == 200
+    for path in ("/ui/clients", "/ui/tasks/tickets", "/ui/tasks/tickets/runs"):
+        assert browser.get(path).status_code == 403, path
+    browser.delete(f"/v1/clients/{made['id']}", headers=admin)
+    assert browser.get("/ui", follow_redirects=False).status_code == 303  # a revoked key's session ends
+
+
+def test_creating_a_key_shows_it_once_and_revoking_it_works(browser) -> None:
+    csrf = log_in(browser)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    browser.post("/v1/tasks", json={"name": "tickets", "labels": ["billing", "weather"]}, headers=admin)
+    r = browser.post("/ui/clients", data={"csrf": csrf, "name": "team-b", "tasks": ["tickets"],
+                                          "scopes": ["predict", "read"]})
+    assert r.status_code == 201
+    key = re.search(r'id="new-key"[^>]*>([^<]+)<', r.text).group(1)
+    assert browser.get("/v1/tasks/tickets", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    listed = browser.get("/ui/clients").text
+    assert key not in listed and key[:10] in listed
+    [client] = browser.get("/v1/clients", headers=admin).json()
+    assert client["scopes"] == ["predict", "read"] and client["tasks"] == ["tickets"]
+    browser.post(f"/ui/clients/{client['id']}/revoke", data={"csrf": csrf})
+    assert browser.get("/v1/tasks/tickets", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+
+def test_development_mode_needs_no_login(tmp_path, sqlite_url, tiny_model_dir) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    settings = make_settings(tmp_path / "data", sqlite_url, tiny_model_dir, admin_token=None)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as c:
+        r = c.get("/ui")
+        assert r.status_code == 200 and "development mode" in r.text and "Log out" not in r.text
+        # and, as for the API, a page on another site cannot drive it
+        csrf = csrf_of(c.get("/ui/clients").text)
+        r = c.post("/ui/clients", data={"csrf": csrf, "name": "x"}, headers={"Sec-Fetch-Site": "cross-site"})
+        assert r.status_code == 403
