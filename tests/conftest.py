@@ -200,3 +200,8 @@ def client(settings: Settings) -> Iterator["TestClient"]:  # noqa: F821
 
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--screenshots", default=None, metavar="DIR",
+                     help="test_console_browser.py saves a PNG of each console page into DIR")
