@@ -62,7 +62,9 @@ def seed(api: httpx.Client, settings: Settings) -> None:
             body["correction"] = next(lab for lab in LABELS if lab != p["label"])
         api.post(f"/v1/predictions/{p['id']}/feedback", json=body).raise_for_status()
     api.post("/v1/tasks/tickets/retrain").raise_for_status()
-    print("training run:", Worker(settings).run_once(), flush=True)
+    worker = Worker(settings)
+    worker.beat()  # the Tasks page shows whether a worker is alive
+    print("training run:", worker.run_once(), flush=True)
     api.post("/v1/clients", json={"name": "support-app", "tasks": ["tickets"]}).raise_for_status()
     more = api.post("/v1/tasks/tickets/predict", json={"texts": TRAFFIC[::-1]}).json()["predictions"]
     for p in more[:3]:

@@ -18,24 +18,11 @@ from app.db.tables import ModelVersion, Prediction, Task, utcnow
 from app.monitoring import MIN_DRIFT_ROWS, psi
 from app.statuses import VersionStatus
 from app.worker import Worker
+from test_api_health import _metric as metric
 from test_api_tasks import create_task, predict
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus"
-
-
-def metric(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in Prometheus exposition text (None if absent)."""
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            return float(m.group(3))
-    return None
 
 
 def test_psi_is_zero_for_the_same_distribution_and_grows_with_the_shift() -> None:

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def bars(values: Sequence[float], *, width: float = 280, height: float = 48, gap: float = 2) -> list[dict[str, float]]:
-    """One bar per value, scaled to the largest; x, y, w, h in SVG units."""
+def bars(values: Sequence[float], *, width: float = 280, height: float = 48, gap: float = 2,
+         top: float | None = None) -> list[dict[str, float]]:
+    """One bar per value, scaled to `top` (the largest value when not given); x, y, w, h in SVG units."""
     if not values:
         return []
-    top = max(values) or 1
+    top = (max(values) if top is None else top) or 1
     w = (width - gap * (len(values) - 1)) / len(values)
     out = []
     for i, v in enumerate(values):

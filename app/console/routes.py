@@ -189,7 +189,8 @@ async def runs_page(request: Request, task: TaskName, state: StateDep, caller: C
 
 
 @router.post("/tasks/{task}/retrain")
-async def queue_run(request: Request, task: TaskName, state: StateDep, caller: ConsoleAdmin, csrf: Csrf = "") -> Response:
+async def queue_run(request: Request, task: TaskName, state: StateDep, caller: ConsoleAdmin,
+                    csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
     run = await run_in_threadpool(retrain, state.sessions, task=task)
     return back_to(f"/ui/tasks/{quote(task)}/runs", queued=run.id)
@@ -213,7 +214,8 @@ async def review_page(request: Request, task: TaskName, state: StateDep, caller:
 
 
 @router.post("/tasks/{task}/review")
-async def give_label(request: Request, task: TaskName, state: StateDep, caller: ConsoleCaller, prediction_id: Annotated[str, Form(max_length=64)],
+async def give_label(request: Request, task: TaskName, state: StateDep, caller: ConsoleCaller,
+                     prediction_id: Annotated[str, Form(max_length=64)],
                      answer: Annotated[str, Form(max_length=20_000)] = "", csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
     await pages.correct(state, caller=caller, prediction_id=prediction_id, answer=answer)
@@ -228,7 +230,8 @@ async def try_page(request: Request, task: TaskName, state: StateDep, caller: Co
 
 
 @router.post("/tasks/{task}/try")
-async def try_text(request: Request, task: TaskName, state: StateDep, caller: ConsoleCaller, text: Annotated[str, Form(max_length=100_000)], csrf: Csrf = "") -> Response:
+async def try_text(request: Request, task: TaskName, state: StateDep, caller: ConsoleCaller,
+                   text: Annotated[str, Form(max_length=100_000)], csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
     result = await predict(state, task=task, texts=[text], single=True, caller=caller, user_id=None)
     explanation, why_not = None, None
@@ -259,7 +262,8 @@ async def clients_page(request: Request, state: StateDep, caller: ConsoleAdmin) 
 
 
 @router.post("/clients")
-async def create(request: Request, state: StateDep, caller: ConsoleAdmin, name: Annotated[str, Form(min_length=1, max_length=128)],
+async def create(request: Request, state: StateDep, caller: ConsoleAdmin,
+                 name: Annotated[str, Form(min_length=1, max_length=128)],
                  tasks: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies defaults
                  scopes: Annotated[list[str], Form()] = [], csrf: Csrf = "") -> Response:  # noqa: B006
     check_csrf(state, request, csrf)
@@ -273,7 +277,8 @@ async def create(request: Request, state: StateDep, caller: ConsoleAdmin, name: 
 
 
 @router.post("/clients/{client_id}/revoke")
-async def revoke(request: Request, client_id: RowId, state: StateDep, caller: ConsoleAdmin, csrf: Csrf = "") -> Response:
+async def revoke(request: Request, client_id: RowId, state: StateDep, caller: ConsoleAdmin,
+                 csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
     await run_in_threadpool(lambda: revoke_client(state.sessions, client_id=client_id))
     return back_to("/ui/clients")
