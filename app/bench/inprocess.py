@@ -71,9 +71,13 @@ def model_parts(row, rows: list[tuple[str, str]], want: set[str], log: Callable[
 
     import torch
 
+    from app.model.encoder import resolve_device
     from app.serving.engines import candidates_for, load_engine, load_for_serving
 
     cpu, max_len = torch.device("cpu"), setting_default("max_seq_len")
+    # The server's device (its FLYWHEEL_DEVICE is the default): CUDA where present.  The engine
+    # record was prepared there too, so its parity verdicts are this device's.  int8 stays on CPU.
+    dev = resolve_device(setting_default("device"))
     texts = [t for t, _ in rows]
     out: dict[str, Any] = {}
     # Load (and warm) here, forward on a single inference thread, exactly as the server does.
@@ -87,10 +91,10 @@ def model_parts(row, rows: list[tuple[str, str]], want: set[str], log: Callable[
     if "ceiling" in want:
         passed = {n for n, c in (row.engines or {}).get("candidates", {}).items() if c.get("ok")}
         engines: dict[str, Any] = {}
-        for name in candidates_for(cpu):
+        for name in dict.fromkeys(["torch-fp32", *candidates_for(dev)]):  # fp32: the reference, on CUDA too
             log(f"engine {name}: in-process forward at batch sizes 1 and 32, accuracy")
             try:
-                lm = load_engine(row, name, device=cpu, max_len=max_len)
+                lm = load_engine(row, name, device=dev, max_len=max_len)
             except Exception as exc:  # noqa: BLE001 - an engine that cannot be loaded is reported
                 engines[name] = {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
                 continue
@@ -105,7 +109,7 @@ def model_parts(row, rows: list[tuple[str, str]], want: set[str], log: Callable[
         best = max(ranked, key=lambda n: engines[n]["texts_per_s_bs32"])
         out["best_engine"] = best
         log(f"ceiling: the best engine ({best}) at batch sizes " + ", ".join(map(str, BATCH_SIZES)))
-        best_loaded = load_engine(row, best, device=cpu, max_len=max_len)
+        best_loaded = load_engine(row, best, device=dev, max_len=max_len)
         wall, cpu_ms = infer.submit(ceiling, best_loaded, texts, BATCH_SIZES, bs1_texts=min(len(texts), 200)).result()
         out["ceiling_texts_per_s"] = {str(k): v for k, v in wall.items()}
         out["ceiling_cpu_ms_per_text"] = {str(k): v for k, v in cpu_ms.items()}
@@ -131,43 +135,57 @@ def trainer_vs_bare(path: Path, rows: list[tuple[str, str]], labels: list[str], 
     from app.learning import trainer as tr
     from app.kinds import get_kind, load_version
     from app.learning.dataset import Item
+    from app.model.encoder import resolve_device
     from app.policy import Policy
 
-    cpu = torch.device("cpu")
+    dev = resolve_device(setting_default("device"))  # where the worker trains: CUDA where present
+    # The trainer autocasts on CUDA (bf16 where supported); the bare loop does the same, so the
+    # ratio measures the trainer's overhead, not mixed precision.
+    amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
     items = [Item(text=t, label=labels.index(lab)) for t, lab in rows]
     kind = get_kind("classification")
-    cfg = tr.TrainConfig(policy=Policy(epochs=1, batch_size=16), lambda_data=1.0, device="cpu", max_len=128,
-                         progress_every_s=3600.0, seed=0)
+    cfg = tr.TrainConfig(policy=Policy(epochs=1, batch_size=16), lambda_data=1.0, device=dev.type, max_len=128,
+                         progress_every_s=3600.0, seed=0, amp=amp is not None)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     def run_trainer() -> float:
-        model, tok, _ = load_version(path, device=cpu)
+        model, tok, _ = load_version(path, device=dev)
         state = tr.setup(kind, model, tok, items, [], cfg)
         first = tr.make_batches(state.train_rows, cfg.batch_size, state.pad_id, kind, random.Random(99))[0]
-        tr.train_step(state, first)  # warm-up step, outside the clock (the bare loop gets one too)
+        tr.train_step(state, first.to(dev))  # warm-up step, outside the clock (the bare loop gets one too)
+        sync()
         started = time.perf_counter()
         result = tr.fit(state)
+        sync()
         elapsed = time.perf_counter() - started
         return len(state.train_rows) * result.epochs_run / elapsed
 
     def run_bare() -> float:
-        model, tok, _ = load_version(path, device=cpu)
+        model, tok, _ = load_version(path, device=dev)
         rows_ = tr.encode(tok, items, cfg.max_len, kind)
         pad = tok.pad_token_id or 0
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         def step(b) -> None:  # noqa: ANN001
-            logits = model(b.input_ids, b.attention_mask)
-            loss = F.cross_entropy(logits, b.labels)
+            b = b.to(dev)
+            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(b.input_ids, b.attention_mask)
+            loss = F.cross_entropy(logits.float(), b.labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or 1.0)
             opt.step()
 
         step(tr.make_batches(rows_, cfg.batch_size, pad, kind, random.Random(99))[0])
+        sync()
         started = time.perf_counter()
         for b in tr.make_batches(rows_, cfg.batch_size, pad, kind, random.Random(cfg.seed)):  # fit's epoch-1 batches
             step(b)
+        sync()
         return len(rows_) / (time.perf_counter() - started)
 
     trainer_runs, bare_runs = [], []
@@ -176,5 +194,6 @@ def trainer_vs_bare(path: Path, rows: list[tuple[str, str]], labels: list[str], 
         bare_runs.append(run_bare())
     best_t, best_b = max(trainer_runs), max(bare_runs)
     return {"trainer_texts_per_s": best_t, "bare_loop_texts_per_s": best_b, "ratio": best_t / best_b,
-            "texts": len(rows), "batch_size": cfg.batch_size, "reps": reps,
+            "texts": len(rows), "batch_size": cfg.batch_size, "reps": reps, "device": dev.type,
+            "autocast": str(amp).replace("torch.", "") if amp is not None else None,
             "trainer_runs": trainer_runs, "bare_runs": bare_runs}

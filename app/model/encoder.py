@@ -13,8 +13,17 @@ from transformers import AutoModel, AutoTokenizer
 
 
 def resolve_device(preference: str = "auto") -> torch.device:
-    """CUDA when present (or asked for), CPU otherwise."""
+    """CUDA when present (or asked for), CPU otherwise.
+
+    On CUDA this also takes cuDNN out of scaled_dot_product_attention's backends (process-wide;
+    flash and memory-efficient attention remain): BERT's padded batches carry an explicit mask,
+    which torch (2.11, H100) sends to cuDNN attention first in fp16/bf16, and cuDNN builds an
+    execution plan for every new (batch, length) shape (46 ms of CPU in one MiniLM forward).
+    Serving and training meet a new shape at almost every batch: with cuDNN the torch-fp16 engine
+    ran 4.4x slower than fp32 at batch 32, and a first bf16 epoch 5.9x slower than the next
+    (reports/gpu/README.md)."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        torch.backends.cuda.enable_cudnn_sdp(False)
         return torch.device("cuda")
     return torch.device("cpu")
 

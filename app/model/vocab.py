@@ -55,6 +55,7 @@ def grow_vocabulary(model: EncoderWithHead, tokenizer: Any, chars: list[str], *,
         weight[old:] = weight[tokenizer.unk_token_id]
         if spread > 0:
             g = torch.Generator().manual_seed(seed)
-            noise = torch.randn(weight.shape[0] - old, weight.shape[1], generator=g)
+            # drawn on the CPU (the same rows whatever the device), then moved to the weights' device
+            noise = torch.randn(weight.shape[0] - old, weight.shape[1], generator=g).to(weight.device)
             weight[old:] += (spread * weight[:old].std(0) * noise).to(weight.dtype)
     return added
