@@ -181,3 +181,50 @@ def test_development_mode_needs_no_login(tmp_path, sqlite_url, tiny_model_dir) -
         csrf = csrf_of(c.get("/ui/clients").text)
         r = c.post("/ui/clients", data={"csrf": csrf, "name": "x"}, headers={"Sec-Fetch-Site": "cross-site"})
         assert r.status_code == 403
+
+
+def test_a_task_and_its_examples_are_made_without_curl(browser) -> None:
+    csrf = log_in(browser)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    r = browser.post("/ui/tasks", data={"csrf": csrf, "name": "tickets", "kind": "classification",
+                                        "labels": "billing, card_lost\nweather"})
+    assert r.status_code == 200 and r.url.path == "/ui/tasks/tickets/try"
+    task = browser.get("/v1/tasks/tickets", headers=admin).json()
+    assert task["labels"] == ["billing", "card_lost", "weather"] and task["active_version"]["version"] == 0
+    r = browser.post("/ui/tasks", data={"csrf": csrf, "name": "reviews", "kind": "rating", "low": "-4", "high": "4"})
+    assert r.status_code == 200
+    assert browser.get("/v1/tasks/reviews", headers=admin).json()["range"] == [-4.0, 4.0]
+    r = browser.post("/ui/tasks", data={"csrf": csrf, "name": "Bad Name", "kind": "classification", "labels": "a,b"})
+    assert r.status_code == 422 and "name" in problem_of(r.text)
+    r = browser.post("/ui/tasks", data={"csrf": csrf, "name": "tickets", "kind": "classification", "labels": "a,b"})
+    assert r.status_code == 409
+
+    csv = "text,label\nwhy was I charged twice,billing\nI lost my card,card_lost\nwill it rain,weather\n"
+    r = browser.post("/ui/tasks/tickets/examples", data={"csrf": csrf, "csv": csv})
+    assert r.status_code == 200 and "Imported 3 examples" in r.text
+    r = browser.post("/ui/tasks/tickets/examples", data={"csrf": csrf, "csv": "text,label\nok,billing\nbad,nope\n"})
+    assert r.status_code == 422 and "nope" in problem_of(r.text)
+    assert browser.get("/v1/tasks/tickets", headers=admin).json()["counts"]["examples"]["total"] == 3
+
+
+def test_review_and_try_work_for_ratings_and_tagging(browser) -> None:
+    csrf = log_in(browser)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    browser.post("/v1/tasks", json={"name": "reviews", "kind": "rating", "range": [-4, 4]}, headers=admin)
+    browser.post("/v1/tasks", json={"name": "ner", "kind": "tagging", "labels": ["person", "place"]}, headers=admin)
+    [rated] = predict(browser, task="reviews", texts=["what a lovely film"], headers=admin)["predictions"]
+    [tagged] = predict(browser, task="ner", texts=["Ann went to Paris"], headers=admin)["predictions"]
+    for task in ("reviews", "ner"):
+        assert browser.get(f"/ui/tasks/{task}/review").status_code == 200
+        r = browser.post(f"/ui/tasks/{task}/try", data={"csrf": csrf, "text": "Ann loved Paris"})
+        assert r.status_code == 200 and "No explanation: Explanations are for classification tasks" in r.text
+    far = "-3.5" if rated["score"] > 0 else "3.5"  # far from what the model said: a correction, not a +1
+    r = browser.post("/ui/tasks/reviews/review", data={"csrf": csrf, "prediction_id": rated["id"], "answer": far})
+    assert r.status_code == 200
+    spans = '[{"start": 0, "end": 3, "label": "person"}, {"start": 12, "end": 17, "label": "place"}]'
+    assert browser.post("/ui/tasks/ner/review", data={"csrf": csrf, "prediction_id": tagged["id"],
+                                                      "answer": spans}).status_code == 200
+    r = browser.post("/ui/tasks/ner/review", data={"csrf": csrf, "prediction_id": tagged["id"], "answer": "[{"})
+    assert r.status_code == 422 and "JSON" in problem_of(r.text)
+    for task in ("reviews", "ner"):
+        assert browser.get(f"/v1/tasks/{task}", headers=admin).json()["counts"]["feedback"]["corrections"] == 1

@@ -208,3 +208,44 @@ def test_the_guard_catches_a_request_to_another_host(chromium, server: str) -> N
     pg.evaluate("() => fetch('https://cdn.example.com/x.js').catch(() => null)")
     context.close()
     assert elsewhere == ["https://cdn.example.com/x.js"]
+
+
+def test_a_newcomer_goes_from_nothing_to_a_rollback_without_curl(page, server: str, settings: Settings) -> None:
+    """Create a task, try a text, correct it in review, add examples, retrain (the worker that
+    `flywheel serve` runs beside the API, here called in the test), activate the candidate and
+    roll back: every step a click in the console."""
+    log_in(page, server)
+    page.fill("section.new-task input[name=name]", "newcomer")
+    page.fill("section.new-task textarea[name=labels]", "billing, card_lost, weather")
+    page.click("text=Create task")
+    page.wait_for_url(f"{server}/ui/tasks/newcomer/try")
+    page.fill("textarea[name=text]", "my card was stolen")
+    page.click("text=Predict and explain")
+    said = page.locator("#answer").inner_text()
+    page.click("nav.tabs >> text=Review")
+    item = page.locator("li.item").first
+    item.locator("select[name=answer]").select_option("card_lost" if said != "card_lost" else "billing")
+    item.locator("button", has_text="Save").click()
+    page.wait_for_url(re.compile(r"/review\?saved="))
+    assert page.locator("#corrections").inner_text() == "1"
+    page.click("nav.tabs >> text=Versions")
+    page.fill("textarea[name=csv]", "text,label\n" + "\n".join(
+        f"{t},{lab}" for t, lab in [("why was I charged twice", "billing"), ("refund my fee", "billing"),
+                                    ("I lost my card", "card_lost"), ("my wallet is gone", "card_lost"),
+                                    ("will it rain", "weather"), ("sunny tomorrow", "weather")]))
+    page.click("text=Import")
+    assert "Imported 6 examples" in page.locator("p.flash").inner_text()
+    page.click("nav.tabs >> text=Runs")
+    page.click("text=Retrain now")
+    page.wait_for_url(re.compile(r"/runs\?queued="))
+    from app.worker import Worker
+
+    assert Worker(settings).run_once() in ("promoted", "rejected")
+    page.click("nav.tabs >> text=Versions")
+    if page.locator("#active-version").inner_text() == "v0":  # the gate held v1 back: activate it by hand
+        page.click("text=Activate v1")
+        page.wait_for_url(re.compile(r"activated=1"))
+    assert page.locator("#active-version").inner_text() == "v1"
+    page.click("text=Roll back to v0")
+    page.wait_for_url(re.compile(r"activated=0"))
+    assert page.locator("#active-version").inner_text() == "v0"

@@ -16,17 +16,21 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.api.deps import RowId, StateDep, TaskName
+from app.api import tasks as task_routes
 from app.api.problems import status_of
+from app.api.schemas import TaskCreate
 from app.console import charts
 from app.console.session import (LoginRequired, check_csrf, console_caller, csrf_for, dev_mode, end_session,
                                  remember_csrf, start_session)
 from app.errors import DomainError, Forbidden
 from app.services import console as pages
 from app.services.clients import SCOPES, Caller, authenticate, create_client, list_clients, revoke_client
+from app.services.examples import import_examples, parse_csv
 from app.services.explanations import explain_prediction, explain_text
 from app.services.paging import Page
 from app.services.predictions import predict
@@ -87,8 +91,9 @@ class ConsoleRoute(APIRoute):
                 return render(request, request.app.state.flywheel, "error.html",
                               {"title": exc.title, "detail": exc.detail, "status": status_of(exc)},
                               caller=None, status_code=status_of(exc))
-            except RequestValidationError as exc:
-                detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
+            except (RequestValidationError, ValidationError) as exc:
+                detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:] or e['loc'])}: {e['msg']}"
+                                   for e in exc.errors())
                 return render(request, request.app.state.flywheel, "error.html",
                               {"title": "Invalid input", "detail": detail, "status": 422}, caller=None,
                               status_code=422)
@@ -166,11 +171,38 @@ async def tasks_page(request: Request, state: StateDep, caller: ConsoleCaller) -
     return render(request, state, "tasks.html", data, caller=caller)
 
 
+@router.post("/tasks")
+async def new_task(request: Request, state: StateDep, caller: ConsoleAdmin,
+                   name: Annotated[str, Form(max_length=64)], kind: Annotated[str, Form(max_length=32)],
+                   labels: Annotated[str, Form(max_length=100_000)] = "",
+                   low: Annotated[float | None, Form()] = None, high: Annotated[float | None, Form()] = None,
+                   csrf: Csrf = "") -> Response:
+    """Create a task as POST /v1/tasks does (the same schema and route function): labels one per
+    line or comma-separated; a rating's range from `low` and `high`."""
+    check_csrf(state, request, csrf)
+    names = [x.strip() for x in labels.replace(",", "\n").splitlines() if x.strip()]
+    value_range = [low, high] if low is not None and high is not None else None
+    body = TaskCreate(name=name.strip(), kind=kind, labels=names, range=value_range)
+    await task_routes.create(body, caller, state)
+    return back_to(f"/ui/tasks/{quote(body.name)}/try")
+
+
+@router.post("/tasks/{task}/examples")
+async def add_examples(request: Request, task: TaskName, state: StateDep, caller: ConsoleAdmin,
+                       csv: Annotated[str, Form(max_length=2_000_000)], csrf: Csrf = "") -> Response:
+    """Labelled examples pasted as CSV with a header (text,label or text,score), as the API takes them."""
+    check_csrf(state, request, csrf)
+    done = await run_in_threadpool(lambda: import_examples(state.sessions, task=task, rows=parse_csv(csv.encode()),
+                                                           max_chars=state.settings.max_text_chars))
+    return back_to(f"/ui/tasks/{quote(task)}", imported=done["imported"])
+
+
 @router.get("/tasks/{task}")
 async def versions_page(request: Request, task: TaskName, state: StateDep, caller: ConsoleAdmin,
-                        activated: int | None = None) -> Response:
+                        activated: int | None = None, imported: int | None = None) -> Response:
     data = await run_in_threadpool(pages.task_detail, state.sessions, state.settings, caller=caller, task=task)
-    return render(request, state, "versions.html", {**data, "activated": activated}, caller=caller)
+    return render(request, state, "versions.html", {**data, "activated": activated, "imported": imported},
+                  caller=caller)
 
 
 @router.post("/tasks/{task}/versions/{version}/activate")
