@@ -10,7 +10,6 @@ import pytest
 
 from app.db.tables import ModelVersion, Task
 from app.db.versions import activate, register_version
-from app.statuses import VersionStatus
 from conftest import ADMIN_TOKEN, make_settings
 from test_api_tasks import predict
 
