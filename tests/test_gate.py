@@ -26,7 +26,8 @@ VALIDATION = [Item(t, LABELS.index(lab)) for t, lab in PAIRS[50:]]
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir: Path):  # noqa: ANN201
     model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
-    config = TrainConfig(policy=Policy(epochs=6, batch_size=8, learning_rate=3e-3, patience=6), max_len=32)
+    config = TrainConfig(policy=Policy(epochs=6, batch_size=8, learning_rate=3e-3, patience=6), max_len=32,
+                         device="cpu")
     train(KIND, model, tok, TRAIN, VALIDATION, config)
     return model, tok
 
