@@ -177,14 +177,14 @@ def workers(session: Session, timeout_s: float) -> Workers:
 
 
 def daily_counts(session: Session, task_id: int, days: int = DAYS_SHOWN) -> list[dict[str, Any]]:
-    """Predictions, +1s and −1s per UTC day for the last `days` days, oldest first (days with
+    """Predictions, +1s, −1s and their sum per UTC day for the last `days` days, oldest first (days with
     nothing included), for the console's chart."""
     since_day = (utcnow() - timedelta(days=days - 1)).date()
     since = datetime(since_day.year, since_day.month, since_day.day, tzinfo=utcnow().tzinfo)
     out: dict[str, dict[str, Any]] = {}
     for i in range(days):
         day = (since_day + timedelta(days=i)).isoformat()
-        out[day] = {"day": day, "predictions": 0, "positive": 0, "negative": 0}
+        out[day] = {"day": day, "predictions": 0, "positive": 0, "negative": 0, "signals": 0}
     p_day = func.date(Prediction.created_at)
     for day, n in session.execute(select(p_day, func.count()).where(Prediction.task_id == task_id,
                                                                     Prediction.created_at >= since).group_by(p_day)):
@@ -196,7 +196,7 @@ def daily_counts(session: Session, task_id: int, days: int = DAYS_SHOWN) -> list
         .where(Feedback.task_id == task_id, Feedback.created_at >= since).group_by(f_day)
     ):
         if str(day) in out:
-            out[str(day)]["positive"], out[str(day)]["negative"] = int(pos), int(neg)
+            out[str(day)].update(positive=int(pos), negative=int(neg), signals=int(pos) + int(neg))
     return list(out.values())
 
 

@@ -30,7 +30,7 @@ def hash_user_id(user_id: str, key: bytes, namespace: str | None) -> str:
     `namespace`, so erasing one team's user leaves another team's user of the same id alone.
     (`namespace=None`: the un-namespaced hash stored before namespaces, still matched by erasure.)"""
     message = user_id if namespace is None else f"{namespace}\x00{user_id}"
-    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+    return mac(key, message)
 
 
 def same_secret(a: str, b: str) -> bool:
@@ -53,16 +53,19 @@ def derive_key(secret: bytes, purpose: str) -> bytes:
     return hmac.new(secret, f"flywheel:{purpose}".encode(), hashlib.sha256).digest()
 
 
+def mac(key: bytes, value: str) -> str:
+    """HMAC-SHA256 of `value` under `key`, in hex."""
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+
 def sign(key: bytes, value: str) -> str:
-    """`value.signature`: the value, then an HMAC of it after the last '.'."""
-    mac = hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
-    return f"{value}.{mac}"
+    """`value.signature`: the value, then its `mac` after the last '.'."""
+    return f"{value}.{mac(key, value)}"
 
 
 def unsign(key: bytes, token: str) -> str | None:
     """The value of a token made by `sign` with this key; None if it was tampered with."""
-    value, dot, mac = token.rpartition(".")
+    value, dot, signature = token.rpartition(".")
     if not dot:
         return None
-    expected = hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
-    return value if hmac.compare_digest(mac.encode(), expected.encode()) else None
+    return value if same_secret(signature, mac(key, value)) else None

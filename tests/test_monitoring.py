@@ -147,3 +147,17 @@ def test_promtool_unit_tests_of_the_alert_rules_pass() -> None:
     r = subprocess.run([_promtool(), "test", "rules", "alerts_test.yml"], cwd=RULES, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout
+
+
+def test_retention_forgets_workers_silent_for_a_day(client, settings) -> None:
+    from app.db.tables import WorkerBeat
+
+    sessions = client.app.state.flywheel.sessions
+    with sessions.begin() as s:
+        s.add(WorkerBeat(worker_id="gone", started_at=utcnow() - timedelta(days=3),
+                         seen_at=utcnow() - timedelta(days=2)))
+    worker = Worker(settings, factory=sessions)
+    worker.beat()
+    assert worker.apply_retention().forgotten_workers == 1
+    with sessions() as s:
+        assert [w.worker_id for w in s.query(WorkerBeat)] == [worker.worker_id]

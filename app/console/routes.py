@@ -75,6 +75,11 @@ def render(request: Request, state: Any, name: str, context: dict[str, Any], *, 
     return response
 
 
+def error_page(request: Request, status: int, title: str, detail: str) -> HTMLResponse:
+    return render(request, request.app.state.flywheel, "error.html",
+                  {"title": title, "detail": detail, "status": status}, caller=None, status_code=status)
+
+
 class ConsoleRoute(APIRoute):
     """Answers a domain error with an HTML page (status as in the API) and a missing session
     with a redirect to the login page."""
@@ -88,15 +93,10 @@ class ConsoleRoute(APIRoute):
             except LoginRequired as exc:
                 return RedirectResponse(f"/ui/login?next={quote(exc.next_path)}", status_code=303)
             except DomainError as exc:
-                return render(request, request.app.state.flywheel, "error.html",
-                              {"title": exc.title, "detail": exc.detail, "status": status_of(exc)},
-                              caller=None, status_code=status_of(exc))
+                return error_page(request, status_of(exc), exc.title, exc.detail)
             except (RequestValidationError, ValidationError) as exc:
-                detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:] or e['loc'])}: {e['msg']}"
-                                   for e in exc.errors())
-                return render(request, request.app.state.flywheel, "error.html",
-                              {"title": "Invalid input", "detail": detail, "status": 422}, caller=None,
-                              status_code=422)
+                return error_page(request, 422, "Invalid input", "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'][1:] or e['loc'])}: {e['msg']}" for e in exc.errors()))
 
         return route
 
@@ -118,7 +118,7 @@ async def get_console_admin(caller: ConsoleCaller) -> Caller:
 
 
 ConsoleAdmin = Annotated[Caller, Depends(get_console_admin)]
-Csrf = Annotated[str, Form(alias="csrf", description="The form's CSRF token.")]
+Csrf = Annotated[str, Form(description="The form's CSRF token.")]
 
 
 def back_to(path: str, **query: Any) -> RedirectResponse:

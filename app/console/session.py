@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fastapi import Request, Response
 
 from app.errors import Forbidden
-from app.security import derive_key, hash_api_key, same_secret, sign, unsign
+from app.security import derive_key, hash_api_key, mac, same_secret, sign, unsign
 from app.services.clients import ADMIN, Caller, caller_for_key_hash
 from app.state import AppState
 
@@ -95,7 +95,7 @@ def csrf_for(state: AppState, request: Request) -> Csrf:
     new = not cookie
     if new:
         cookie = secrets.token_urlsafe(32)
-    return Csrf(cookie, sign(_key(state, "console-csrf"), cookie).rpartition(".")[2], new)
+    return Csrf(cookie, mac(_key(state, "console-csrf"), cookie), new)
 
 
 def remember_csrf(request: Request, response: Response, csrf: Csrf) -> None:

@@ -1,5 +1,6 @@
 """Workers' heartbeats: each worker process upserts its row every poll; readers ask when the
-newest one was seen.  Rows of workers silent for a day are dropped, so restarts don't pile up."""
+newest one was seen.  Retention drops the rows of workers silent for a day, so restarts don't
+pile up."""
 
 from __future__ import annotations
 
@@ -14,14 +15,19 @@ FORGET_AFTER = timedelta(days=1)
 
 
 def beat(session: Session, worker_id: str) -> None:
-    """Record that `worker_id` is alive now (and forget workers silent for FORGET_AFTER)."""
+    """Record that `worker_id` is alive now."""
     now = utcnow()
     row = session.get(WorkerBeat, worker_id)
     if row is None:
         session.add(WorkerBeat(worker_id=worker_id, started_at=now, seen_at=now))
     else:
         row.seen_at = now
-    session.execute(delete(WorkerBeat).where(WorkerBeat.seen_at < now - FORGET_AFTER))
+
+
+def forget_silent(session: Session, now: datetime | None = None) -> int:
+    """Drop the rows of workers silent for FORGET_AFTER; how many went."""
+    cutoff = (now or utcnow()) - FORGET_AFTER
+    return session.execute(delete(WorkerBeat).where(WorkerBeat.seen_at < cutoff)).rowcount or 0
 
 
 def last_seen(session: Session) -> datetime | None:

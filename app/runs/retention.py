@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.session import transaction
 from app.db.tables import Feedback, ModelVersion, Prediction, utcnow
+from app.db.workers import forget_silent
 from app.model.store import META_FILE, dir_bytes
 from app.statuses import VersionStatus
 
@@ -39,6 +40,7 @@ class RetentionReport:
     freed_bytes: int = 0
     removed_tmp: list[str] = field(default_factory=list)
     deleted_predictions: int = 0
+    forgotten_workers: int = 0
 
 
 def remove_crash_leftovers(models_dir: Path, *, older_than_s: float = STALE_TMP_S, now: float | None = None) -> list[str]:
@@ -142,4 +144,6 @@ def apply_retention(factory: sessionmaker[Session], models_dir: Path, *, keep_ve
     report.pruned_versions, report.freed_bytes = prune_versions(factory, keep_versions=keep_versions,
                                                                 rejected_days=rejected_days, now=now)
     report.deleted_predictions = delete_old_predictions(factory, prediction_days=prediction_days, now=now)
+    with transaction(factory) as s:
+        report.forgotten_workers = forget_silent(s, now)
     return report

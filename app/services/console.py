@@ -18,7 +18,7 @@ from app.kinds import TaskSpec, get_kind
 from app.monitoring import daily_counts, watch_task, workers
 from app.runs import lifecycle
 from app.services.clients import Caller, allow
-from app.services.feedback import give_feedback
+from app.services.feedback import give_feedback, unknown_prediction
 from app.services.review import review_queue
 from app.services.tasks import describe, list_tasks, load_task
 from app.state import AppState
@@ -148,9 +148,7 @@ async def correct(state: AppState, *, caller: Caller, prediction_id: str, answer
         row = s.execute(select(Prediction.label, Prediction.text, Task.name, Task.kind, Task.labels, Task.descriptions)
                         .join(Task, Task.id == Prediction.task_id).where(Prediction.id == prediction_id)).one_or_none()
     if row is None or not caller.sees(row.name):
-        # the feedback code answers this one (NotFound naming the prediction), as the API does
-        return await give_feedback(state, prediction_id=prediction_id, caller=caller, signal=-1, correction=None,
-                                   user_id=None)
+        raise unknown_prediction(prediction_id)
     kind = get_kind(row.kind)
     value = _parse_answer(row.kind, answer)
     spec = TaskSpec(name=row.name, kind=row.kind, labels=[str(x) for x in row.labels],

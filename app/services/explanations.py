@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import select
 
 from app.db.tables import ModelVersion, Prediction, Task
-from app.errors import Invalid, NotFound, Unavailable
+from app.errors import Invalid, Unavailable
 from app.serving.explain import explain
 from app.services.clients import Caller, allow
+from app.services.feedback import unknown_prediction
 from app.services.predictions import check_texts, served_model
 from app.state import AppState
 
@@ -44,8 +45,7 @@ async def explain_prediction(state: AppState, *, prediction_id: str, caller: Cal
                         .join(ModelVersion, ModelVersion.id == Prediction.model_version_id)
                         .where(Prediction.id == prediction_id)).one_or_none()
     if row is None or not caller.sees(row.name) or (not caller.is_admin and row.client_id != caller.client_id):
-        raise NotFound(f"No prediction with id {prediction_id!r}.", field="prediction_id", slug="unknown-prediction",
-                       title="Unknown prediction")
+        raise unknown_prediction(prediction_id)
     allow(caller, "read", row.name)
     out = await _explain(state, row.name, row.text)
     return {"prediction_id": prediction_id, "prediction_version": row.version, "text": row.text, **out}

@@ -36,7 +36,8 @@ class Signal:
     span: int | None = None
 
 
-def _unknown(prediction_id: str) -> NotFound:
+def unknown_prediction(prediction_id: str) -> NotFound:
+    """The one answer for a prediction that does not exist, or that this caller may not see."""
     return NotFound(f"No prediction with id {prediction_id!r}.", field="prediction_id", slug="unknown-prediction",
                     title="Unknown prediction")
 
@@ -55,7 +56,7 @@ def _record(sessions: sessionmaker[Session], signals: Sequence[Signal]) -> list[
             row = found.get(sig.prediction_id)
             try:
                 if row is None or not sig.caller.sees(row.name):  # another team's: as if it did not exist
-                    raise _unknown(sig.prediction_id)
+                    raise unknown_prediction(sig.prediction_id)
                 allow(sig.caller, "feedback", row.name)
                 if not sig.caller.is_admin and row.client_id != sig.caller.client_id:
                     raise Forbidden("This prediction was made for another client; feedback is only taken on your "
