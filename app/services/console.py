@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.pages import Page
 from app.db.tables import ModelVersion, Prediction, Task, TrainingRun
+from app.db.threads import in_db_thread
 from app.errors import Invalid
 from app.kinds import TaskSpec, get_kind
 from app.monitoring import daily_counts, watch_task, workers
@@ -140,13 +141,20 @@ def _parse_answer(kind_name: str, raw: str) -> Any:
     return raw
 
 
+def _reviewed(sessions: sessionmaker[Session], prediction_id: str) -> Any:
+    """The prediction a person answers, with its task (None if there is no such prediction)."""
+    with sessions() as s:
+        return s.execute(select(Prediction.label, Prediction.text, Task.name, Task.kind, Task.labels,
+                                Task.descriptions)
+                         .join(Task, Task.id == Prediction.task_id).where(Prediction.id == prediction_id)).one_or_none()
+
+
 async def correct(state: AppState, *, caller: Caller, prediction_id: str, answer: str) -> dict[str, Any]:
     """Store a person's answer for a prediction: +1 when it is what the model said, else −1 with
     the answer as the correction; through the API's own feedback code (the same checks, the same
-    commit before returning)."""
-    with state.sessions() as s:
-        row = s.execute(select(Prediction.label, Prediction.text, Task.name, Task.kind, Task.labels, Task.descriptions)
-                        .join(Task, Task.id == Prediction.task_id).where(Prediction.id == prediction_id)).one_or_none()
+    commit before returning).  The read runs on the database threads: waiting for a connection
+    must not stop the event loop."""
+    row = await in_db_thread(_reviewed, state.sessions, prediction_id)
     if row is None or not caller.sees(row.name):
         raise unknown_prediction(prediction_id)
     kind = get_kind(row.kind)
