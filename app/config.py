@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     rejected_retention_days: float = Field(7.0, ge=0, description="Rejected candidates' files are kept this long.")
     prediction_retention_days: float = Field(90.0, ge=0, description="Predictions that never got feedback are "
                                              "deleted after this many days; 0 = kept forever.")
+    feedback_retention_days: float = Field(0.0, ge=0, description="Feedback is deleted after this many days; 0 = "
+                                           "kept forever (the default: feedback is what the models learn from).")
     retention_interval_s: float = Field(3600.0, gt=0, description="How often the worker applies retention (and "
                                         "once at start).")
     max_run_s: float = Field(21_600.0, gt=0, description="A training run still running this long after it "

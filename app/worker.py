@@ -91,10 +91,11 @@ class Worker:
         return backfill_engines(self.factory, self.settings)
 
     def apply_retention(self) -> RetentionReport:
-        """Prune versions and old predictions, remove crash leftovers (app/runs/retention.py)."""
+        """Prune versions, old predictions and feedback, remove crash leftovers (app/runs/retention.py)."""
         s = self.settings
         report = apply_retention(self.factory, s.models_dir, keep_versions=s.keep_versions,
-                                 rejected_days=s.rejected_retention_days, prediction_days=s.prediction_retention_days)
+                                 rejected_days=s.rejected_retention_days, prediction_days=s.prediction_retention_days,
+                                 feedback_days=s.feedback_retention_days)
         telemetry.STORE_BYTES.set(dir_bytes(s.models_dir))
         return report
 

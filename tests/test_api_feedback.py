@@ -289,38 +289,3 @@ def test_rows_hashed_before_namespaces_are_still_erased_for_their_client(client,
     r = client.delete(f"/v1/users/{RAW_USER}", params={"client_id": keys["alpha"]["id"]})
     assert r.json()["deleted_predictions"] == 1
     assert [p.id for p in rows(client, Prediction)] == [theirs["id"]] and mine["id"] != theirs["id"]
-
-
-def test_a_prediction_queued_when_its_user_is_erased_is_not_left_behind(client, task, monkeypatch) -> None:
-    """The prediction is in the micro-batcher (its forward held) when the erasure's first delete
-    runs; the erasure waits for it to be committed and deletes it too."""
-    import threading
-
-    import app.services.users as users
-
-    state = client.app.state.flywheel
-    first_delete_done, in_forward = threading.Event(), threading.Event()
-    real_delete, real_forward = users._delete_user_rows, state.served.forward
-
-    def delete_then_signal(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        out = real_delete(*args, **kwargs)
-        first_delete_done.set()
-        return out
-
-    def held_forward(task_name, texts):  # noqa: ANN001, ANN202
-        in_forward.set()
-        assert first_delete_done.wait(60), "the erasure never ran"
-        return real_forward(task_name, texts)
-
-    monkeypatch.setattr(users, "_delete_user_rows", delete_then_signal)
-    monkeypatch.setattr(state.served, "forward", held_forward)
-    answers: dict[str, object] = {}
-    predicting = threading.Thread(target=lambda: answers.update(p=client.post(
-        "/v1/tasks/tickets/predict", json={"text": "queued while erased", "user_id": RAW_USER})))
-    predicting.start()
-    assert in_forward.wait(60)  # the prediction is in the batcher, its forward waiting for the erasure
-    erased = client.delete(f"/v1/users/{RAW_USER}")
-    predicting.join(60)
-    assert answers["p"].status_code == 200
-    assert erased.status_code == 200 and erased.json()["deleted_predictions"] == 1, erased.text
-    assert rows(client, Prediction) == []

@@ -134,3 +134,61 @@ def test_the_store_size_is_a_metric(client) -> None:
     line = next(ln for ln in text.splitlines() if ln.startswith("flywheel_model_store_bytes "))
     assert float(line.split()[1]) > 0
     assert "flywheel_model_store_free_bytes" in text
+
+
+def test_feedback_that_arrives_while_retention_deletes_keeps_its_prediction(db_url: str, factory, settings: Settings,
+                                                                           monkeypatch) -> None:
+    """Retention has chosen an old prediction without feedback; feedback on it is given before the
+    delete runs.  Either the feedback is refused (the prediction is gone: 404) or it is kept with
+    its prediction: an acknowledged signal is never deleted by the cascade."""
+    from app.runs import retention
+    from app.services.clients import ADMIN
+    from app.services.feedback import Signal, record_signals
+    from racing import beside, impatient
+
+    task_id = create_task(factory, settings)
+    with transaction(factory) as s:
+        s.add(Prediction(id="old-silent", task_id=task_id, model_version_id=active(factory, task_id).id,
+                         text="old", label="a", scores={}, created_at=utcnow() - timedelta(days=100)))
+    real_choose, racing = retention.unlabelled_before, {}
+
+    def chosen_then_feedback(session, cutoff):
+        ids = real_choose(session, cutoff)
+        if "feedback" not in racing:  # the first batch: the one prediction
+            assert ids == ["old-silent"]
+            racing["feedback"] = beside(db_url, lambda: record_signals(impatient(db_url),
+                                                                       [Signal("old-silent", ADMIN, 1)]))
+        return ids
+
+    monkeypatch.setattr(retention, "unlabelled_before", chosen_then_feedback)
+    apply_retention(factory, settings.models_dir, keep_versions=5, rejected_days=7, prediction_days=90)
+
+    [answer] = racing["feedback"].outcome()
+    with factory() as s:
+        predictions, feedback = s.query(Prediction).all(), s.query(Feedback).all()
+    if isinstance(answer, Exception):  # it came second: the prediction was already gone
+        assert "old-silent" in str(answer) and feedback == []
+    else:  # it was acknowledged: it and its prediction stay
+        assert [f.id for f in feedback] == [answer[0]["id"]] and [p.id for p in predictions] == ["old-silent"]
+
+
+def test_feedback_is_kept_forever_by_default_and_expires_when_the_worker_is_told_to(factory, settings: Settings,
+                                                                                   tmp_path: Path) -> None:
+    from conftest import make_settings
+
+    task_id = create_task(factory, settings)
+    v0 = active(factory, task_id)
+    with transaction(factory) as s:
+        for pid in ("p-old", "p-new"):
+            s.add(Prediction(id=pid, task_id=task_id, model_version_id=v0.id, text=pid, label="a", scores={}))
+        s.flush()
+        s.add(Feedback(prediction_id="p-old", task_id=task_id, signal=1, created_at=utcnow() - timedelta(days=400)))
+        s.add(Feedback(prediction_id="p-new", task_id=task_id, signal=-1))
+    assert Settings.model_fields["feedback_retention_days"].default == 0
+    assert Worker(settings, factory=factory).apply_retention().deleted_feedback == 0
+
+    told = make_settings(settings.data_dir, settings.database_url, settings.base_model, feedback_retention_days=365)
+    report = Worker(told, factory=factory).apply_retention()
+    assert report.deleted_feedback == 1
+    with factory() as s:
+        assert [f.prediction_id for f in s.query(Feedback)] == ["p-new"]

@@ -53,7 +53,8 @@ EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v1/tasks/{task}/retrain"): (404, 409),
     ("post", "/v1/runs/{run_id}/cancel"): (404, 409),
     ("post", "/v1/tasks/{task}/examples"): (404, 415),
-    ("post", "/v1/predictions/{prediction_id}/feedback"): (404,),
+    ("post", "/v1/predictions/{prediction_id}/feedback"): (404, 409),
+    ("post", "/v1/tasks/{task}/predict"): (409,),  # user-erased: its user was erased while it was in flight
 }
 
 

@@ -226,3 +226,17 @@ class WorkerBeat(Base):
     worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Erasure(Base):
+    """One erasure of one end user (DELETE /v1/users/{id}): written in the transaction that
+    deletes their rows, and checked by every commit of their predictions and feedback, so a
+    request accepted before `erased_at` (queued here, or on another API process) stores nothing.
+    Kept only as long as such a request could still be in flight (app/runs/retention.py)."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_hash: Mapped[str] = mapped_column(String(64), index=True)  # the namespaced hash (app/security.py)
+    client_id: Mapped[int | None] = mapped_column(Integer, default=None)  # whose user; None = the admin token's
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)

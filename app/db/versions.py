@@ -3,7 +3,9 @@ find the active ones.
 
 Activation is one transaction: the old active version becomes `retired`, the new one
 `active`; a partial unique index guarantees there is never more than one active version
-per task.  API processes notice the change and swap (see `serving/served.py`).
+per task.  It holds the task's lock (`lock_task`), as a run's promotion and retention's
+pruning do, so none of them decides on a state another is changing.  API processes notice
+the change and swap (see `serving/served.py`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,19 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.pages import Page, cut, paged
+from app.db.session import is_postgres
 from app.db.tables import ModelVersion, Task, utcnow
 from app.statuses import VersionStatus
 from app.errors import Conflict
+
+
+def lock_task(session: Session, task_id: int) -> None:
+    """Serialise a task's version and run bookkeeping: FOR UPDATE on PostgreSQL; on SQLite a no-op
+    write takes the database's write lock now, before the check that depends on it."""
+    if is_postgres(session.get_bind()):
+        session.execute(select(Task.id).where(Task.id == task_id).with_for_update())
+    else:
+        session.execute(update(Task).where(Task.id == task_id).values(id=Task.id))
 
 
 def next_version_number(session: Session, task_id: int) -> int:
@@ -65,7 +77,10 @@ def register_version(
 
 def activate(session: Session, *, version: ModelVersion) -> ModelVersion:
     """Make `version` the task's active version; the previous one is retired.  Conflict for a
-    version whose files retention removed."""
+    version whose files retention removed: its status is read again under the task's lock, so a
+    version pruned after the caller loaded it is refused too."""
+    lock_task(session, version.task_id)
+    session.refresh(version, ["status", "reason"])
     if version.status == VersionStatus.ACTIVE:
         return version
     if version.status == VersionStatus.PRUNED:

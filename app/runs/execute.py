@@ -29,7 +29,7 @@ from app.config import Settings
 from app.db.session import transaction
 from app.db.tables import ModelVersion, Task, TrainingRun, utcnow
 from app.db.training_rows import load_training_rows
-from app.db.versions import activate, active_version, next_version_number, register_version
+from app.db.versions import activate, active_version, lock_task, next_version_number, register_version
 from app.kinds import TaskKind, TaskSpec, get_kind, load_version
 from app.model.store import CorruptVersion, verify_version
 from app.model.vocab import grow_vocabulary, unknown_chars
@@ -217,7 +217,8 @@ def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, data
            verdict: Verdict, counts: dict[str, Any], engines: dict[str, Any]) -> RunStatus:
     result = fitted.result
     with transaction(factory) as s:
-        run = owned(s, ctx.run_id, ctx.worker_id)
+        run = owned(s, ctx.run_id, ctx.worker_id)  # the run's row first, then the task's, as the reaper does
+        lock_task(s, ctx.task_id)  # a rollback or activation waits, or has committed: `current` is the truth
         version = s.get(ModelVersion, ctx.candidate_id)
         current = active_version(s, ctx.task_id)
         if verdict.promote and (current is None or current.id != ctx.parent_id):

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.pages import Page, cut, paged
 from app.db.session import is_postgres, transaction
 from app.db.tables import ModelVersion, Task, TrainingRun, utcnow
-from app.db.versions import path_in_use
+from app.db.versions import lock_task, path_in_use
 from app.errors import Conflict, NotFound
 from app.runs import telemetry
 from app.statuses import OPEN_RUN_STATUSES, RunStatus, Trigger, VersionStatus
@@ -37,15 +37,6 @@ class RunAbandoned(Exception):
 
 
 # ---------------------------------------------------------------- enqueue
-
-
-def lock_task(session: Session, task_id: int) -> None:
-    """Serialise run bookkeeping per task: FOR UPDATE on PostgreSQL; on SQLite a no-op write
-    takes the database's write lock now, before the check that depends on it."""
-    if is_postgres(session.get_bind()):
-        session.execute(select(Task.id).where(Task.id == task_id).with_for_update())
-    else:
-        session.execute(update(Task).where(Task.id == task_id).values(id=Task.id))
 
 
 def open_run(session: Session, task_id: int) -> TrainingRun | None:

@@ -5,8 +5,12 @@ Kept, per task: the active version, its ancestors (rollback goes through them), 
 `keep_versions` versions, every candidate (a run may be judging it), every rejected version
 younger than `rejected_days`, and every directory a kept LoRA version builds on.  Other versions
 have their files removed and are marked `pruned` (the row stays, for history; activating one is a
-409).  `.tmp-*` directories older than `STALE_TMP_S` are leftovers of a crash mid-save.
-Predictions without feedback older than `prediction_days` are deleted (0 keeps them forever).
+409).  Pruning takes the task locks activation takes (`lock_task`), so a version being
+activated is either active when pruning looks, or pruned when activation looks (and refused).
+`.tmp-*` directories older than `STALE_TMP_S` are leftovers of a crash mid-save.
+Predictions without feedback older than `prediction_days` are deleted (0 keeps them forever);
+feedback older than `feedback_days` too (0, the default: feedback is the training data).
+Erasure records older than their TTL are forgotten (app/db/erasures.py).
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from pathlib import Path
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.session import transaction
-from app.db.tables import Feedback, ModelVersion, Prediction, utcnow
+from app.db.erasures import forget_old_records
+from app.db.session import is_postgres, transaction
+from app.db.tables import Feedback, ModelVersion, Prediction, Task, utcnow
+from app.db.versions import lock_task
 from app.db.workers import forget_silent
 from app.model.store import META_FILE, dir_bytes
 from app.statuses import VersionStatus
@@ -40,6 +46,8 @@ class RetentionReport:
     freed_bytes: int = 0
     removed_tmp: list[str] = field(default_factory=list)
     deleted_predictions: int = 0
+    deleted_feedback: int = 0
+    forgotten_erasures: int = 0
     forgotten_workers: int = 0
 
 
@@ -87,12 +95,15 @@ def prune_versions(factory: sessionmaker[Session], *, keep_versions: int, reject
                    now: datetime | None = None) -> tuple[list[int], int]:
     """Remove the files of versions retention need not keep; (their ids, bytes freed).  The rows
     are marked first and the files removed after that commits: a version is never left
-    activatable with its files gone."""
+    activatable with its files gone.  Decided under every task's lock, so no activation, rollback
+    or promotion commits between what this reads and what it marks."""
     now = now or utcnow()
     cutoff = now - timedelta(days=rejected_days)
     pruned: list[int] = []
     doomed: list[Path] = []
     with transaction(factory) as s:
+        for task_id in s.scalars(select(Task.id).order_by(Task.id)).all():  # in id order: no deadlock
+            lock_task(s, task_id)
         every = list(s.scalars(select(ModelVersion).order_by(ModelVersion.task_id, ModelVersion.version)))
         by_task: dict[int, list[ModelVersion]] = {}
         for v in every:
@@ -119,6 +130,24 @@ def prune_versions(factory: sessionmaker[Session], *, keep_versions: int, reject
     return pruned, freed
 
 
+def unlabelled_before(session: Session, cutoff: datetime) -> list[str]:
+    """Ids of up to PREDICTION_BATCH predictions older than `cutoff` without feedback, row-locked
+    on PostgreSQL (feedback on one now waits for this transaction; rows it already holds are skipped)."""
+    query = (select(Prediction.id)
+             .where(Prediction.created_at < cutoff, ~exists().where(Feedback.prediction_id == Prediction.id))
+             .limit(PREDICTION_BATCH))
+    if is_postgres(session.get_bind()):
+        query = query.with_for_update(skip_locked=True, of=Prediction)
+    return list(session.scalars(query).all())
+
+
+def delete_unlabelled(session: Session, ids: list[str]) -> int:
+    """Delete those of `ids` that still have no feedback: feedback committed since they were
+    chosen keeps its prediction (the cascade would delete an acknowledged signal)."""
+    return session.execute(delete(Prediction).where(
+        Prediction.id.in_(ids), ~exists().where(Feedback.prediction_id == Prediction.id))).rowcount
+
+
 def delete_old_predictions(factory: sessionmaker[Session], *, prediction_days: float,
                            now: datetime | None = None) -> int:
     """Delete predictions without any feedback created more than `prediction_days` ago."""
@@ -128,22 +157,37 @@ def delete_old_predictions(factory: sessionmaker[Session], *, prediction_days: f
     total = 0
     while True:
         with transaction(factory) as s:
-            ids = s.scalars(select(Prediction.id)
-                            .where(Prediction.created_at < cutoff,
-                                   ~exists().where(Feedback.prediction_id == Prediction.id))
-                            .limit(PREDICTION_BATCH)).all()
+            ids = unlabelled_before(s, cutoff)
             if not ids:
                 return total
-            total += s.execute(delete(Prediction).where(Prediction.id.in_(ids))).rowcount
+            total += delete_unlabelled(s, ids)
+
+
+def delete_old_feedback(factory: sessionmaker[Session], *, feedback_days: float, now: datetime | None = None) -> int:
+    """Delete feedback created more than `feedback_days` ago (0: kept forever, the default: it is
+    what the models learn from).  Their predictions then age out like any without feedback."""
+    if feedback_days <= 0:
+        return 0
+    cutoff = (now or utcnow()) - timedelta(days=feedback_days)
+    total = 0
+    while True:
+        with transaction(factory) as s:
+            ids = s.scalars(select(Feedback.id).where(Feedback.created_at < cutoff).limit(PREDICTION_BATCH)).all()
+            if not ids:
+                return total
+            total += s.execute(delete(Feedback).where(Feedback.id.in_(ids))).rowcount
 
 
 def apply_retention(factory: sessionmaker[Session], models_dir: Path, *, keep_versions: int, rejected_days: float,
-                    prediction_days: float, now: datetime | None = None) -> RetentionReport:
+                    prediction_days: float, feedback_days: float = 0.0, now: datetime | None = None
+                    ) -> RetentionReport:
     """One pass of everything above."""
     report = RetentionReport(removed_tmp=remove_crash_leftovers(models_dir))
     report.pruned_versions, report.freed_bytes = prune_versions(factory, keep_versions=keep_versions,
                                                                 rejected_days=rejected_days, now=now)
+    report.deleted_feedback = delete_old_feedback(factory, feedback_days=feedback_days, now=now)
     report.deleted_predictions = delete_old_predictions(factory, prediction_days=prediction_days, now=now)
     with transaction(factory) as s:
         report.forgotten_workers = forget_silent(s, now)
+        report.forgotten_erasures = forget_old_records(s, now)
     return report

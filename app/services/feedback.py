@@ -5,19 +5,22 @@ request that is wrong (an unknown prediction, someone else's, a bad correction) 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.erasures import erased, lock_users, refused
 from app.db.group import GroupCommit
-from app.db.session import transaction
-from app.db.tables import Feedback, Prediction, Task
+from app.db.session import is_postgres, transaction
+from app.db.tables import Feedback, Prediction, Task, utcnow
 from app.errors import Forbidden, NotFound
 from app.kinds import TaskSpec, get_kind
 from app.security import hash_user_id, user_namespace
 from app.services.clients import Caller, allow
+from app.services.users import user_erased
 from app.state import AppState
 
 Recorded = tuple[dict[str, Any], str]  # (the feedback as the API shows it, the task's name)
@@ -26,7 +29,8 @@ Recorded = tuple[dict[str, Any], str]  # (the feedback as the API shows it, the 
 @dataclass(frozen=True)
 class Signal:
     """One feedback request: `correction` as sent (the kind makes it the stored label); `span`
-    names the one part of the answer it is about (a tagging span)."""
+    names the one part of the answer it is about (a tagging span); `accepted_at`: when the request
+    came in (its user erased after that, it stores nothing)."""
 
     prediction_id: str
     caller: Caller
@@ -34,6 +38,7 @@ class Signal:
     correction: Any = None
     user_hash: str | None = None
     span: int | None = None
+    accepted_at: datetime = field(default_factory=utcnow)
 
 
 def unknown_prediction(prediction_id: str) -> NotFound:
@@ -43,18 +48,29 @@ def unknown_prediction(prediction_id: str) -> NotFound:
 
 
 def _record(sessions: sessionmaker[Session], signals: Sequence[Signal]) -> list[Recorded | Exception]:
-    """One transaction: one query for every prediction named, one insert for every valid signal."""
+    """One transaction: one query for every prediction named, one insert for every valid signal.
+    First the givers' lock against their erasure (app/db/erasures.py); the predictions are read
+    FOR KEY SHARE on PostgreSQL, so an erasure or retention deleting one either waits for this
+    commit (and its cascade takes the new feedback too) or has committed (the prediction is gone:
+    404)."""
     with transaction(sessions) as s:
-        found = {r.id: r for r in s.execute(
-            select(Prediction.id, Prediction.client_id, Prediction.label, Prediction.text, Task.id.label("task_id"),
-                   Task.name, Task.kind, Task.labels, Task.descriptions)
-            .join(Task, Task.id == Prediction.task_id)
-            .where(Prediction.id.in_({sig.prediction_id for sig in signals})))}
+        givers = {sig.user_hash for sig in signals if sig.user_hash is not None}
+        lock_users(s, givers)
+        gone = erased(s, givers)
+        query = (select(Prediction.id, Prediction.client_id, Prediction.label, Prediction.text,
+                        Task.id.label("task_id"), Task.name, Task.kind, Task.labels, Task.descriptions)
+                 .join(Task, Task.id == Prediction.task_id)
+                 .where(Prediction.id.in_({sig.prediction_id for sig in signals})))
+        if is_postgres(s.get_bind()):
+            query = query.with_for_update(read=True, key_share=True, of=Prediction)
+        found = {r.id: r for r in s.execute(query)}
         results: list[Recorded | Exception | None] = []
         made: list[tuple[int, Feedback, Any, str]] = []
         for sig in signals:
             row = found.get(sig.prediction_id)
             try:
+                if sig.user_hash in gone and refused(sig.accepted_at, gone[sig.user_hash]):
+                    raise user_erased(gone[sig.user_hash])
                 if row is None or not sig.caller.sees(row.name):  # another team's: as if it did not exist
                     raise unknown_prediction(sig.prediction_id)
                 allow(sig.caller, "feedback", row.name)
@@ -70,7 +86,7 @@ def _record(sessions: sessionmaker[Session], signals: Sequence[Signal]) -> list[
                 if sig.span is not None:
                     kind.scope_label(row.label, sig.span)  # Invalid for a kind whose answers have no parts
                 kind.check_feedback(spec, shown=row.label, signal=sig.signal, correction=correction, span=sig.span)
-            except Exception as exc:  # noqa: BLE001 - NotFound, Forbidden, the kind's Invalid: this signal's alone
+            except Exception as exc:  # noqa: BLE001 - NotFound, Forbidden, Conflict, the kind's Invalid: this signal's alone
                 results.append(exc)
                 continue
             fb = Feedback(prediction_id=sig.prediction_id, task_id=row.task_id, client_id=sig.caller.client_id,
@@ -116,6 +132,7 @@ async def give_feedback(state: AppState, *, prediction_id: str, caller: Caller, 
     counted in the process's metrics."""
     user_hash = (hash_user_id(user_id, state.settings.resolved_user_hash_key, user_namespace(caller.client_id))
                  if user_id else None)
-    fb, task = await _group(state).submit(Signal(prediction_id, caller, signal, correction, user_hash, span))
+    signal_in = Signal(prediction_id, caller, signal, correction, user_hash, span, accepted_at=utcnow())
+    fb, task = await _group(state).submit(signal_in)
     state.metrics.feedback.labels(task, "correction" if correction else str(signal)).inc()
     return fb

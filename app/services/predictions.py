@@ -5,12 +5,14 @@ from the user is wanted (`feedback_wanted`, within the task's feedback budget:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.erasures import erased, lock_users, refused
 from app.db.tables import Prediction, new_id, utcnow
 from app.db.threads import in_db_thread
 from app.errors import Invalid, Overloaded, RateLimited, Unavailable
@@ -20,6 +22,7 @@ from app.serving.engine import LoadedModel, Scored
 from app.services.clients import Caller, allow
 from app.services.review import Asking
 from app.services.tasks import load_task
+from app.services.users import user_erased
 from app.state import AppState
 
 
@@ -28,6 +31,7 @@ class PredictContext:
     task_id: int
     client_id: int | None
     user_hash: str | None
+    accepted_at: datetime = field(default_factory=utcnow)  # a user erased after this: nothing is stored
 
 
 def check_texts(texts: list[str], *, single: bool, max_chars: int, max_texts: int) -> None:
@@ -48,14 +52,27 @@ def check_texts(texts: list[str], *, single: bool, max_chars: int, max_texts: in
 
 
 def _insert(sessions: sessionmaker[Session], rows: list[dict], asking: Asking | None = None,
-            stale: list[int] | None = None) -> None:
+            stale: list[int] | None = None, accepted: dict[str, datetime] | None = None) -> dict[str, datetime]:
     """One INSERT for the whole batch, in its own transaction.  Core, not the ORM: nothing here
     needs objects back, and it halves the cost of the statement for a single-row batch.
+    A row whose user was erased after its request was `accepted` (row id -> when) is left out,
+    checked under the users' lock (app/db/erasures.py); returns {row id: erased_at} of those.
     Then, on the same trip to the DB thread, refresh the feedback budgets that are `stale`."""
+    left_out: dict[str, datetime] = {}
     with sessions.kw["bind"].begin() as conn:
-        conn.execute(insert(Prediction.__table__), rows)
+        users = {r["user_hash"] for r in rows if r["user_hash"] is not None}
+        if users:
+            lock_users(conn, users)
+            if found := erased(conn, users):
+                now = utcnow()
+                left_out = {r["id"]: found[r["user_hash"]] for r in rows if r["user_hash"] in found
+                            and refused((accepted or {}).get(r["id"], now), found[r["user_hash"]])}
+                rows = [r for r in rows if r["id"] not in left_out]
+        if rows:
+            conn.execute(insert(Prediction.__table__), rows)
     if asking is not None and stale:
         asking.refresh(sessions, stale)
+    return left_out
 
 
 def make_commit(sessions: sessionmaker[Session], asking: Asking | None = None):  # noqa: ANN201 - the batcher's commit
@@ -64,9 +81,10 @@ def make_commit(sessions: sessionmaker[Session], asking: Asking | None = None): 
     process; its stats are read once per TTL on the insert's trip to the database)."""
     asking = asking if asking is not None else Asking()
 
-    async def commit(batch: list[Pending], results: list[list[Scored]]) -> list[tuple[int, list[dict]]]:
+    async def commit(batch: list[Pending], results: list[list[Scored]]) -> list[tuple[int, list[dict]] | Exception]:
         now = utcnow()
         rows: list[dict] = []
+        accepted: dict[str, datetime] = {}
         answers: list[tuple[int, list[dict]]] = []
         decide: list[tuple[int, Scored, dict]] = []
         for pending, scored in zip(batch, results):
@@ -77,15 +95,19 @@ def make_commit(sessions: sessionmaker[Session], asking: Asking | None = None): 
                 rows.append({"id": pid, "task_id": ctx.task_id, "model_version_id": sc.model.version_id,
                              "client_id": ctx.client_id, "user_hash": ctx.user_hash, "text": text,
                              "label": sc.answer.label, "scores": sc.answer.scores, "created_at": now})
+                accepted[pid] = ctx.accepted_at
                 answer = {"id": pid, **sc.answer.body}
                 out.append(answer)
                 decide.append((ctx.task_id, sc, answer))
             answers.append((scored[0].model.version, out))
         stale = sorted({task_id for task_id, _, _ in decide if asking.stale(task_id)})
-        await in_db_thread(_insert, sessions, rows, asking, stale)
+        left_out = await in_db_thread(_insert, sessions, rows, asking, stale, accepted)
         for task_id, sc, answer in decide:  # in arrival order, on the event loop: no other commit interleaves
-            answer["feedback_wanted"] = asking.decide(task_id, sc.model.kind, sc.answer)
-        return answers
+            if answer["id"] not in left_out:
+                answer["feedback_wanted"] = asking.decide(task_id, sc.model.kind, sc.answer)
+        # A request whose user was erased while it was in flight fails alone (all its rows share the user).
+        return [user_erased(left_out[out[0]["id"]]) if out[0]["id"] in left_out else (version, out)
+                for version, out in answers]
 
     return commit
 
@@ -136,13 +158,15 @@ async def predict(state: AppState, *, task: str, texts: list[str], single: bool,
                   user_id: str | None) -> dict[str, Any]:
     """Predict one text or a list; every prediction is stored before this returns.
     {"model_version", "predictions": [{"id", …the kind's answer, "feedback_wanted"}]}."""
+    accepted_at = utcnow()
     allow(caller, "predict", task)
     s = state.settings
     check_texts(texts, single=single, max_chars=s.max_text_chars, max_texts=s.max_texts_per_request)
     loaded = await served_model(state, task)
     user_hash = (hash_user_id(user_id, s.resolved_user_hash_key, user_namespace(caller.client_id))
                  if user_id else None)
-    ctx = PredictContext(task_id=loaded.task_id, client_id=caller.client_id, user_hash=user_hash)
+    ctx = PredictContext(task_id=loaded.task_id, client_id=caller.client_id, user_hash=user_hash,
+                         accepted_at=accepted_at)
     try:
         version, predictions = await batcher_for(state, task).submit(texts, ctx, owner=caller.client_id)
     except OwnerQueueFull:

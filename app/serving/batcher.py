@@ -66,7 +66,7 @@ class Pending:
 
 # forward(texts) -> one result per text; runs on the inference thread.
 ForwardFn = Callable[[list[str]], Sequence[R]]
-# commit(requests, results per request) -> the answer per request; runs on the event loop.
+# commit(requests, results per request) -> the answer (or an exception) per request; runs on the event loop.
 CommitFn = Callable[[list[Pending], list[list[R]]], Awaitable[list[Any]]]
 BatchObserver = Callable[[int, int], None]  # (texts in batch, queue depth after)
 
@@ -291,8 +291,11 @@ class MicroBatcher(Generic[R]):
             for p in batch:
                 _set(p.future, exc=exc)
             return
-        for p, answer in zip(batch, answers):
-            _set(p.future, value=answer)
+        for p, answer in zip(batch, answers):  # an exception in a request's place fails that request alone
+            if isinstance(answer, Exception):
+                _set(p.future, exc=answer)
+            else:
+                _set(p.future, value=answer)
 
 
 def _split(flat: Sequence[R], batch: list[Pending]) -> list[list[R]]:
