@@ -161,3 +161,63 @@ def test_retention_forgets_workers_silent_for_a_day(client, settings) -> None:
     assert worker.apply_retention().forgotten_workers == 1
     with sessions() as s:
         assert [w.worker_id for w in s.query(WorkerBeat)] == [worker.worker_id]
+
+
+def _plans(engine, statements: list[tuple[str, object]]) -> list[str]:  # noqa: ANN001
+    """Each statement's query plan, as one string; on PostgreSQL with sequential scans made
+    prohibitively expensive, so a plan names a full scan only when no index can serve it."""
+    plans = []
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            explain = "EXPLAIN "
+        else:
+            explain = "EXPLAIN QUERY PLAN "
+        for sql, params in statements:
+            rows = conn.exec_driver_sql(explain + sql, params).all()
+            plans.append(" | ".join(str(r[-1]) for r in rows))
+    return plans
+
+
+def test_what_the_console_and_metrics_read_of_a_versions_predictions_uses_an_index(client) -> None:
+    """Drift and the −1 shares read one version's predictions, oldest and newest first, on every
+    console page load and scrape: none of those statements scans the predictions table."""
+    from sqlalchemy import event
+
+    from app.monitoring import watch_tasks
+
+    create_task(client)
+    for i in range(2 * MIN_DRIFT_ROWS + 2):
+        predict(client, text=f"text number {i}")
+    state = client.app.state.flywheel
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if "predictions" in statement and "model_version_id" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(state.engine, "before_cursor_execute", capture)
+    try:
+        with state.sessions() as session:
+            [watch] = watch_tasks(session, window=MIN_DRIFT_ROWS)
+    finally:
+        event.remove(state.engine, "before_cursor_execute", capture)
+    assert watch is not None and len(seen) >= 3  # the count, the oldest, the newest (and the signals)
+    for plan in _plans(state.engine, seen):
+        assert not re.search(r"\bSCAN predictions\b(?! USING)|Seq Scan on predictions", plan), plan
+        assert "USE TEMP B-TREE" not in plan, plan  # SQLite sorting what an index would give in order
+
+
+def test_the_scrape_config_sends_the_metrics_token_and_promtool_accepts_it(tmp_path: Path) -> None:
+    """deploy/prometheus/prometheus.yml scrapes /metrics with FLYWHEEL_METRICS_TOKEN from a file
+    (/metrics answers nothing else); promtool checks it with a token file beside it."""
+    config = yaml.safe_load((RULES / "prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"]["type"] == "Bearer" and "credentials_file" in job["authorization"]
+    for name in ("prometheus.yml", "alerts.yml"):
+        shutil.copy(RULES / name, tmp_path / name)
+    (tmp_path / job["authorization"]["credentials_file"]).write_text("m" * 64)
+    r = subprocess.run([_promtool(), "check", "config", "prometheus.yml"], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -176,7 +176,10 @@ class ModelVersion(Base):
 
 class Prediction(Base):
     __tablename__ = "predictions"
-    __table_args__ = (Index("ix_predictions_task_created", "task_id", "created_at"),)
+    __table_args__ = (Index("ix_predictions_task_created", "task_id", "created_at"),
+                      # a version's predictions oldest or newest first: drift and −1 shares on every
+                      # console page and scrape (app/monitoring.py)
+                      Index("ix_predictions_version_created", "model_version_id", "created_at", "id"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
