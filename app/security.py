@@ -47,6 +47,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def printable(value: str) -> str:
+    """`value` fit for one line of a plain-text log: a newline, any other control character or
+    invisible separator becomes its escape (`\\n`, `\\x1b`, `\\u2028`), so a request path
+    decoded from `%0A` cannot end the line and forge the next one."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value)
+
+
 def derive_key(secret: bytes, purpose: str) -> bytes:
     """A key for one purpose from the deployment's secret, so a value signed for one use is
     worthless for another."""

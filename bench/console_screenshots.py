@@ -23,7 +23,7 @@ from app.launch import serve_in_thread
 from app.main import create_app
 from app.worker import Worker
 
-TOKEN = "demo-admin-token"
+TOKEN = "demo-admin-token-0123456789abcdef"  # 32 or more characters, as every admin token
 LABELS = ["billing", "card_lost", "weather"]
 DESCRIPTIONS = {"billing": "a question about a charge, a bill or a refund",
                 "card_lost": "the customer lost their bank card or it was stolen",

@@ -22,7 +22,7 @@ from app.config import Settings  # noqa: E402
 torch.set_num_threads(1)
 
 PG_ADMIN_URL = os.environ.get("FLYWHEEL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # an admin token needs 32 characters or more
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 WORDS = """

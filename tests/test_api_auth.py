@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import inspect
 
 from app.config import Settings
@@ -16,6 +20,8 @@ from app.db.tables import Client, Prediction
 from app.main import create_app
 from conftest import ADMIN_TOKEN, make_settings
 from test_api_tasks import assert_problem, create_task, predict, rows, table_counts
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bearer(key: str) -> dict[str, str]:
@@ -229,3 +235,24 @@ def test_admin_token_configured_means_no_dev_mode(client) -> None:
     assert_problem(client.post("/v1/clients", json={"name": "x", "tasks": ["t"]}), 401, "unauthorized",
                    "Authorization")
     assert table_counts(client)["clients"] == 0
+
+
+# ---------------------------------------------------------------- the tokens themselves
+
+
+@pytest.mark.parametrize("setting", ["admin_token", "metrics_token"])
+def test_a_short_token_is_refused(setting: str) -> None:
+    with pytest.raises(ValidationError, match=f"FLYWHEEL_{setting.upper()} must be at least 32 characters"):
+        Settings(**{setting: "x" * 31})
+    assert getattr(Settings(**{setting: " " + "x" * 32 + "\n"}), setting) == "x" * 32
+    assert "x" * 32 not in repr(Settings(**{setting: "x" * 32}))  # nor shown where settings are printed
+
+
+def test_serve_with_a_short_admin_token_stops_at_start_saying_why(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_ADMIN_TOKEN": "hunter2"}
+    done = subprocess.run([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2, said
+    assert "FLYWHEEL_ADMIN_TOKEN must be at least 32 characters" in said and "Traceback" not in said, said
+    assert "hunter2" not in said

@@ -6,9 +6,14 @@ from __future__ import annotations
 import re
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import sessionmaker
 
+from app.main import create_app
+from conftest import ADMIN, make_settings
 from test_api_tasks import assert_problem, create_task, predict, table_counts
+
+METRICS_TOKEN = "metrics-token-0123456789abcdef-0123"
 
 
 def _metric(text: str, name: str, **labels: str) -> float | None:
@@ -35,11 +40,65 @@ def test_healthz_needs_no_token(client) -> None:
 
 
 def test_readyz_lists_loaded_models(client) -> None:
-    r = client.get("/readyz", headers={"Authorization": ""})
+    r = client.get("/readyz")
     assert r.status_code == 200 and r.json() == {"status": "ready", "models": {}, "engines": {}, "unloadable": {}}
     create_task(client)
     assert client.get("/readyz").json() == {"status": "ready", "models": {"tickets": 0},
                                             "engines": {"tickets": "torch-fp32"}, "unloadable": {}}
+
+
+@pytest.fixture
+def guarded(tmp_path, db_url, tiny_model_dir):  # noqa: ANN001, ANN201
+    """An app with an admin token and a metrics token, as deployed; no Authorization by default."""
+    settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, metrics_token=METRICS_TOKEN)
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/v1/tasks", json={"name": "tickets", "labels": ["a", "b"]}, headers=ADMIN).status_code == 201
+        yield c
+
+
+def test_metrics_and_readyz_details_need_the_metrics_or_admin_token(guarded) -> None:
+    """They name every tenant's tasks: a stranger, or a client key, gets 401 from /metrics and
+    only the status from /readyz (enough for a probe); the two tokens get everything."""
+    key = guarded.post("/v1/clients", json={"name": "team", "tasks": ["tickets"]}, headers=ADMIN).json()["key"]
+    for headers in ({}, {"Authorization": f"Bearer {key}"}, {"Authorization": "Bearer not-the-token"},
+                    {"Authorization": f"Basic {METRICS_TOKEN}"}):
+        r = guarded.get("/metrics", headers=headers)
+        assert_problem(r, 401, "unauthorized", "Authorization", mentions=("FLYWHEEL_METRICS_TOKEN",))
+        assert r.headers["www-authenticate"] == "Bearer" and "tickets" not in r.text
+        r = guarded.get("/readyz", headers=headers)
+        assert r.status_code == 200 and r.json() == {"status": "ready"}
+    assert guarded.get("/healthz").json() == {"status": "ok"}
+    for token in (METRICS_TOKEN, ADMIN["Authorization"].removeprefix("Bearer ")):
+        r = guarded.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and _metric(r.text, "flywheel_active_version", task="tickets") == 0
+        assert guarded.get("/readyz", headers={"Authorization": f"Bearer {token}"}).json()["models"] == {"tickets": 0}
+
+
+def test_a_stranger_is_told_not_ready_without_the_tasks_it_is_about(guarded) -> None:
+    registry = guarded.app.state.flywheel.served
+    loaded = registry._models.pop("tickets")
+    try:
+        anonymous = guarded.get("/readyz")
+        operator = guarded.get("/readyz", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    finally:
+        registry._models["tickets"] = loaded
+    assert_problem(anonymous, 503, "not-ready", None)
+    assert "tickets" not in anonymous.text and anonymous.headers["retry-after"] == "1"
+    assert_problem(operator, 503, "not-ready", None, mentions=("tickets",))
+
+
+@pytest.mark.parametrize("how", ["open_metrics", "development_mode"])
+def test_metrics_are_open_when_the_operator_says_so_or_in_development_mode(how, tmp_path, sqlite_url,
+                                                                          tiny_model_dir) -> None:
+    overrides = {"open_metrics": True} if how == "open_metrics" else {"admin_token": None}
+    settings = make_settings(tmp_path / "data", sqlite_url, tiny_model_dir, **overrides)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as c:
+        c.headers.update(ADMIN if how == "open_metrics" else {})
+        assert c.post("/v1/tasks", json={"name": "tickets", "labels": ["a", "b"]}).status_code == 201
+        c.headers.pop("Authorization", None)
+        r = c.get("/metrics")
+        assert r.status_code == 200 and _metric(r.text, "flywheel_active_version", task="tickets") == 0
+        assert c.get("/readyz").json()["models"] == {"tickets": 0}
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(client) -> None:
@@ -73,10 +132,9 @@ def test_readyz_is_503_while_a_model_is_not_loaded(client) -> None:
 # ---------------------------------------------------------------- metrics
 
 
-def test_metrics_exposes_flywheel_metrics_without_a_token(client) -> None:
+def test_metrics_exposes_flywheel_metrics(client) -> None:
     create_task(client)
     predict(client, texts=["a", "b", "c"])
-    del client.headers["Authorization"]
     r = client.get("/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")

@@ -32,11 +32,11 @@ def browser(client):
 
 
 def log_in(browser, token: str = ADMIN_TOKEN) -> str:
-    """Log in through the form; the CSRF token the pages' forms carry."""
+    """Log in through the form; the CSRF token the pages' forms carry in that session."""
     csrf = csrf_of(browser.get("/ui/login").text)
     r = browser.post("/ui/login", data={"csrf": csrf, "token": token, "next": "/ui"}, follow_redirects=False)
     assert r.status_code == 303, r.text
-    return csrf
+    return csrf_of(browser.get("/ui/login").text)
 
 
 def test_pages_need_a_session_and_the_login_sets_a_strict_httponly_cookie(browser) -> None:
@@ -227,3 +227,66 @@ def test_review_and_try_work_for_ratings_and_tagging(browser) -> None:
     assert r.status_code == 422 and "JSON" in problem_of(r.text)
     for task in ("reviews", "ner"):
         assert browser.get(f"/v1/tasks/{task}", headers=admin).json()["counts"]["feedback"]["corrections"] == 1
+
+
+def test_rotating_the_admin_token_ends_the_admin_sessions_made_with_it(tmp_path, db_url, tiny_model_dir) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    def served_with(token: str) -> TestClient:  # the same deployment (database, data, secret), restarted
+        return TestClient(create_app(make_settings(tmp_path / "data", db_url, tiny_model_dir, admin_token=token)))
+
+    with served_with(ADMIN_TOKEN) as before:
+        log_in(before)
+        browser_cookies = list(before.cookies.jar)  # what the browser keeps across the restart
+        assert before.get("/ui/clients", follow_redirects=False).status_code == 200
+    rotated = "rotated-admin-token-0123456789abcdef"
+    with served_with(rotated) as after:
+        for cookie in browser_cookies:
+            after.cookies.jar.set_cookie(cookie)
+        r = after.get("/ui/clients", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/ui/login?next=/ui/clients"
+        log_in(after, rotated)
+        assert after.get("/ui/clients", follow_redirects=False).status_code == 200
+    with served_with(ADMIN_TOKEN) as restarted:  # a restart with the same token keeps its sessions
+        for cookie in browser_cookies:
+            restarted.cookies.jar.set_cookie(cookie)
+        assert restarted.get("/ui/clients", follow_redirects=False).status_code == 200
+
+
+def test_a_csrf_token_is_good_only_in_the_session_it_was_given_in(browser) -> None:
+    """A form token taken from one session (here the attacker's own client-key session, with a
+    CSRF cookie planted in the victim's browser) is refused in another: the admin's."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    browser.post("/v1/tasks", json={"name": "tickets", "labels": ["billing", "weather"]}, headers=admin)
+    key = browser.post("/v1/clients", json={"name": "attacker", "tasks": ["tickets"]}, headers=admin).json()["key"]
+    theirs = log_in(browser, key)
+    ours = log_in(browser)  # the same browser, so the same CSRF cookie
+    assert theirs != ours
+    r = browser.post("/ui/clients", data={"csrf": theirs, "name": "planted"})
+    assert r.status_code == 403 and "security token" in problem_of(r.text)
+    assert browser.post("/ui/clients", data={"csrf": ours, "name": "wanted"}).status_code == 201
+    assert [c["name"] for c in browser.get("/v1/clients", headers=admin).json()] == ["attacker", "wanted"]
+    browser.post("/ui/logout", data={"csrf": ours})
+    log_in(browser)
+    assert browser.post("/ui/clients", data={"csrf": ours, "name": "stale"}).status_code == 403
+
+
+@pytest.mark.parametrize("peer, secure", [("10.0.0.5", True), ("10.0.0.9", False)])
+def test_the_session_cookie_is_secure_behind_a_trusted_tls_proxy(tmp_path, sqlite_url, tiny_model_dir,
+                                                                 peer: str, secure: bool) -> None:
+    """A TLS-terminating proxy named in FLYWHEEL_FORWARDED_ALLOW_IPS says `X-Forwarded-Proto:
+    https`: the session cookie is `Secure`.  The same header from anyone else is not believed."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    settings = make_settings(tmp_path / "data", sqlite_url, tiny_model_dir, forwarded_allow_ips="10.0.0.5")
+    with TestClient(create_app(settings), client=(peer, 40000)) as c:
+        csrf = csrf_of(c.get("/ui/login").text)
+        r = c.post("/ui/login", data={"csrf": csrf, "token": ADMIN_TOKEN, "next": "/ui"},
+                   headers={"X-Forwarded-Proto": "https"}, follow_redirects=False)
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"]
+        assert cookie.startswith("flywheel_session=") and ("; secure" in cookie.lower()) is secure, cookie

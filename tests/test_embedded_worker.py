@@ -54,7 +54,7 @@ def served(tmp_path: Path, tiny_model_dir: Path) -> Iterator[tuple[str, subproce
 
 
 def _worker(base: str) -> dict:
-    return httpx.get(f"{base}/readyz", timeout=30).json()["worker"]
+    return httpx.get(f"{base}/readyz", headers=ADMIN, timeout=30).json()["worker"]
 
 
 def test_a_dead_worker_is_restarted_and_it_shows(served) -> None:

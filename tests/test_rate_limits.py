@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from app.main import create_app
 from app.ratelimit import TokenBuckets
@@ -97,3 +97,23 @@ def test_repeated_bad_keys_cost_no_lookups_and_then_get_429(limited: TestClient,
         assert limited.get("/v1/tasks", headers=good).status_code == 200
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+def test_a_good_key_outlives_its_cache_entry_while_bogus_keys_exhaust_its_address(limited: TestClient,
+                                                                                  monkeypatch) -> None:
+    """Behind one NAT a good key and a flood of bogus ones share an address: once the flood has
+    spent the address's failure budget, the good key is still answered after its cache entry
+    expired (it is looked up again, so a revocation still applies)."""
+    monkeypatch.setattr(clients_service, "KEY_CACHE_TTL_S", 0.0)  # every call looks the key up again
+    good = _key(limited, "good")
+    assert limited.get("/v1/tasks", headers=good).status_code == 200
+    statuses = [limited.get("/v1/tasks", headers={"Authorization": f"Bearer fw_bogus-{i}"}).status_code
+                for i in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+    for _ in range(2):  # (the key's own rate allows 3 requests in all)
+        assert limited.get("/v1/tasks", headers=good).status_code == 200
+    r = limited.get("/v1/tasks", headers={"Authorization": "Bearer fw_bogus-new"})
+    assert r.status_code == 429  # the flood is still refused
+    with limited.app.state.flywheel.sessions.begin() as s:  # revoked as another API process would
+        s.execute(text("UPDATE clients SET revoked_at = CURRENT_TIMESTAMP WHERE name = 'good'"))
+    assert limited.get("/v1/tasks", headers=good).status_code == 401

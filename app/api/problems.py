@@ -16,6 +16,7 @@ from starlette.routing import Match
 
 from app.errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, RetryLater, TooLarge,
                         Unavailable)
+from app.security import printable
 from app.services.health import OUTAGE_ERRORS, database_outage
 
 log = logging.getLogger("flywheel.api")
@@ -116,7 +117,8 @@ def install(app: FastAPI) -> None:
                                 field=exc.field, headers=exc.headers, **exc.extra)
 
     async def _outage(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        log.warning("database unavailable on %s %s: %s", request.method, printable(request.url.path),
+                    type(exc).__name__)
         return await _domain(request, database_outage(exc))
 
     for outage in OUTAGE_ERRORS:
@@ -160,6 +162,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, printable(request.url.path))
         return problem_response(500, "internal", "Internal server error",
                                 "The server failed to handle this request; nothing was committed.", request.url.path)

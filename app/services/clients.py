@@ -8,7 +8,8 @@ they touch a task on a caller's behalf.
 A client key's lookup is remembered for `KEY_CACHE_TTL_S` seconds, so the hot paths (predict,
 feedback) usually resolve the caller without a database round trip.  A revocation made
 through the ORM in this process forgets the key at once; other API processes honour it
-within the TTL.
+within the TTL.  A key found live is also remembered as good for `KNOWN_GOOD_TTL_S`: it is
+still looked up after the TTL, but never refused for its address's failed authentications.
 """
 
 from __future__ import annotations
@@ -121,12 +122,19 @@ _key_cache: dict[str, tuple[float, int, Caller]] = {}
 UNKNOWN_KEY_TTL_S = 30.0
 # key hash -> (expires at, id of the app's sessionmaker)
 _unknown_keys: dict[str, tuple[float, int]] = {}
+# Keys found live within this long.  Still looked up again once KEY_CACHE_TTL_S has passed (so a
+# revocation applies), but that lookup is not held to the address's failure budget: bogus keys
+# sent through the same NAT or proxy cannot lock out a key that works.
+KNOWN_GOOD_TTL_S = 24 * 3600.0
+# key hash -> (expires at, id of the app's sessionmaker)
+_known_good: dict[str, tuple[float, int]] = {}
 
 
 @event.listens_for(Client.revoked_at, "set")
 def _forget_revoked_key(target: Client, value: Any, oldvalue: Any, initiator: Any) -> None:
     if target.key_hash is not None:
         _key_cache.pop(target.key_hash, None)
+        _known_good.pop(target.key_hash, None)
 
 
 def _lookup_client(sessions: sessionmaker[Session], key_hash: str) -> Caller | None:
@@ -145,7 +153,8 @@ def _lookup_client(sessions: sessionmaker[Session], key_hash: str) -> Caller | N
 async def caller_for_token(sessions: sessionmaker[Session], token: str, *, admin_token: str | None,
                            before_lookup: Callable[[], None] | None = None) -> Caller | None:
     """The admin (the admin token), a live client (its key), or None for an unknown or revoked key.
-    `before_lookup` runs only when the answer is not cached and the database must be asked."""
+    `before_lookup` runs only when the answer is not cached and the database must be asked about
+    a key not known to be good (one found live within KNOWN_GOOD_TTL_S is asked about without it)."""
     if admin_token is not None and same_secret(token, admin_token):
         return ADMIN
     key_hash = hash_api_key(token)
@@ -156,18 +165,23 @@ async def caller_for_token(sessions: sessionmaker[Session], token: str, *, admin
     miss = _unknown_keys.get(key_hash)
     if miss is not None and miss[0] > now and miss[1] == id(sessions):
         return None
-    if before_lookup is not None:
+    good = _known_good.get(key_hash)
+    if before_lookup is not None and not (good is not None and good[0] > now and good[1] == id(sessions)):
         before_lookup()
     caller = await in_db_thread(_lookup_client, sessions, key_hash)
     if caller is None:
         _key_cache.pop(key_hash, None)
+        _known_good.pop(key_hash, None)
         if len(_unknown_keys) >= KEY_CACHE_MAX:
             _unknown_keys.clear()
         _unknown_keys[key_hash] = (now + UNKNOWN_KEY_TTL_S, id(sessions))
         return None
     if len(_key_cache) >= KEY_CACHE_MAX:
         _key_cache.clear()
+    if len(_known_good) >= KEY_CACHE_MAX:
+        _known_good.clear()
     _key_cache[key_hash] = (now + KEY_CACHE_TTL_S, id(sessions), caller)
+    _known_good[key_hash] = (now + KNOWN_GOOD_TTL_S, id(sessions))
     return caller
 
 
@@ -183,7 +197,7 @@ async def authenticate(state: AppState, token: str, address: str) -> Caller | No
     gets 429 (RateLimited, with the seconds to wait).  None: an unknown or revoked key."""
     failures, rates = state.auth_failures, state.client_rates
 
-    def within_failure_budget() -> None:  # a cached key is answered without it: one proxy's bad
+    def within_failure_budget() -> None:  # a key known good is answered without it: one proxy's bad
         wait = failures.exhausted(address)  # clients cannot lock out its good ones
         if wait:
             state.metrics.rate_limited.labels("auth").inc()
