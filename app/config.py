@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     auth_failures_burst: int = Field(20, ge=1, description="Failed authentications from one address at once.")
     max_queue_per_client: int = Field(512, ge=1, description="Texts one client may have waiting per task (its "
                                       "fair share; 429 past it) within FLYWHEEL_MAX_QUEUE.")
+    explain_rate_per_s: float = Field(1.0, ge=0, description="Explanations a second each client key may ask "
+                                      "for, on top of its request rate (one costs ~30 forwards and backwards); "
+                                      "0 = no limit. The admin token is not limited.")
+    explain_burst: int = Field(5, ge=1, description="Explanations a client key may ask for at once before "
+                               "FLYWHEEL_EXPLAIN_RATE_PER_S applies.")
+    explain_workers: int = Field(1, ge=1, description="Threads that compute explanations (each uses torch's "
+                                 "intra-op threads); serving never waits on them.")
+    explain_queue: int = Field(8, ge=0, description="Explanations that may wait for a free explanation thread; "
+                               "past it, 503 + Retry-After.")
+    explain_models: int = Field(2, ge=1, description="PyTorch fp32 copies kept for explanations (one per task, "
+                                "least recently used dropped first).")
     max_request_bytes: int = Field(2_097_152, ge=1024, description="Largest body of any other request, refused "
                                    "with 413 while it is read, before authentication.")
 

@@ -80,6 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.gather(*state.background, return_exceptions=True)
         for b in list(state.batchers.values()):
             await b.close()
+        state.explainer.close()
         if state.worker is not None:
             await run_in_threadpool(state.worker.stop)
         state.engine.dispose()

@@ -13,6 +13,7 @@ from app.config import Settings
 from app.ratelimit import TokenBuckets
 from app.supervisor import WorkerSupervisor
 from app.serving.batcher import MicroBatcher
+from app.serving.explain import Explainer
 from app.serving.served import ServedModels
 from app.telemetry import Metrics
 
@@ -27,6 +28,8 @@ class AppState:
     batchers: dict[str, MicroBatcher] = field(default_factory=dict)
     background: list[asyncio.Task] = field(default_factory=list)
     client_rates: TokenBuckets = field(init=False)  # requests per client key
+    explain_rates: TokenBuckets = field(init=False)  # explanations per client key, besides its requests
+    explainer: Explainer = field(init=False)  # explanations on their own threads and model copies
     auth_failures: TokenBuckets = field(init=False)  # failed authentications per source address
     worker: WorkerSupervisor | None = None  # the embedded worker, when `flywheel serve` started one
     feedback_group: Any = None  # the feedback GroupCommit (app/services/feedback.py), made on first use
@@ -35,3 +38,7 @@ class AppState:
         s = self.settings
         self.client_rates = TokenBuckets(s.rate_limit_per_s, s.rate_limit_burst)
         self.auth_failures = TokenBuckets(s.auth_failures_per_s, s.auth_failures_burst)
+        self.explain_rates = TokenBuckets(s.explain_rate_per_s, s.explain_burst)
+        self.explainer = Explainer(current=self.served.current, load_copy=self.served.fp32_copy,
+                                   workers=s.explain_workers, max_waiting=s.explain_queue,
+                                   max_models=s.explain_models)

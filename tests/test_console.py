@@ -150,6 +150,27 @@ def test_a_client_key_sees_only_its_tasks_and_not_the_admin_pages(browser) -> No
     assert browser.get("/ui", follow_redirects=False).status_code == 303  # a revoked key's session ends
 
 
+def test_a_client_keys_console_session_spends_the_keys_request_rate(tmp_path, db_url, tiny_model_dir) -> None:
+    """A console session is no way around the key's limits: its pages and its Try it (a
+    prediction and an explanation) spend the same budgets as the key's API calls."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, rate_limit_burst=6, rate_limit_per_s=0.001)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create_app(settings)) as browser:
+        browser.post("/v1/tasks", json={"name": "tickets", "labels": ["billing", "weather"]}, headers=admin)
+        made = browser.post("/v1/clients", json={"name": "team-a", "tasks": ["tickets"]}, headers=admin).json()
+        csrf = log_in(browser, made["key"])  # the login spends one
+        codes = [browser.get("/ui").status_code for _ in range(4)]
+        tried = browser.post("/ui/tasks/tickets/try", data={"csrf": csrf, "text": "my card is gone"})
+        assert codes == [200] * 4 and tried.status_code == 200
+        assert browser.get("/ui").status_code == 429
+        r = browser.get("/v1/tasks/tickets", headers={"Authorization": f"Bearer {made['key']}"})
+        assert r.status_code == 429  # one budget for the key, wherever it is spent
+
+
 def test_creating_a_key_shows_it_once_and_revoking_it_works(browser) -> None:
     csrf = log_in(browser)
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -79,3 +79,146 @@ def test_on_a_trained_model_the_deciding_words_carry_the_weight(client, settings
         hits += body["label"] == label and top["text"] in WORDS[label]
     assert hits >= 10, hits
     assert set(LABELS) == set(WORDS)
+
+
+# ---------------------------------------------------------------- explanations beside serving
+
+
+SIX_WORDS = ["my card was lost last night", "please send me the weather now", "why was I charged twice today",
+             "the rain will not stop here", "someone took my wallet and card", "a refund for the double payment"]
+
+
+def test_explanations_running_beside_predictions_never_change_an_answer(tmp_path, db_url, tiny_model_dir) -> None:
+    """Integrated gradients hooks the model it runs on.  Explanations and predictions of one task
+    run at once (three threads explaining, four predicting, on the PyTorch engine that serves
+    version 0): every prediction is the answer its text gets alone, and nothing fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from conftest import ADMIN, make_settings
+
+    settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, engine="torch", explain_workers=2,
+                             explain_queue=16)
+    with TestClient(create_app(settings), headers=ADMIN) as client:
+        api_create_task(client)
+        alone = {t: client.post("/v1/tasks/tickets/predict", json={"text": t}).json()["predictions"][0]
+                 for t in SIX_WORDS}
+        assert client.app.state.flywheel.served.current("tickets").engine == "torch-fp32"
+
+        def explain_loop(k: int) -> list[int]:
+            return [client.post("/v1/tasks/tickets/explain", json={"text": SIX_WORDS[(k + i) % 6]}).status_code
+                    for i in range(8)]
+
+        def predict_loop(k: int) -> list[tuple[str, int, dict]]:
+            out = []
+            for i in range(12):
+                text = SIX_WORDS[(k + i) % 6]
+                r = client.post("/v1/tasks/tickets/predict", json={"text": text})
+                out.append((text, r.status_code, r.json()["predictions"][0] if r.status_code == 200 else r.json()))
+            return out
+
+        with ThreadPoolExecutor(7) as pool:
+            explaining = [pool.submit(explain_loop, k) for k in range(3)]
+            predicting = [pool.submit(predict_loop, k) for k in range(4)]
+            explained = [code for f in explaining for code in f.result()]
+            answers = [a for f in predicting for a in f.result()]
+    assert explained == [200] * 24
+    assert [code for _, code, _ in answers] == [200] * 48
+    for text, _, answer in answers:
+        assert answer["label"] == alone[text]["label"], text
+        assert answer["scores"] == pytest.approx(alone[text]["scores"], abs=1e-5), text
+
+
+class _Copies:
+    """load_copy for an Explainer: counts the copies made and can hold them back until released."""
+
+    def __init__(self, served) -> None:  # noqa: ANN001
+        import threading
+
+        self.served, self.made, self.release = served, 0, threading.Event()
+        self.release.set()
+
+    def __call__(self, loaded):  # noqa: ANN001, ANN204
+        self.release.wait(30)
+        self.made += 1
+        return self.served.fp32_copy(loaded)
+
+
+async def _explain_many(explainer, tasks_and_texts) -> list:  # noqa: ANN001
+    import asyncio
+
+    return await asyncio.gather(*(explainer.explain(task, text) for task, text in tasks_and_texts),
+                                return_exceptions=True)
+
+
+def test_a_version_is_copied_once_however_many_explain_at_once_and_copies_are_bounded(client) -> None:
+    import asyncio
+
+    from app.serving.explain import Explainer
+
+    api_create_task(client)
+    client.post("/v1/tasks", json={"name": "moods", "kind": "classification", "labels": ["happy", "sad"]})
+    served = client.app.state.flywheel.served
+    served.sync_once()
+    copies = _Copies(served)
+    explainer = Explainer(current=served.current, load_copy=copies, workers=3, max_waiting=8, max_models=1)
+    try:
+        results = asyncio.run(_explain_many(explainer, [("tickets", t) for t in SIX_WORDS]))
+        assert all(not isinstance(r, Exception) for r in results), results
+        assert copies.made == 1  # six at once, on three threads: one copy of the version
+        assert all(model is served.current("tickets") for model, _ in results)  # the served model answers
+        asyncio.run(_explain_many(explainer, [("moods", "what a lovely day")]))
+        assert copies.made == 2 and explainer.copies() == {"moods": served.current("moods").version_id}
+    finally:
+        explainer.close()
+
+
+def test_explanations_past_the_pool_and_its_queue_are_refused_not_queued(client) -> None:
+    import asyncio
+
+    from app.serving.explain import Explainer, ExplainerBusy
+
+    api_create_task(client)
+    served = client.app.state.flywheel.served
+    served.sync_once()
+    copies = _Copies(served)
+    copies.release.clear()  # the first explanation holds the only thread
+    explainer = Explainer(current=served.current, load_copy=copies, workers=1, max_waiting=1, max_models=2)
+
+    async def three_at_once() -> list:
+        first = asyncio.ensure_future(explainer.explain("tickets", SIX_WORDS[0]))
+        second = asyncio.ensure_future(explainer.explain("tickets", SIX_WORDS[1]))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ExplainerBusy):
+            await explainer.explain("tickets", SIX_WORDS[2])
+        copies.release.set()
+        return await asyncio.gather(first, second)
+
+    try:
+        done = asyncio.run(three_at_once())
+        assert len(done) == 2 and copies.made == 1
+    finally:
+        explainer.close()
+
+
+def test_a_client_key_has_an_explanation_budget_of_its_own(tmp_path, db_url, tiny_model_dir) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from conftest import ADMIN, make_settings
+
+    settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, explain_burst=2, explain_rate_per_s=0.001)
+    with TestClient(create_app(settings), headers=ADMIN) as client:
+        api_create_task(client)
+        key = client.post("/v1/clients", json={"name": "app", "tasks": ["tickets"]}).json()["key"]
+        auth = {"Authorization": f"Bearer {key}"}
+        for _ in range(2):
+            assert client.post("/v1/tasks/tickets/explain", json={"text": "hi"}, headers=auth).status_code == 200
+        r = client.post("/v1/tasks/tickets/explain", json={"text": "hi"}, headers=auth)
+        assert_problem(r, 429, "rate-limited", "Authorization")
+        assert "explanations/s" in r.json()["detail"] and int(r.headers["Retry-After"]) >= 1
+        # predictions still flow: the budget is the explanations' own
+        assert client.post("/v1/tasks/tickets/predict", json={"text": "hi"}, headers=auth).status_code == 200
+        assert client.post("/v1/tasks/tickets/explain", json={"text": "hi"}).status_code == 200  # the admin

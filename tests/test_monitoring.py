@@ -221,18 +221,3 @@ def test_the_scrape_config_sends_the_metrics_token_and_promtool_accepts_it(tmp_p
     r = subprocess.run([_promtool(), "check", "config", "prometheus.yml"], cwd=tmp_path, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-
-
-def test_the_scrape_config_sends_the_metrics_token_and_promtool_accepts_it(tmp_path: Path) -> None:
-    """deploy/prometheus/prometheus.yml scrapes /metrics with FLYWHEEL_METRICS_TOKEN from a file
-    (/metrics answers nothing else); promtool checks it with a token file beside it."""
-    config = yaml.safe_load((RULES / "prometheus.yml").read_text())
-    [job] = config["scrape_configs"]
-    assert job["metrics_path"] == "/metrics"
-    assert job["authorization"]["type"] == "Bearer" and "credentials_file" in job["authorization"]
-    for name in ("prometheus.yml", "alerts.yml"):
-        shutil.copy(RULES / name, tmp_path / name)
-    (tmp_path / job["authorization"]["credentials_file"]).write_text("m" * 64)
-    r = subprocess.run([_promtool(), "check", "config", "prometheus.yml"], cwd=tmp_path, capture_output=True,
-                       text=True)
-    assert r.returncode == 0, r.stdout + r.stderr

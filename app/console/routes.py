@@ -29,7 +29,8 @@ from app.console.session import (LoginRequired, check_csrf, console_caller, csrf
                                  remember_csrf, start_session)
 from app.errors import DomainError, Forbidden
 from app.services import console as pages
-from app.services.clients import SCOPES, Caller, authenticate, create_client, list_clients, revoke_client
+from app.services.clients import (SCOPES, Caller, authenticate, create_client, list_clients, revoke_client,
+                                  spend_request)
 from app.services.examples import import_examples, parse_csv
 from app.services.explanations import explain_prediction, explain_text
 from app.services.paging import Page
@@ -105,7 +106,10 @@ router = APIRouter(prefix="/ui", route_class=ConsoleRoute, include_in_schema=Fal
 
 
 async def get_console_caller(request: Request, state: StateDep) -> Caller:
-    return await console_caller(state, request)
+    """The session's caller, within the same request rate as the key's API calls."""
+    caller = await console_caller(state, request)
+    spend_request(state, caller)
+    return caller
 
 
 ConsoleCaller = Annotated[Caller, Depends(get_console_caller)]

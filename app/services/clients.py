@@ -195,7 +195,7 @@ async def authenticate(state: AppState, token: str, address: str) -> Caller | No
     """Who `token` belongs to, within the limits: an address that keeps failing gets 429 without
     a key lookup (a flood of bogus keys costs no database work), and a client key past its rate
     gets 429 (RateLimited, with the seconds to wait).  None: an unknown or revoked key."""
-    failures, rates = state.auth_failures, state.client_rates
+    failures = state.auth_failures
 
     def within_failure_budget() -> None:  # a key known good is answered without it: one proxy's bad
         wait = failures.exhausted(address)  # clients cannot lock out its good ones
@@ -209,10 +209,18 @@ async def authenticate(state: AppState, token: str, address: str) -> Caller | No
     if caller is None:
         failures.take(address)
         return None
-    if not caller.is_admin:
-        wait = rates.take(caller.client_id)
-        if wait:
-            state.metrics.rate_limited.labels("client").inc()
-            raise RateLimited(f"Client {caller.name!r} is over {rates.rate:g} requests/s; retry in "
-                              f"{math.ceil(wait)}s.", retry_after_s=math.ceil(wait), field="Authorization")
+    spend_request(state, caller)
     return caller
+
+
+def spend_request(state: AppState, caller: Caller) -> None:
+    """One request from a client key's rate (429 past it); the admin is not limited.  The API
+    spends it when a key authenticates, the console on every page or action of a key's session."""
+    if caller.is_admin:
+        return
+    rates = state.client_rates
+    wait = rates.take(caller.client_id)
+    if wait:
+        state.metrics.rate_limited.labels("client").inc()
+        raise RateLimited(f"Client {caller.name!r} is over {rates.rate:g} requests/s; retry in "
+                          f"{math.ceil(wait)}s.", retry_after_s=math.ceil(wait), field="Authorization")

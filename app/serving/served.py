@@ -69,7 +69,6 @@ class ServedModels:
         # Versions that could not be loaded (missing or corrupt files), by id: never retried, so a
         # bad activation is one logged error, not a reload every poll.
         self.unloadable: dict[int, str] = {}
-        self._reference: dict[str, LoadedModel] = {}  # PyTorch fp32 copies for explanations, by task
 
     def current(self, task: str) -> LoadedModel | None:
         return self._models.get(task)
@@ -157,22 +156,15 @@ class ServedModels:
             parent = older.parent_id
         return None
 
-    def reference_model(self, task: str) -> LoadedModel | None:
-        """The task's served version on PyTorch fp32 (what explanations need: gradients), loaded on
-        first use and kept while that version serves."""
-        loaded = self._models.get(task)
-        if loaded is None:
+    def fp32_copy(self, loaded: LoadedModel) -> LoadedModel | None:
+        """A new PyTorch fp32 copy of the version `loaded` serves, that no serving thread holds
+        (what an explanation hooks and differentiates: app/serving/explain.py); None when the
+        version is gone."""
+        with self._sessions() as session:
+            row = served_row(session, loaded.version_id)
+        if row is None:
             return None
-        if loaded.engine == "torch-fp32":
-            return loaded
-        cached = self._reference.get(task)
-        if cached is None or cached.version_id != loaded.version_id:
-            with self._sessions() as session:
-                row = served_row(session, loaded.version_id)
-            if row is None:
-                return None
-            cached = self._reference[task] = load_engine(row, "torch-fp32", device=self.device, max_len=self.max_len)
-        return cached
+        return load_engine(row, "torch-fp32", device=self.device, max_len=self.max_len)
 
     async def ensure(self, task: str) -> LoadedModel | None:
         """The task's model, loading it now if this process has not seen it yet."""
