@@ -63,6 +63,9 @@ class Settings(BaseSettings):
                                     "(429 + Retry-After past it); 0 = no limit. The admin token is not limited.")
     rate_limit_burst: int = Field(100, ge=1, description="Requests a client key may make at once before "
                                   "FLYWHEEL_RATE_LIMIT_PER_S applies.")
+    rate_limit_delay_s: float = Field(1.0, ge=0, description="A request refused for a rate (429) is answered "
+                                      "after this many seconds (at most its Retry-After): a client that ignores "
+                                      "Retry-After then cannot spend the server's CPU on refusals; 0 = at once.")
     auth_failures_per_s: float = Field(1.0, ge=0, description="Failed authentications a second from one address "
                                        "before it gets 429 without a key lookup; 0 = no limit.")
     auth_failures_burst: int = Field(20, ge=1, description="Failed authentications from one address at once.")

@@ -178,6 +178,7 @@ def make_settings(data_dir: Path, db_url: str, base_model: Path | str, **overrid
         max_wait_ms=2.0,
         max_seq_len=32,
         torch_threads=1,
+        rate_limit_delay_s=0.0,  # 429s at once; tests/test_rate_limits.py pins the delay
         # The suite pins the CPU so its expectations (engine names, a run's device, exact scores)
         # hold on a GPU machine too; the CUDA path is exercised by reports/gpu/scripts/.
         device="cpu",

@@ -117,3 +117,22 @@ def test_a_good_key_outlives_its_cache_entry_while_bogus_keys_exhaust_its_addres
     with limited.app.state.flywheel.sessions.begin() as s:  # revoked as another API process would
         s.execute(text("UPDATE clients SET revoked_at = CURRENT_TIMESTAMP WHERE name = 'good'"))
     assert limited.get("/v1/tasks", headers=good).status_code == 401
+
+
+def test_a_client_that_ignores_retry_after_waits_for_each_refusal(tmp_path: Path, db_url: str,
+                                                                   tiny_model_dir: Path) -> None:
+    """A 429 is answered after FLYWHEEL_RATE_LIMIT_DELAY_S (never past its Retry-After): a client
+    asking again at once can make only as many refusals as it holds connections, each costing the
+    server a sleep instead of CPU.  Answers within the rate are not delayed."""
+    import time
+
+    settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, rate_limit_per_s=SLOW, rate_limit_burst=2,
+                             rate_limit_delay_s=0.3)
+    with TestClient(create_app(settings), headers=ADMIN) as c:
+        create_task(c)
+        key = _key(c, "hasty")
+        for _ in range(2):
+            assert c.get("/v1/tasks", headers=key).status_code == 200
+        started = time.perf_counter()
+        r = c.get("/v1/tasks", headers=key)
+        assert r.status_code == 429 and time.perf_counter() - started >= 0.3

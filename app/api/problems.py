@@ -5,6 +5,8 @@ The one place where domain errors (`app/errors.py`) become HTTP: each class has 
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 from typing import Any
 
@@ -129,6 +131,12 @@ def install(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, RetryLater) and exc.retry_after_s > 0:
             headers = {"Retry-After": str(exc.retry_after_s)}
+        if isinstance(exc, RateLimited):
+            # A tarpit: a client that ignores Retry-After and asks again at once waits here (costing
+            # the server a sleeping coroutine, not CPU), so its refusals cannot crowd out others.
+            delay = min(float(exc.retry_after_s), request.app.state.flywheel.settings.rate_limit_delay_s)
+            if delay > 0:
+                await asyncio.sleep(delay)
         return problem_response(status_of(exc), exc.slug, exc.title, exc.detail, request.url.path,
                                 field=exc.field, headers=headers, **exc.extra)
 
