@@ -47,6 +47,14 @@ def check_bind(settings: Settings, host: str) -> None:
                       "token act as admin (development mode).[/yellow]")
 
 
+def connection_limits(settings: Settings) -> dict[str, int]:
+    """What uvicorn is told about connections, by `serve` and by the tests' live server: at most
+    FLYWHEEL_MAX_CONNECTIONS open connections or requests in progress (uvicorn answers 503 past
+    it, so slow clients cannot hold unbounded memory), and an idle keep-alive connection closed
+    after FLYWHEEL_KEEP_ALIVE_S."""
+    return {"limit_concurrency": settings.max_connections, "timeout_keep_alive": settings.keep_alive_s}
+
+
 @cli.command()
 def serve(
     host: Optional[str] = typer.Option(None, help="Address to bind (default FLYWHEEL_HOST, 127.0.0.1)."),
@@ -79,7 +87,8 @@ def serve(
         # The app's shutdown stops the worker (uvicorn re-raises SIGTERM after it, so code after
         # run() may never execute); should this process die harder, the worker sees its parent go.
         uvicorn.run(create_app(settings, worker=supervisor), host=host, port=port, log_level=settings.log_level,
-                    access_log=False, proxy_headers=False)  # the app reads them (FLYWHEEL_FORWARDED_ALLOW_IPS)
+                    access_log=False, proxy_headers=False,  # the app reads them (FLYWHEEL_FORWARDED_ALLOW_IPS)
+                    **connection_limits(settings))
     finally:
         if supervisor is not None:
             supervisor.stop()

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
                                 "least recently used dropped first).")
     max_request_bytes: int = Field(2_097_152, ge=1024, description="Largest body of any other request, refused "
                                    "with 413 while it is read, before authentication.")
+    max_buffered_bytes: int = Field(67_108_864, ge=1024, description="Request bodies held in memory at once, all "
+                                    "requests together; a request that cannot get its share answers 503 + "
+                                    "Retry-After before its body is read.")
 
     # Serving
     max_batch_size: int = Field(32, ge=1, description="A micro-batch closes at this many texts…")
@@ -112,12 +115,19 @@ class Settings(BaseSettings):
                              "started is failed (not requeued) and its worker told to stop.")
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="Serve the worker's own Prometheus metrics "
                                      "on this port; 0 = off.")
+    max_training_rows: int = Field(200_000, ge=100, description="Rows (examples and feedback) a training run "
+                                   "reads at most; past it the newest of each, in proportion, and the run's "
+                                   "data_counts say how many were left out.")
     seed: int = 0
 
     # Server
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    max_connections: int = Field(1024, ge=2, description="Open connections (and requests in progress) "
+                                 "`flywheel serve` accepts at once; past it, 503.")
+    keep_alive_s: int = Field(5, ge=1, description="An idle keep-alive connection is closed after this many "
+                              "seconds.")
 
     @field_validator("admin_token", "user_hash_key", "metrics_token")
     @classmethod
@@ -132,6 +142,16 @@ class Settings(BaseSettings):
         if v is not None and len(v) < MIN_SECRET_CHARS:
             raise ValueError(f"FLYWHEEL_{(info.field_name or '').upper()} must be at least {MIN_SECRET_CHARS} "
                              f"characters (e.g. `openssl rand -hex 32`), got {len(v)}")
+        return v
+
+    @field_validator("max_buffered_bytes")
+    @classmethod
+    def _room_for_one_body(cls, v: int, info: ValidationInfo) -> int:
+        """A body the size limits allow must fit in the budget, or it could never be served."""
+        largest = max(info.data.get("max_upload_bytes", 0), info.data.get("max_request_bytes", 0))
+        if v < largest:
+            raise ValueError(f"FLYWHEEL_MAX_BUFFERED_BYTES ({v}) must be at least the largest body allowed "
+                             f"(FLYWHEEL_MAX_UPLOAD_BYTES / FLYWHEEL_MAX_REQUEST_BYTES: {largest})")
         return v
 
     @field_validator("data_dir")

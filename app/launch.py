@@ -183,16 +183,18 @@ class LocalService:
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, timeout_s: float = 180.0, path: str = "/healthz") -> Iterator[str]:
+def serve_in_thread(app: Any, *, timeout_s: float = 180.0, path: str = "/healthz",
+                    options: Mapping[str, Any] | None = None) -> Iterator[str]:
     """Serve the ASGI `app` with uvicorn in a daemon thread on a loopback socket the OS chose
     (bound here and handed over, so no other process can take the port first); the base URL.
-    The app's lifespan runs in that thread, and the server is shut down on the way out."""
+    The app's lifespan runs in that thread, and the server is shut down on the way out.
+    `options` go to `uvicorn.Config` (`flywheel serve`'s connection limits, for instance)."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((LOOPBACK, 0))
     base = f"http://{LOOPBACK}:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **dict(options or {})))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -16,7 +16,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import __version__
 from app.api import openapi
-from app.api.guards import BodyLimit, LoopbackOnly
+from app.api.guards import BodyBudget, BodyLimit, LoopbackOnly
 from app.api.schemas import ExamplesRequest
 from app.api import clients, examples, explain, feedback, health, predict, problems, review, runs, tasks, users, versions
 from app.config import Settings, get_settings
@@ -139,7 +139,8 @@ def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | N
 
     # Starlette runs the last one added first: timing sees every answer, then the development-mode
     # guard and the body limit refuse what they must before any route, auth or parsing.
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, upload_limit=settings.max_upload_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, upload_limit=settings.max_upload_bytes,
+                       budget=BodyBudget(settings.max_buffered_bytes))
     if settings.admin_token is None:
         app.add_middleware(LoopbackOnly)
     app.add_middleware(RequestTiming, metrics=app.state.flywheel.metrics)

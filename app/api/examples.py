@@ -99,6 +99,9 @@ def _refused(exc: ValidationError, where: str = "") -> Invalid:
              openapi_extra=EXAMPLES_BODY)
 async def upload_examples(task: TaskName, request: Request, _: AdminDep, state: StateDep) -> ExamplesOut:
     """Import labelled examples; one bad row and nothing is imported (the row is named)."""
+    # The body is read here, after AdminDep: `BodyLimit` leaves this path's body unread, so an
+    # anonymous upload is refused before a byte of it is read; the limit and the shared budget
+    # still count every byte read below.
     rows = await rows_from_request(request, state.settings.max_upload_bytes)
     counts = await run_in_threadpool(import_examples, state.sessions, task=task, rows=rows,
                                      max_chars=state.settings.max_text_chars)
