@@ -216,3 +216,21 @@ def test_reliability_lowers_a_hostile_clients_weight_in_the_dataset(factory: ses
     assert weights[honest] > 0.8 and weights[hostile] == 0.0
     assert ds.counts["down_weighted_clients"] >= 1
     assert ds.reliability[str(hostile)]["disagree"] == 20
+
+
+def test_at_most_max_rows_are_read_the_newest_of_each_kind_and_the_rest_is_counted(
+        factory: sessionmaker[Session], task_id: int) -> None:
+    add_examples(factory, task_id, [(f"lost my card number {i}", "bank") for i in range(30)], split="train")
+    for i in range(10):
+        add_feedback(factory, task_id, f"rain on day {i}", "weather", +1)
+    with factory() as s:
+        everything = gather_dataset(s, s.get(Task, task_id))
+        capped = gather_dataset(s, s.get(Task, task_id), max_rows=8)
+        watermark = current_watermark(s, task_id)
+    assert everything.counts["examples_left_out"] == everything.counts["feedback_left_out"] == 0
+    assert len(everything.train + everything.validation) == 40
+    # 40 rows, 8 read: 6 examples and 2 feedback rows (their 3:1 share), the newest of each.
+    assert capped.counts["examples_left_out"] == 24 and capped.counts["feedback_left_out"] == 8
+    assert sorted(it.text for it in capped.train + capped.validation) == sorted(
+        [f"lost my card number {i}" for i in range(24, 30)] + ["rain on day 8", "rain on day 9"])
+    assert capped.watermark == everything.watermark == watermark  # what was left out is not "new" later

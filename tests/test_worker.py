@@ -118,6 +118,20 @@ def started(proc: subprocess.Popen) -> bool:
 # ---------------------------------------------------------------- in-process
 
 
+def test_a_run_over_max_training_rows_trains_on_the_newest_and_says_so(
+        factory: sessionmaker[Session], settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER))
+    add_examples(factory, task_id, synthetic(130, seed=4))
+    run_id = enqueue(factory, task_id)
+    capped = settings.model_copy(update={"max_training_rows": 100})
+    assert Worker(capped, factory=factory).run_once() in ("promoted", "rejected")
+    run = get_run(factory, run_id)
+    assert run.data_counts["examples"] == 100 and run.data_counts["examples_left_out"] == 30
+    assert run.data_counts["feedback_left_out"] == 0
+    said = " ".join(caplog.messages)
+    assert "FLYWHEEL_MAX_TRAINING_ROWS" in said and "30 examples" in said
+
+
 def test_queued_run_is_claimed_executed_and_promoted(factory: sessionmaker[Session], settings: Settings) -> None:
     task_id = create_task(factory, settings, policy=dict(FAST_POLICY, **NEVER))
     v0 = active(factory, task_id)

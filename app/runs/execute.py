@@ -56,19 +56,23 @@ class RunError(Exception):
     """A run cannot proceed, for a reason worth showing the admin as is."""
 
 
-def gather_dataset(session: Session, task: Task, policy: Policy | None = None, holdout_salt: str = ""
-                   ) -> TaskDataset:
-    """The task's training rows from the database, built into a dataset for its kind."""
+def gather_dataset(session: Session, task: Task, policy: Policy | None = None, holdout_salt: str = "",
+                   max_rows: int | None = None) -> TaskDataset:
+    """The task's training rows from the database (at most `max_rows`, the newest), built into a
+    dataset for its kind; its counts say how many rows of each kind the cap left out."""
     spec = TaskSpec.of(task)
     kind = get_kind(task.kind)
-    rows = load_training_rows(session, task.id)
+    rows = load_training_rows(session, task.id, max_rows=max_rows)
     # A signal about one part of an answer trains on that part: its label says which.
     feedback = [replace(fb, shown=kind.scope_label(fb.shown, fb.span)) if fb.span is not None else fb
                 for fb in rows.feedback]
-    return build_dataset(labels=spec.labels, examples=rows.examples, feedback=feedback,
-                         watermark=rows.watermark, policy=policy or Policy.from_stored(task.policy),
-                         target=lambda label: kind.target(spec, label), holdout_salt=holdout_salt,
-                         same=lambda a, b: kind.same(spec.labels, a, b))
+    dataset = build_dataset(labels=spec.labels, examples=rows.examples, feedback=feedback,
+                            watermark=rows.watermark, policy=policy or Policy.from_stored(task.policy),
+                            target=lambda label: kind.target(spec, label), holdout_salt=holdout_salt,
+                            same=lambda a, b: kind.same(spec.labels, a, b))
+    dataset.counts["examples_left_out"] = rows.left_out["examples"]
+    dataset.counts["feedback_left_out"] = rows.left_out["feedback"]
+    return dataset
 
 
 def train_config_for(task: Task, policy: Policy, settings: Settings, max_len: int) -> TrainConfig:
@@ -114,9 +118,14 @@ def start(factory: sessionmaker[Session], ctx: RunContext) -> None:
     telemetry.RUNS.labels(ctx.task_name, "started").inc()
 
 
-def gather(factory: sessionmaker[Session], ctx: RunContext) -> TaskDataset:
+def gather(factory: sessionmaker[Session], ctx: RunContext, max_rows: int | None = None) -> TaskDataset:
     with factory() as s:
-        dataset = gather_dataset(s, ctx.task, ctx.policy, holdout_salt=f"run-{ctx.run_id}")
+        dataset = gather_dataset(s, ctx.task, ctx.policy, holdout_salt=f"run-{ctx.run_id}", max_rows=max_rows)
+    examples, feedback = dataset.counts["examples_left_out"], dataset.counts["feedback_left_out"]
+    if examples or feedback:
+        log.warning("run %s (%s): read the newest %d rows (FLYWHEEL_MAX_TRAINING_ROWS); left out the oldest "
+                    "%d examples and %d feedback rows (data_counts examples_left_out, feedback_left_out)",
+                    ctx.run_id, ctx.task_name, max_rows, examples, feedback)
     if not dataset.train:
         raise RunError(f"nothing to train on: {dataset.counts}")
     return dataset
@@ -273,7 +282,7 @@ def execute_run(
     ctx = RunContext(run_id=run_id, worker_id=worker_id)
     try:
         start(factory, ctx)
-        dataset = gather(factory, ctx)
+        dataset = gather(factory, ctx, settings.max_training_rows)
         fitted = fit(factory, settings, ctx, dataset, control)
         counts = {**dataset.counts, **fitted.result.counts, "reliability": dataset.reliability,
                   "vocab_added": fitted.vocab_added}
