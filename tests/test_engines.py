@@ -128,6 +128,25 @@ def test_serving_uses_the_chosen_engine_and_answers_as_pytorch(factory, settings
         assert max(abs(a.answer.scores[k] - b.answer.scores[k]) for k in a.answer.scores) < 1e-4
 
 
+@pytest.mark.parametrize("engine", ["onnx-int8", "torch-int8", "onnx-fp32", "torch-fp32"])
+def test_a_text_gets_the_same_answer_in_a_batch_as_alone_on_every_engine(factory, settings: Settings,
+                                                                        engine: str) -> None:
+    """Dynamic int8 quantisation takes its scale from the whole input tensor, so batched with
+    others a text could get another answer than alone; the served answer must not depend on
+    who else asked at the same moment."""
+    task_id = create_task(factory, settings)
+    record = prepare_engines(Path(active(factory, task_id).path), texts=TEXTS, device=CPU, max_len=32)
+    _record(factory, task_id, {**record, "chosen": engine})
+    served = _served(factory)
+    assert served.current("intent").engine == engine
+    texts = TEXTS + ["a much longer text about the weather and a lost card and a refund " * 3, "ok"]
+    together = served.forward("intent", texts)
+    for text, batched in zip(texts, together):
+        [alone] = served.forward("intent", [text])
+        assert batched.answer.label == alone.answer.label, text
+        assert batched.answer.scores == pytest.approx(alone.answer.scores, abs=2e-6), text  # scores keep 6 places
+
+
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
 def test_a_bad_engine_file_falls_back_to_pytorch_without_a_failed_request(factory, settings: Settings,
                                                                           damage: str) -> None:

@@ -84,7 +84,14 @@ def chunk_bounds(lengths: Sequence[int], *, max_rows: int, max_tokens: int | Non
 
 def score_texts(loaded: LoadedModel, texts: Sequence[str], *, chunk: int,
                 max_tokens: int | None = None) -> list[Scored]:
-    """Tokenise once, forward in length-sorted chunks (little padding), answers in the original order."""
+    """Tokenise once, forward in length-sorted chunks (little padding), answers in the original order.
+
+    An int8 engine forwards one text at a time: dynamic quantisation takes each activation's
+    scale from the whole input tensor, so in a batch a text's answer would depend on the texts
+    it happened to share the batch with (the soak saw 16 of 95,929 labels differ from the same
+    version's answer alone).  On CPU a row alone costs little more (bench/batch_invariance.py)."""
+    if loaded.quantized:
+        chunk = 1
     tok = loaded.tokenizer
     encoded = encode_texts(tok, texts, loaded.max_len, offsets=loaded.kind.token_level)
     ids = [e.ids for e in encoded]

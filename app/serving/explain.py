@@ -21,6 +21,7 @@ from captum.attr import LayerIntegratedGradients
 
 from app.model.encoder import encode_texts
 from app.serving.engine import LoadedModel, score_texts
+from app.serving.priority import lower_priority
 
 log = logging.getLogger("flywheel.explain")
 
@@ -85,7 +86,7 @@ class Explainer:
                  workers: int, max_waiting: int, max_models: int) -> None:
         self._current, self._load_copy = current, load_copy
         self.workers, self.max_waiting, self.max_models = workers, max_waiting, max_models
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="explainer")
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="explainer", initializer=lower_priority)
         self._copies: OrderedDict[str, LoadedModel] = OrderedDict()  # task -> its fp32 copy, LRU first
         self._task_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()  # guards the two dicts and the count

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,22 +24,11 @@ from app.db.versions import ActiveRow, active_rows, served_row
 from app.model.encoder import resolve_device
 from app.serving.engine import LoadedModel, Scored, score_texts
 from app.serving.engines import choose, load_engine, load_for_serving
+from app.serving.priority import lower_priority
 
 __all__ = ["ServedModels", "LoadedModel", "Scored"]
 
 log = logging.getLogger("flywheel.served")
-
-
-LOADER_NICENESS = 10
-
-
-def _lower_priority() -> None:
-    """Lower this thread's scheduling priority (Linux: niceness is per thread; threads it
-    starts, such as its OpenMP team, inherit it).  Elsewhere a no-op."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
-    except (AttributeError, OSError):
-        pass
 
 
 class ServedModels:
@@ -63,7 +51,7 @@ class ServedModels:
         self._load_lock = threading.Lock()
         # Loads run on their own low-priority thread: a swap under load then takes CPU from
         # the inference thread only when that thread does not want it.
-        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader", initializer=_lower_priority)
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader", initializer=lower_priority)
         self._on_swap = on_swap
         self.synced = False  # True once every active version seen at start is loaded
         # Versions that could not be loaded (missing or corrupt files), by id: never retried, so a
