@@ -18,7 +18,8 @@ from app import __version__
 from app.api import openapi
 from app.api.guards import BodyBudget, BodyLimit, LoopbackOnly
 from app.api.schemas import ExamplesRequest
-from app.api import clients, examples, explain, feedback, health, predict, problems, review, runs, tasks, users, versions
+from app.api import (clients, examples, explain, feedback, health, noise, predict, problems, review, runs, tasks, users,
+                     versions)
 from app.config import Settings, get_settings
 from app.console import routes as console
 from app.db.migrate import upgrade
@@ -133,7 +134,8 @@ def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | N
     app.state.flywheel = build_state(settings, worker)
     problems.install(app)
     openapi.install(app, body_models=(ExamplesRequest,))
-    for module in (health, tasks, predict, explain, feedback, review, examples, runs, versions, clients, users):
+    for module in (health, tasks, predict, explain, feedback, review, noise, examples, runs, versions, clients,
+                   users):
         app.include_router(module.router)
     console.install(app)
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import AdminDep, PageDep, RowId, StateDep, link_next
-from app.api.schemas import ClientCreate, ClientCreated, ClientOut, ClientRevoked
-from app.services.clients import create_client, list_clients, revoke_client
+from app.api.schemas import (
+    ClientCreate,
+    ClientCreated,
+    ClientOut,
+    ClientRevoked,
+    ClientUpdate,
+)
+from app.services.clients import create_client, list_clients, revoke_client, set_trusted
 
 router = APIRouter(tags=["clients"])
 
@@ -14,7 +20,8 @@ router = APIRouter(tags=["clients"])
 @router.post("/v1/clients", status_code=status.HTTP_201_CREATED, response_model=ClientCreated)
 def create(body: ClientCreate, _: AdminDep, state: StateDep) -> ClientCreated:
     """A key for the named tasks and scopes.  The key is in this answer only; the server keeps its hash."""
-    client, key = create_client(state.sessions, name=body.name, tasks=body.tasks, scopes=body.scopes)
+    client, key = create_client(state.sessions, name=body.name, tasks=body.tasks, scopes=body.scopes,
+                                trusted=body.trusted)
     return ClientCreated(key=key, **client)
 
 
@@ -24,6 +31,12 @@ def list_all(_: AdminDep, state: StateDep, page: PageDep, request: Request, resp
     items, after = list_clients(state.sessions, page)
     link_next(request, response, after)
     return [ClientOut(**c) for c in items]
+
+
+@router.patch("/v1/clients/{client_id}", response_model=ClientOut)
+def update(client_id: RowId, body: ClientUpdate, _: AdminDep, state: StateDep) -> ClientOut:
+    """Mark a key trusted (its feedback is known truth to the noise model, `GET /v1/tasks/{task}/noise`) or not."""
+    return ClientOut(**set_trusted(state.sessions, client_id=client_id, trusted=body.trusted))
 
 
 @router.delete("/v1/clients/{client_id}", response_model=ClientRevoked)

@@ -230,6 +230,14 @@ class ClientCreate(BaseModel):
     scopes: list[Scope] = Field(default_factory=lambda: list(SCOPES), min_length=1,
                                 description="What the key may do on its tasks: predict, give feedback on "
                                             "its own predictions, read the task and its review queue.")
+    trusted: bool = Field(False, description="An admin vouches for this key's feedback (an internal QA team): "
+                                             "the noise model takes its votes as known truth for the others.")
+
+
+class ClientUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trusted: bool = Field(description="Vouch for this key's feedback, or stop.")
 
 
 class ClientOut(BaseModel):
@@ -238,6 +246,7 @@ class ClientOut(BaseModel):
     key_prefix: str
     tasks: list[str]
     scopes: list[str]
+    trusted: bool
     created_at: datetime
     revoked_at: datetime | None
 
@@ -278,3 +287,31 @@ class PredictionExplanation(ExplainResponse):
     prediction_version: int = Field(description="The version that answered the prediction; `model_version` "
                                                 "is the one served now, which the explanation is of.")
     text: str
+
+
+class NoiseEvidence(BaseModel):
+    known: int = Field(description="Votes compared with known truth: a labelled example, the admin's or the "
+                                   "review queue's word, a trusted key's vote.")
+    anchors: int = Field(description="Votes on answers the model was almost sure of (its own error corrected for).")
+    peers: int = Field(description="Votes compared with the other clients' majority on the same answer.")
+
+
+class NoiseEstimate(BaseModel):
+    rate: float = Field(description="Posterior mean probability that a ±1 is flipped.")
+    low: float = Field(description="90 % interval, lower end.")
+    high: float = Field(description="90 % interval, upper end.")
+    evidence: NoiseEvidence
+    trusted: bool
+    adversarial: bool = Field(description="The interval lies above ½: it says the opposite more often than not.")
+    careless: bool = Field(description="A narrow interval that covers ½: it answers at random.")
+
+
+class ClientNoise(NoiseEstimate):
+    client_id: int
+    name: str
+
+
+class NoiseResponse(BaseModel):
+    task: str
+    pooled: NoiseEstimate = Field(description="All untrusted clients together; each client is shrunk toward it.")
+    clients: list[ClientNoise]

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -90,6 +91,9 @@ class Client(Base):
     scopes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # An admin vouches for this key's feedback (an internal QA team): the noise model takes its votes
+    # as known truth for the other keys (app/learning/noise.py).
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ClientTask(Base):

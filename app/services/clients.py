@@ -63,7 +63,7 @@ def allow(caller: Caller, scope: str, task: str | None = None) -> None:
 
 
 def create_client(sessions: sessionmaker[Session], *, name: str, tasks: list[str],
-                  scopes: list[str]) -> tuple[dict[str, Any], str]:
+                  scopes: list[str], trusted: bool = False) -> tuple[dict[str, Any], str]:
     """A new client scoped to `tasks` and `scopes`, and its key; the key exists only in this
     return value, its hash is stored.  Every task must exist (422 names the missing ones)."""
     key = new_api_key()
@@ -73,7 +73,7 @@ def create_client(sessions: sessionmaker[Session], *, name: str, tasks: list[str
         if missing:
             raise Invalid("tasks", f"No task named {', '.join(map(repr, missing))}.", slug="unknown-task")
         client = Client(name=name, key_hash=hash_api_key(key), key_prefix=key[:10],
-                        scopes=[sc for sc in SCOPES if sc in scopes])
+                        scopes=[sc for sc in SCOPES if sc in scopes], trusted=trusted)
         _unknown_keys.pop(client.key_hash, None)
         s.add(client)
         s.flush()
@@ -87,7 +87,23 @@ def describe_client(session: Session, client: Client) -> dict[str, Any]:
     names = session.scalars(select(Task.name).join(ClientTask, ClientTask.task_id == Task.id)
                             .where(ClientTask.client_id == client.id).order_by(Task.name)).all()
     return {"id": client.id, "name": client.name, "key_prefix": client.key_prefix, "tasks": list(names),
-            "scopes": list(client.scopes), "created_at": client.created_at, "revoked_at": client.revoked_at}
+            "scopes": list(client.scopes), "trusted": client.trusted, "created_at": client.created_at,
+            "revoked_at": client.revoked_at}
+
+
+def set_trusted(sessions: sessionmaker[Session], *, client_id: int, trusted: bool) -> dict[str, Any]:
+    """Vouch for a key's feedback (its votes become known truth for the noise model), or stop."""
+    with transaction(sessions) as s:
+        client = s.get(Client, client_id)
+        if client is None:
+            raise _unknown_client(client_id)
+        client.trusted = trusted
+        return describe_client(s, client)
+
+
+def _unknown_client(client_id: int) -> NotFound:
+    return NotFound(f"No client with id {client_id}.", field="client_id", slug="unknown-client",
+                    title="Unknown client")
 
 
 def revoke_client(sessions: sessionmaker[Session], *, client_id: int, purge: bool = False) -> dict[str, Any]:
@@ -97,8 +113,7 @@ def revoke_client(sessions: sessionmaker[Session], *, client_id: int, purge: boo
     with transaction(sessions) as s:
         client = s.get(Client, client_id)
         if client is None:
-            raise NotFound(f"No client with id {client_id}.", field="client_id", slug="unknown-client",
-                           title="Unknown client")
+            raise _unknown_client(client_id)
         if client.revoked_at is None:
             client.revoked_at = utcnow()
         purged = s.execute(delete(Feedback).where(Feedback.client_id == client_id)).rowcount if purge else 0
