@@ -234,3 +234,20 @@ def test_at_most_max_rows_are_read_the_newest_of_each_kind_and_the_rest_is_count
     assert sorted(it.text for it in capped.train + capped.validation) == sorted(
         [f"lost my card number {i}" for i in range(24, 30)] + ["rain on day 8", "rain on day 9"])
     assert capped.watermark == everything.watermark == watermark  # what was left out is not "new" later
+
+
+def test_a_runs_data_counts_record_the_noise_it_was_trained_under(factory: sessionmaker[Session],
+                                                                  task_id: int) -> None:
+    """Each key's flip rate, as the noise model saw the run's rows, goes into data_counts (and so onto
+    the version): here a key that says −1 to every labelled answer, and a trusted one that agrees."""
+    liar, qa = add_client(factory, "liar"), add_client(factory, "qa")
+    pairs = synthetic(12, seed=8)
+    add_examples(factory, task_id, pairs)
+    for text, label in pairs:
+        add_feedback(factory, task_id, text, label, -1, client_id=liar)
+        add_feedback(factory, task_id, text, label, +1, client_id=qa)
+    noise = _dataset(factory, task_id).counts["noise"]
+    assert set(noise) == {"pooled", "clients"}
+    assert noise["clients"][str(liar)]["evidence"]["known"] == 12
+    assert noise["clients"][str(liar)]["adversarial"] is True
+    assert noise["clients"][str(qa)]["rate"] < 0.2 and noise["clients"][str(qa)]["trusted"] is False

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from app.kinds import KINDS
 from app.services.clients import SCOPES
@@ -230,14 +230,14 @@ class ClientCreate(BaseModel):
     scopes: list[Scope] = Field(default_factory=lambda: list(SCOPES), min_length=1,
                                 description="What the key may do on its tasks: predict, give feedback on "
                                             "its own predictions, read the task and its review queue.")
-    trusted: bool = Field(False, description="An admin vouches for this key's feedback (an internal QA team): "
+    trusted: StrictBool = Field(False, description="An admin vouches for this key's feedback (an internal QA team): "
                                              "the noise model takes its votes as known truth for the others.")
 
 
 class ClientUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    trusted: bool = Field(description="Vouch for this key's feedback, or stop.")
+    trusted: StrictBool = Field(description="Vouch for this key's feedback, or stop.")
 
 
 class ClientOut(BaseModel):

@@ -30,9 +30,10 @@ from app.console.session import (LoginRequired, check_csrf, console_caller, csrf
 from app.errors import DomainError, Forbidden
 from app.services import console as pages
 from app.services.clients import (SCOPES, Caller, authenticate, create_client, list_clients, revoke_client,
-                                  spend_request)
+                                  set_trusted, spend_request)
 from app.services.examples import import_examples, parse_csv
 from app.services.explanations import explain_prediction, explain_text
+from app.services.noise import task_noise
 from app.services.paging import Page
 from app.services.predictions import predict
 from app.services.runs import retrain
@@ -205,8 +206,10 @@ async def add_examples(request: Request, task: TaskName, state: StateDep, caller
 async def versions_page(request: Request, task: TaskName, state: StateDep, caller: ConsoleAdmin,
                         activated: int | None = None, imported: int | None = None) -> Response:
     data = await run_in_threadpool(pages.task_detail, state.sessions, state.settings, caller=caller, task=task)
-    return render(request, state, "versions.html", {**data, "activated": activated, "imported": imported},
-                  caller=caller)
+    noise = await run_in_threadpool(lambda: task_noise(state.sessions, task=task, caller=caller,
+                                                       max_rows=state.settings.max_training_rows))
+    return render(request, state, "versions.html", {**data, "noise": noise, "activated": activated,
+                                                    "imported": imported}, caller=caller)
 
 
 @router.post("/tasks/{task}/versions/{version}/activate")
@@ -317,6 +320,15 @@ async def revoke(request: Request, client_id: RowId, state: StateDep, caller: Co
                  csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
     await run_in_threadpool(lambda: revoke_client(state.sessions, client_id=client_id))
+    return back_to("/ui/clients")
+
+
+@router.post("/clients/{client_id}/trust")
+async def trust(request: Request, client_id: RowId, state: StateDep, caller: ConsoleAdmin,
+                trusted: Annotated[bool, Form()], csrf: Csrf = "") -> Response:
+    """Vouch for a key's feedback (the noise model takes it as known truth), or stop."""
+    check_csrf(state, request, csrf)
+    await run_in_threadpool(lambda: set_trusted(state.sessions, client_id=client_id, trusted=trusted))
     return back_to("/ui/clients")
 
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.tables import Example, Feedback, Prediction
+from app.db.tables import Client, Example, Feedback, Prediction
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,11 @@ def load_training_rows(session: Session, task_id: int, *, max_rows: int | None =
                 for fid, client, signal, correction, text, shown, scores, span in reversed(newest_feedback)]
     return TrainingRows(examples=examples, feedback=feedback, watermark=watermark,
                         left_out={name: counts[name] - take[name] for name in counts})
+
+
+def trusted_client_ids(session: Session) -> set[int]:
+    """The keys an admin vouches for: their feedback is known truth to the noise model."""
+    return set(session.scalars(select(Client.id).where(Client.trusted.is_(True))).all())
 
 
 def _propensity(scores: Any, shown: str) -> float | None:

@@ -28,12 +28,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.session import transaction
 from app.db.tables import ModelVersion, Task, TrainingRun, utcnow
-from app.db.training_rows import load_training_rows
+from app.db.training_rows import load_training_rows, trusted_client_ids
 from app.db.versions import activate, active_version, lock_task, next_version_number, register_version
 from app.kinds import TaskKind, TaskSpec, get_kind, load_version
 from app.model.store import CorruptVersion, verify_version
 from app.model.vocab import grow_vocabulary, unknown_chars
 from app.learning.dataset import TaskDataset, build_dataset
+from app.learning.noise import estimate_noise
 from app.learning.gate import Evaluation, Verdict, evaluate, judge as gate_judge
 from app.learning.trainer import TrainConfig, TrainingInterrupted, TrainResult, save, train
 from app.model.encoder import resolve_device
@@ -72,6 +73,10 @@ def gather_dataset(session: Session, task: Task, policy: Policy | None = None, h
                             same=lambda a, b: kind.same(spec.labels, a, b))
     dataset.counts["examples_left_out"] = rows.left_out["examples"]
     dataset.counts["feedback_left_out"] = rows.left_out["feedback"]
+    # What noise the version was trained under (app/learning/noise.py): each key's flip rate.
+    dataset.counts["noise"] = estimate_noise(feedback=feedback, examples=rows.examples,
+                                             trusted=trusted_client_ids(session),
+                                             same=lambda a, b: kind.same(spec.labels, a, b)).to_json()
     return dataset
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import Client, Task
-from app.db.training_rows import TrainingRows, load_training_rows
+from app.db.training_rows import TrainingRows, load_training_rows, trusted_client_ids
 from app.kinds import TaskSpec, get_kind
 from app.learning.noise import NoiseReport, estimate_noise
 from app.services.clients import Caller, allow
@@ -24,9 +24,7 @@ def noise_of_rows(session: Session, task: Task, rows: TrainingRows) -> NoiseRepo
     kind = get_kind(task.kind)
     feedback = [replace(fb, shown=kind.scope_label(fb.shown, fb.span)) if fb.span is not None else fb
                 for fb in rows.feedback]
-    ids = {fb.client_id for fb in feedback if fb.client_id is not None}
-    trusted = set(session.scalars(select(Client.id).where(Client.id.in_(ids), Client.trusted.is_(True))).all())
-    return estimate_noise(feedback=feedback, examples=rows.examples, trusted=trusted,
+    return estimate_noise(feedback=feedback, examples=rows.examples, trusted=trusted_client_ids(session),
                           same=lambda a, b: kind.same(spec.labels, a, b))
 
 
