@@ -31,7 +31,7 @@ def test_the_versions_page_shows_feedback_noise_by_client(browser) -> None:  # n
     page = browser.get("/ui/tasks/tickets")
     assert page.status_code == 200
     assert "Feedback noise by client" in page.text
-    row = re.search(rf'<tr data-noise-client="{key_id}">(.*?)</tr>', page.text, re.S).group(1)
+    row = re.search(rf'<tr data-noise-client="{key_id}">(.*?)</tr>', page.text, re.DOTALL).group(1)
     assert "team-noisy" in row and "4 known, 0 anchors, 0 peers" in row
 
 
