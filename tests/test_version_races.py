@@ -128,3 +128,26 @@ def test_a_rollback_while_a_run_finishes_is_not_overridden_by_its_promotion(db_u
     else:  # acknowledged: it is what serves, applied after the promotion
         assert now_active.id == rollback_to
 
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_held_task_lock_never_holds_up_an_insert_that_references_the_task(factory, settings: Settings) -> None:
+    """While a promotion, an activation or retention holds a task's lock, predictions, feedback and
+    runs of that task are still written: the lock (FOR NO KEY UPDATE) does not conflict with the
+    foreign-key check of an insert (KEY SHARE).  PostgreSQL only: SQLite has one writer at a time,
+    so there every write waits for any other, lock or not."""
+    from sqlalchemy import text
+
+    from app.db.tables import Prediction
+    from app.db.versions import lock_task
+
+    task_id = create_task(factory, settings)
+    version_id = active(factory, task_id).id
+    with factory() as holder:
+        lock_task(holder, task_id)
+        with factory() as other, other.begin():
+            other.execute(text("SET LOCAL lock_timeout = '10s'"))  # waiting at all fails the test, not hangs it
+            other.add(Prediction(task_id=task_id, model_version_id=version_id, text="hi", label="billing",
+                                 scores={}))
+            other.flush()
+        holder.rollback()

@@ -25,10 +25,15 @@ from app.errors import Conflict
 
 
 def lock_task(session: Session, task_id: int) -> None:
-    """Serialise a task's version and run bookkeeping: FOR UPDATE on PostgreSQL; on SQLite a no-op
-    write takes the database's write lock now, before the check that depends on it."""
+    """Serialise a task's version and run bookkeeping: FOR NO KEY UPDATE on PostgreSQL; on SQLite a
+    no-op write takes the database's write lock now, before the check that depends on it.
+
+    NO KEY UPDATE, not UPDATE: lockers still wait for each other, but an insert that references the
+    task (a prediction, feedback, a run: its foreign-key check takes KEY SHARE on the task's row)
+    does not wait for a lock holder, so a promotion or retention never stalls serving."""
     if is_postgres(session.get_bind()):
-        session.execute(select(Task.id).where(Task.id == task_id).with_for_update())
+        # (SQLAlchemy spells FOR NO KEY UPDATE as key_share=True without read=True)
+        session.execute(select(Task.id).where(Task.id == task_id).with_for_update(key_share=True))
     else:
         session.execute(update(Task).where(Task.id == task_id).values(id=Task.id))
 
