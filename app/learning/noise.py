@@ -31,12 +31,13 @@ a grid (no conjugacy to lean on once e > 0); a client with few votes stays near 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from app.learning.dataset import ExampleLike, FeedbackLike, Same
 from app.texts import text_hash
 
 # An answer the model gave at least this probability is an anchor: with a calibrated model it is
@@ -57,24 +58,6 @@ INTERVAL = 0.90  # the posterior mass in each estimate's interval (highest densi
 CARELESS_MAX_WIDTH = 0.3
 GRID = 2000  # cells of [0, 1] the posterior is computed on
 POOLED_ROUNDS = 5  # fixed-point rounds of the pooled rate (the peers' reference error depends on it)
-
-Same = Callable[[str, str], bool]
-
-
-class FeedbackLike(Protocol):
-    id: int
-    client_id: int | None
-    signal: int
-    correction: str | None
-    text: str
-    shown: str
-    propensity: float | None
-
-
-class ExampleLike(Protocol):
-    text: str
-    label: str
-
 
 @dataclass(frozen=True)
 class Estimate:
