@@ -60,6 +60,7 @@ class TaskKind(ABC):
     name: ClassVar[str]
     value_field: ClassVar[str] = "label"  # what an example or a correction calls its answer in requests
     token_level: ClassVar[bool] = False  # the head answers per token: decoding needs the tokens' offsets
+    explainable: ClassVar[bool] = False  # one label per text, which attributions can be computed towards
     min_labels: ClassVar[int] = 2
     ratio_name: ClassVar[str] = "ratio"  # what the gate calls the metric `ratio_terms` gives
     # `confidence` is the model's belief, to be calibrated on the outcomes the gate knows (False:

@@ -161,6 +161,7 @@ def _weighted_rate(hits: Sequence[bool], weights: Sequence[float]) -> float:
 
 class Classification(TaskKind):
     name = "classification"
+    explainable = True
 
     def build_model(self, encoder: nn.Module, meta: VersionMeta) -> EncoderWithHead:
         return classifier(encoder, len(meta.labels))

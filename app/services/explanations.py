@@ -34,7 +34,7 @@ def _spend_budget(state: AppState, caller: Caller) -> None:
 
 async def _explain(state: AppState, task: str, text: str, caller: Caller) -> dict[str, Any]:
     served = await served_model(state, task)
-    if served.kind.name != "classification":
+    if not served.kind.explainable:
         raise Invalid("task", f"Explanations are for classification tasks; {task!r} is a {served.kind.name} "
                               "task.", slug="not-explainable")
     _spend_budget(state, caller)
