@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
+from app.db.training_rows import ExampleRow
+from app.db.training_rows import FeedbackRow as Signal
 from app.learning.noise import estimate_noise
-
-
-@dataclass(frozen=True)
-class Signal:
-    id: int
-    client_id: int | None
-    signal: int
-    correction: str | None
-    text: str
-    shown: str
-    propensity: float | None
-    span: int | None = None
-
-
-@dataclass(frozen=True)
-class Labelled:
-    text: str
-    label: str
-
 
 RATES = {0.0: "honest", 0.1: "a little noisy", 0.3: "noisy", 1.0: "hostile", 0.5: "careless"}
 
@@ -124,7 +106,7 @@ def test_peers_on_the_same_texts_are_evidence_corrected_for_the_pooled_rate() ->
 def test_examples_are_known_truth_and_the_kinds_same_decides_agreement() -> None:
     """A rating's +1 on 3.0 agrees with a labelled 3.1 when the kind says the two are the same."""
     rows = [Signal(i + 1, 1, 1, None, f"t{i}", "3.0", 0.5) for i in range(40)]
-    examples = [Labelled(f"t{i}", "3.1") for i in range(40)]
+    examples = [ExampleRow(f"t{i}", "3.1", "train") for i in range(40)]
     close = estimate_noise(feedback=rows, examples=examples, same=lambda a, b: abs(float(a) - float(b)) <= 0.25)
     exact = estimate_noise(feedback=rows, examples=examples)
     assert close.clients[1].evidence["known"] == 40 and close.clients[1].rate < 0.1
@@ -135,7 +117,7 @@ def test_a_span_signal_is_judged_on_its_span_not_the_whole_answer() -> None:
     """A whole-text label says nothing of one span; the review queue's word on that span does."""
     rows = [Signal(2 * i + 1, None, 1, None, f"t{i}", "span-label", None, span=0) for i in range(30)]
     rows += [Signal(2 * i + 2, 1, -1, None, f"t{i}", "span-label", None, span=0) for i in range(30)]
-    report = estimate_noise(feedback=rows, examples=[Labelled(f"t{i}", "whole") for i in range(30)])
+    report = estimate_noise(feedback=rows, examples=[ExampleRow(f"t{i}", "whole", "train") for i in range(30)])
     assert report.clients[1].evidence == {"known": 30, "anchors": 0, "peers": 0}
     assert report.clients[1].adversarial
 

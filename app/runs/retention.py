@@ -19,9 +19,11 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -148,19 +150,25 @@ def delete_unlabelled(session: Session, ids: list[str]) -> int:
         Prediction.id.in_(ids), ~exists().where(Feedback.prediction_id == Prediction.id))).rowcount
 
 
+def _in_batches(factory: sessionmaker[Session], pick: Callable[[Session], Sequence[Any]],
+                remove: Callable[[Session, Sequence[Any]], int]) -> int:
+    """Delete in transactions of one batch each (picked, then removed) until none is left; how many."""
+    total = 0
+    while True:
+        with transaction(factory) as s:
+            ids = pick(s)
+            if not ids:
+                return total
+            total += remove(s, ids)
+
+
 def delete_old_predictions(factory: sessionmaker[Session], *, prediction_days: float,
                            now: datetime | None = None) -> int:
     """Delete predictions without any feedback created more than `prediction_days` ago."""
     if prediction_days <= 0:
         return 0
     cutoff = (now or utcnow()) - timedelta(days=prediction_days)
-    total = 0
-    while True:
-        with transaction(factory) as s:
-            ids = unlabelled_before(s, cutoff)
-            if not ids:
-                return total
-            total += delete_unlabelled(s, ids)
+    return _in_batches(factory, lambda s: unlabelled_before(s, cutoff), delete_unlabelled)
 
 
 def delete_old_feedback(factory: sessionmaker[Session], *, feedback_days: float, now: datetime | None = None) -> int:
@@ -169,13 +177,10 @@ def delete_old_feedback(factory: sessionmaker[Session], *, feedback_days: float,
     if feedback_days <= 0:
         return 0
     cutoff = (now or utcnow()) - timedelta(days=feedback_days)
-    total = 0
-    while True:
-        with transaction(factory) as s:
-            ids = s.scalars(select(Feedback.id).where(Feedback.created_at < cutoff).limit(PREDICTION_BATCH)).all()
-            if not ids:
-                return total
-            total += s.execute(delete(Feedback).where(Feedback.id.in_(ids))).rowcount
+    return _in_batches(
+        factory,
+        lambda s: s.scalars(select(Feedback.id).where(Feedback.created_at < cutoff).limit(PREDICTION_BATCH)).all(),
+        lambda s, ids: s.execute(delete(Feedback).where(Feedback.id.in_(ids))).rowcount)
 
 
 def apply_retention(factory: sessionmaker[Session], models_dir: Path, *, keep_versions: int, rejected_days: float,
