@@ -286,3 +286,39 @@ def test_flywheel_migrate_upgrades_a_full_database_from_every_revision_and_keeps
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert _revision(fresh_url) == _head()
     assert _contents(fresh_url, columns) == before
+
+
+def test_a_process_can_connect_to_sqlite_while_another_migrates_it(tmp_path: Path, monkeypatch) -> None:
+    """`flywheel serve` starts its worker beside the API: on a new SQLite file one migrates while
+    the other opens its first connection (which asks for WAL).  That connection opens and reads
+    while the migration holds its write lock, instead of failing with "database is locked"."""
+    import threading
+
+    from app.db import migrate
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    inside, release = threading.Event(), threading.Event()
+    real = migrate._to_head
+
+    def held(cfg, conn) -> None:  # noqa: ANN001
+        real(cfg, conn)
+        inside.set()
+        release.wait(30)
+
+    monkeypatch.setattr(migrate, "_to_head", held)
+    migrating = make_engine(url)
+    worker = threading.Thread(target=upgrade, args=(migrating,))
+    worker.start()
+    try:
+        assert inside.wait(60)
+        other = make_engine(url)
+        try:
+            with other.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+        finally:
+            other.dispose()
+    finally:
+        release.set()
+        worker.join(60)
+        migrating.dispose()
+    assert _revision(url) == _head()

@@ -55,8 +55,12 @@ def _upgrade_sqlite(cfg: Config, engine: Engine) -> None:
     @event.listens_for(migrating, "connect")
     def _no_foreign_keys(dbapi_conn, _record) -> None:  # noqa: ANN001
         dbapi_conn.isolation_level = None  # the driver begins nothing by itself: we do, below
-        dbapi_conn.execute("PRAGMA foreign_keys=OFF")
         dbapi_conn.execute("PRAGMA busy_timeout=60000")
+        # WAL before the transaction: another process that connects meanwhile (the embedded worker
+        # at start) sets WAL too, which needs an exclusive lock SQLite will not wait for while this
+        # transaction holds its write lock ("database is locked"); already WAL, it needs none.
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        dbapi_conn.execute("PRAGMA foreign_keys=OFF")
 
     @event.listens_for(migrating, "begin")
     def _begin(conn: Connection) -> None:
