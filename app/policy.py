@@ -16,8 +16,8 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FeedbackLoss = Literal["bounded", "signed", "robust"]
-FEEDBACK_LOSSES: tuple[str, ...] = ("bounded", "signed", "robust")
+FeedbackLoss = Literal["corrected", "unbiased", "bounded", "signed", "robust"]
+FEEDBACK_LOSSES: tuple[str, ...] = ("corrected", "unbiased", "bounded", "signed", "robust")
 Finetune = Literal["full", "lora"]
 DEFAULT_LAMBDA = 0.5  # λ in L = λ·L_data + (1−λ)·L_feedback
 DEFAULT_FEEDBACK_LOSS: FeedbackLoss = "bounded"

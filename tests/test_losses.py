@@ -9,6 +9,7 @@ import torch
 
 from app.kinds.classification import Classification, feedback_losses
 from app.learning.losses import combined_loss as _combined
+from app.learning.losses import feedback_term
 
 KIND = Classification()
 
@@ -143,3 +144,50 @@ def test_robust_negative_pushes_least_where_the_answer_is_confident() -> None:
 def test_unknown_variant_is_refused() -> None:
     with pytest.raises(ValueError, match="variant"):
         feedback_losses(torch.zeros(1, 2), torch.tensor([0]), torch.tensor([1]), "negated")
+
+
+# ---------------------------------------------------------------- noisy feedback
+
+
+def _rows(n: int = 6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(3)
+    return torch.randn(n, 3) * 3, torch.tensor([0, 1, 2] * (n // 3)), torch.tensor([1, -1] * (n // 2))
+
+
+def test_corrected_is_the_bounded_loss_for_a_client_that_never_flips() -> None:
+    logits, shown, signals = _rows()
+    clean = feedback_term(KIND, logits, shown, signals, "corrected", torch.zeros(6))
+    assert torch.allclose(clean, feedback_losses(logits, shown, signals, "bounded"), atol=1e-6)
+    assert torch.allclose(feedback_term(KIND, logits, shown, signals, "corrected"), clean)  # no flips given: none
+
+
+def test_corrected_pulls_less_on_a_confident_answer_the_noisier_the_client_and_not_at_all_at_a_coin_toss() -> None:
+    def pull(rho: float) -> float:
+        logits = torch.tensor([[6.0, 0.0, 0.0]], requires_grad=True)  # sure of label 0 ...
+        loss = feedback_term(KIND, logits, torch.tensor([0]), torch.tensor([-1]), "corrected", torch.tensor([rho]))
+        loss.backward()  # ... which a −1 calls wrong
+        return float(logits.grad.abs().sum())
+
+    assert pull(0.0) > pull(0.1) > pull(0.3) > pull(0.45) > 0.0
+    assert pull(0.5) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_unbiased_loss_equals_the_clean_loss_in_expectation_over_the_flips() -> None:
+    logits, shown, signals = _rows()
+    rho = torch.full((6,), 0.3)
+    clean = feedback_losses(logits, shown, signals, "bounded")
+    kept = feedback_term(KIND, logits, shown, signals, "unbiased", rho)
+    flipped = feedback_term(KIND, logits, shown, -signals, "unbiased", rho)
+    assert torch.allclose(0.7 * kept + 0.3 * flipped, clean, atol=1e-5)
+
+
+def test_a_kind_without_a_right_probability_weighs_noisy_signals_by_what_survives_the_flips() -> None:
+    from app.kinds.tagging import Tagging
+
+    tagging = Tagging()
+    logits = torch.randn(2, 4, 3)  # 2 texts, 4 tokens, tags O, B-place, I-place
+    shown = torch.zeros(2, 4, dtype=torch.long)
+    signals = torch.tensor([1, -1])
+    bounded = tagging.feedback_losses(logits, shown, signals, "bounded")
+    noisy = feedback_term(tagging, logits, shown, signals, "corrected", torch.tensor([0.25, 0.5]))
+    assert torch.allclose(noisy, bounded * torch.tensor([0.5, 0.0]))

@@ -124,6 +124,14 @@ class TaskKind(ABC):
                         variant: str) -> torch.Tensor:
         """Per-row loss for a ±1 signal on the answer that was shown.  -> (N,)."""
 
+    def right_log_probs(self, outputs: torch.Tensor, shown: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(log p, log(1 − p)) per row, p the model's probability that the answer shown was right:
+        what the noise-aware feedback losses (`app/learning/losses.py`) observe through each
+        client's flips.  None: this kind has no such probability, and those losses fall back to
+        its bounded loss weighted by how much of a signal survives the flips."""
+        return None
+
     # -- serving
 
     @abstractmethod

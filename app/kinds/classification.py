@@ -7,7 +7,9 @@ version 0 and version N load and serve the same way.
 
 Losses (per row; `app/learning/losses.py` mixes them by λ):
   data:      cross-entropy on examples and corrections;
-  feedback:  see `feedback_losses` — bounded (default), the literal signed form, robust.
+  feedback:  see `feedback_losses` — bounded, the literal signed form, robust; and through
+             `right_log_probs` the noise-aware corrected (default) and unbiased forms
+             (`app/learning/losses.py`).
 """
 
 from __future__ import annotations
@@ -177,6 +179,11 @@ class Classification(TaskKind):
 
     data_losses = staticmethod(data_losses)  # the module's functions, documented there
     feedback_losses = staticmethod(feedback_losses)
+
+    def right_log_probs(self, outputs: torch.Tensor, shown: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(shown) and log(1 − p(shown)), both stable where p -> 0 or 1."""
+        logits = outputs.float()
+        return -F.cross_entropy(logits, shown, reduction="none"), log_not(logits, shown)
 
     def decode(self, outputs: torch.Tensor, labels: Sequence[str], encoded: Sequence[Encoded] = ()) -> list[Answer]:
         answers = []

@@ -20,7 +20,7 @@ import torch
 
 from app.kinds.base import TaskKind
 from app.learning.dataset import Item
-from app.learning.losses import combined_loss
+from app.learning.losses import combined_loss, feedback_term
 from app.model.encoder import EncoderWithHead, encode_texts, resolve_device
 from app.model.store import VersionMeta, save_version
 from app.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FEEDBACK_LOSSES, Policy
@@ -42,7 +42,7 @@ class TrainConfig:
 
     policy: Policy = field(default_factory=Policy)
     lambda_data: float = DEFAULT_LAMBDA  # λ in L = λ·L_data + (1−λ)·L_feedback
-    variant: str = DEFAULT_FEEDBACK_LOSS  # feedback loss: bounded | signed | robust
+    variant: str = DEFAULT_FEEDBACK_LOSS  # feedback loss, one of FEEDBACK_LOSSES
     finetune: str = DEFAULT_FINETUNE  # full | lora
     seed: int = 0
     max_len: int = 128
@@ -111,6 +111,7 @@ class Row:
     label: Any  # the kind's target
     signal: int  # 0 labelled, ±1 feedback on `label`
     weight: float
+    flip: float = 0.0  # the chance its client flips a signal (app/learning/noise.py)
 
 
 @dataclass
@@ -123,12 +124,13 @@ class Batch:
     signals: torch.Tensor  # (B,)
     weights: torch.Tensor  # (B,)
     n_data: int
+    flips: torch.Tensor | None = None  # (B,) each row's client's flip rate; None: all 0
 
     def to(self, device: torch.device) -> "Batch":
         nb = device.type == "cuda"
         move = lambda t: t.to(device, non_blocking=nb)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.labels), move(self.signals),
-                     move(self.weights), self.n_data)
+                     move(self.weights), self.n_data, None if self.flips is None else move(self.flips))
 
 
 def encode(tokenizer: Any, items: Sequence[Item], max_len: int, kind: TaskKind) -> list[Row]:
@@ -137,7 +139,7 @@ def encode(tokenizer: Any, items: Sequence[Item], max_len: int, kind: TaskKind) 
     if not items:
         return []
     encoded = encode_texts(tokenizer, [it.text for it in items], max_len, offsets=kind.token_level)
-    return [Row(e.ids, kind.align(it.label, e), it.signal, it.weight) for e, it in zip(encoded, items)]
+    return [Row(e.ids, kind.align(it.label, e), it.signal, it.weight, it.flip) for e, it in zip(encoded, items)]
 
 
 def collate(rows: Sequence[Row], pad_id: int, kind: TaskKind) -> Batch:
@@ -155,6 +157,7 @@ def collate(rows: Sequence[Row], pad_id: int, kind: TaskKind) -> Batch:
         signals=torch.tensor([r.signal for r in rows], dtype=torch.long),
         weights=torch.tensor([r.weight for r in rows], dtype=torch.float32),
         n_data=sum(r.signal == 0 for r in rows),
+        flips=torch.tensor([r.flip for r in rows], dtype=torch.float32),
     )
 
 
@@ -302,6 +305,7 @@ def train_step(state: TrainState, batch: Batch) -> torch.Tensor:
         logits[n:], batch.labels[n:], batch.signals[n:],
         cfg.lambda_data, cfg.variant,
         data_weights=batch.weights[:n], feedback_weights=batch.weights[n:],
+        feedback_flips=None if batch.flips is None else batch.flips[n:],
     )
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
@@ -317,8 +321,9 @@ def train_step(state: TrainState, batch: Batch) -> torch.Tensor:
 def validate(state: TrainState) -> float | None:
     """Validation loss, the early-stopping criterion; None without validation rows.
 
-    Feedback is scored with the bounded form whatever the training variant (the signed one
-    has no floor, so it cannot rank epochs).  With both kinds of rows the terms mix by λ;
+    Feedback is scored with the corrected form whatever the training variant (the signed one
+    has no floor, so it cannot rank epochs): the bounded form where a client never flips, and
+    what a noisy client's signal says once its flips are allowed for where it does.  With both kinds of rows the terms mix by λ;
     with one kind, that term alone.
     """
     if not state.val_batches:
@@ -333,7 +338,8 @@ def validate(state: TrainState) -> float | None:
             d_sum += (state.kind.data_losses(logits[:n], b.labels[:n]) * b.weights[:n]).sum().item()
             d_w += b.weights[:n].sum().item()
         if n < len(b.labels):
-            fb = state.kind.feedback_losses(logits[n:], b.labels[n:], b.signals[n:], "bounded")
+            fb = feedback_term(state.kind, logits[n:], b.labels[n:], b.signals[n:], "corrected",
+                               None if b.flips is None else b.flips[n:])
             f_sum += (fb * b.weights[n:]).sum().item()
             f_w += b.weights[n:].sum().item()
     state.model.train()
