@@ -201,8 +201,8 @@ def test_too_little_evidence_changes_nothing() -> None:
     assert client_reliability(votes, {text_hash("t1"): "bank"})[5].weight == 1.0
 
 
-def test_reliability_lowers_a_hostile_clients_weight_in_the_dataset(factory: sessionmaker[Session],
-                                                                    settings: Settings) -> None:
+def test_a_client_the_noise_model_finds_adversarial_is_left_out_of_the_dataset(
+        factory: sessionmaker[Session], settings: Settings) -> None:
     task_id = create_task(factory, settings, policy={"feedback_validation_fraction": 0.0, "max_client_share": 1.0})
     pairs = synthetic(40, seed=6)
     add_examples(factory, task_id, pairs, split="train")
@@ -212,10 +212,12 @@ def test_reliability_lowers_a_hostile_clients_weight_in_the_dataset(factory: ses
     for text, label in pairs[20:]:
         add_feedback(factory, task_id, text, label, -1, client_id=hostile)  # the example's label, called wrong
     ds = _dataset(factory, task_id)
-    weights = {it.client_id: it.weight for it in _feedback_rows(ds)}
-    assert weights[honest] > 0.8 and weights[hostile] == 0.0
-    assert ds.counts["down_weighted_clients"] >= 1
-    assert ds.reliability[str(hostile)]["disagree"] == 20
+    rows = _feedback_rows(ds)
+    assert {it.client_id for it in rows} == {honest} and len(rows) == 20
+    assert ds.counts["excluded_clients"] == 1 and ds.counts["excluded_rows"] == 20
+    assert ds.counts["noise"]["clients"][str(hostile)]["adversarial"] is True
+    # the honest key's signals carry its (small) flip rate, shrunk toward a pooled rate the liar raised
+    assert all(0.0 < it.flip < 0.5 for it in rows)
 
 
 def test_at_most_max_rows_are_read_the_newest_of_each_kind_and_the_rest_is_counted(

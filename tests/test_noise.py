@@ -130,3 +130,21 @@ def test_the_estimates_in_numbers() -> None:
         est = report.clients[client]
         print(f"{RATES[rho]:>15}: true {rho:.2f}, estimated {est.rate:.3f} [{est.low:.3f}, {est.high:.3f}]")
     assert report.clients
+
+
+def test_the_rates_training_uses_leave_trusted_keys_at_zero_and_name_the_adversarial_ones() -> None:
+    rates = {1: 0.2, 2: 1.0, 3: 0.0}
+    report = estimate_noise(feedback=simulate(rates, 300, seed=4), trusted=[3])
+    flips = report.flip_rates()
+    assert flips[3] == 0.0 and flips[None] == 0.0  # a trusted key and the admin flip nothing
+    assert abs(flips[1] - 0.2) < 0.1
+    assert report.adversarial() == {2}
+
+
+def test_with_no_evidence_about_anyone_no_noise_is_assumed() -> None:
+    """Plain ±1 with no known truth, no near-certain answer and no shared text: the posterior is
+    the flat prior's ½, which as a flip rate would make every signal teach nothing."""
+    rows = [Signal(i, 1 + i % 2, 1 if i % 3 else -1, None, f"text {i}", "a", 0.5) for i in range(60)]
+    report = estimate_noise(feedback=rows)
+    assert not any(report.pooled.evidence.values()) and abs(report.clients[1].rate - 0.5) < 0.05
+    assert set(report.flip_rates().values()) == {0.0}

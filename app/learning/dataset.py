@@ -8,7 +8,7 @@ of feedback kept for the gate.  `app/db/training_rows.py` gathers the rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
 from app.policy import Policy
 from app.texts import split_for, text_hash
@@ -48,6 +48,7 @@ class Item:
     weight: float = 1.0
     source: str = "example"  # example | correction | feedback
     client_id: int | None = None
+    flip: float = 0.0  # signal ±1: the chance its client flips a signal (app/learning/noise.py)
 
 
 @dataclass
@@ -238,6 +239,8 @@ def build_dataset(
     target: Callable[[str], Any] | None = None,
     holdout_salt: str = "",
     same: Same = _equal,
+    flip_rates: Mapping[int | None, float] | None = None,
+    excluded_clients: Collection[int | None] = (),
 ) -> TaskDataset:
     """Examples, corrections and ±1 signals, resolved, capped and split.
 
@@ -247,13 +250,18 @@ def build_dataset(
     (KeyError/ValueError) is counted as dropped.  `holdout_salt` picks which slice of the
     feedback is held out: a run passes its own, so over runs every signal both trains and
     validates, but never in the same run.  `same` says when two labels agree (votes on a
-    rating agree when their scores are close, not only when equal).
+    rating agree when their scores are close, not only when equal).  `flip_rates`: each client's
+    estimated flip rate (the noise model's), carried on its signals for the losses and the gate;
+    `excluded_clients`: clients whose every word is left out (the noise model found them
+    adversarial), counted in `excluded_rows`.
     """
     labels = [str(lab) for lab in labels]
     index = {lab: i for i, lab in enumerate(labels)}
     to_target = target or index.__getitem__
     counts = {"examples": 0, "corrections": 0, "positive": 0, "negative": 0,
-              "conflicts_dropped": 0, "unknown_label_dropped": 0, "clients": 0, "capped_clients": 0}
+              "conflicts_dropped": 0, "unknown_label_dropped": 0, "clients": 0, "capped_clients": 0,
+              "excluded_clients": 0, "excluded_rows": 0}
+    rates = flip_rates or {}
     train: list[Item] = []
     validation: list[Item] = []
 
@@ -274,7 +282,11 @@ def build_dataset(
     # Each client's latest word on each text (on each part of its answer, for signals about one
     # part: a tagging span) is its one vote there.
     latest: dict[tuple[str, int | None, int | None], Vote] = {}
+    excluded = set(excluded_clients)
     for fb in feedback:
+        if fb.client_id in excluded:
+            counts["excluded_rows"] += 1
+            continue
         p = getattr(fb, "propensity", None)
         if fb.correction is not None:
             vote = Vote("is", fb.correction, fb.id, fb.client_id, fb.text, "correction", p)
@@ -316,11 +328,13 @@ def build_dataset(
             counts["corrections"] += 1
         else:
             signal = 1 if vote.claim == "is" else -1
-            item = Item(vote.text, to_target(vote.label), signal, w, "feedback", vote.client)
+            item = Item(vote.text, to_target(vote.label), signal, w, "feedback", vote.client,
+                        min(0.5, max(0.0, float(rates.get(vote.client, 0.0)))))
             counts["positive" if signal > 0 else "negative"] += 1
         side = split_for(vote.text, policy.feedback_validation_fraction, holdout_salt)
         (validation if side == "validation" else train).append(item)
 
+    counts["excluded_clients"] = len(excluded & {fb.client_id for fb in feedback})
     counts["train"] = len(train)
     counts["validation"] = len(validation)
     return TaskDataset(labels=labels, train=train, validation=validation, counts=counts, watermark=dict(watermark),

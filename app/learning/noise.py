@@ -90,6 +90,22 @@ class NoiseReport:
     pooled: Estimate  # every untrusted client's votes together, under a flat prior
     clients: dict[int, Estimate] = field(default_factory=dict)
 
+    def flip_rates(self) -> dict[int | None, float]:
+        """Each client's estimated flip rate (its posterior mean); trusted keys and the admin
+        (client None) flip nothing.  With no evidence about anyone (no known truth, no anchor, no
+        shared text: ±1 on a kind whose answers are never near-certain) the posterior is only
+        the flat prior's ½, which would make every signal worthless; noise is then not assumed:
+        every rate is 0, as a weight is lowered only on evidence."""
+        if not any(self.pooled.evidence.values()):
+            return {None: 0.0, **{c: 0.0 for c in self.clients}}
+        rates: dict[int | None, float] = {c: (0.0 if e.trusted else e.rate) for c, e in self.clients.items()}
+        rates[None] = 0.0
+        return rates
+
+    def adversarial(self) -> set[int]:
+        """Clients that surely flip more often than not: their words are left out of training and the gate."""
+        return {c for c, e in self.clients.items() if e.adversarial and not e.trusted}
+
     def to_json(self) -> dict[str, Any]:
         return {"pooled": self.pooled.to_json(),
                 "clients": {str(c): e.to_json() for c, e in sorted(self.clients.items())}}

@@ -67,16 +67,18 @@ def gather_dataset(session: Session, task: Task, policy: Policy | None = None, h
     # A signal about one part of an answer trains on that part: its label says which.
     feedback = [replace(fb, shown=kind.scope_label(fb.shown, fb.span)) if fb.span is not None else fb
                 for fb in rows.feedback]
+    same = lambda a, b: kind.same(spec.labels, a, b)  # noqa: E731
+    # How noisy each key is (app/learning/noise.py): its signals carry its flip rate into the
+    # losses and the gate, and a key that says the opposite on purpose is left out.
+    noise = estimate_noise(feedback=feedback, examples=rows.examples, trusted=trusted_client_ids(session), same=same)
     dataset = build_dataset(labels=spec.labels, examples=rows.examples, feedback=feedback,
                             watermark=rows.watermark, policy=policy or Policy.from_stored(task.policy),
                             target=lambda label: kind.target(spec, label), holdout_salt=holdout_salt,
-                            same=lambda a, b: kind.same(spec.labels, a, b))
+                            same=same, flip_rates=noise.flip_rates(),
+                            excluded_clients=noise.adversarial())
     dataset.counts["examples_left_out"] = rows.left_out["examples"]
     dataset.counts["feedback_left_out"] = rows.left_out["feedback"]
-    # What noise the version was trained under (app/learning/noise.py): each key's flip rate.
-    dataset.counts["noise"] = estimate_noise(feedback=feedback, examples=rows.examples,
-                                             trusted=trusted_client_ids(session),
-                                             same=lambda a, b: kind.same(spec.labels, a, b)).to_json()
+    dataset.counts["noise"] = noise.to_json()  # what noise the version was trained under
     return dataset
 
 
