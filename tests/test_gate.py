@@ -4,6 +4,7 @@ a per-class recall drop vetoes; no validation data (or too little) promotes noth
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,48 @@ def test_tagging_is_judged_on_entity_f1_not_on_exact_rows() -> None:
     assert "entity F1" in verdict.reason
     backwards = judge(kind, items, act, cand, min_rows=30)
     assert backwards.decision == "reject", backwards.reason
+
+
+def _noisy_crowd(flip: float) -> tuple[list[Item], Evaluation, Evaluation, Evaluation, list[Item]]:
+    """100 answers, 70 right and 30 wrong, from a client flipping 30% of its signals (exactly 30% of
+    each group here).  The active keeps every shown answer; the candidate fixes the 30 wrong
+    ones, 80% sure of each fix.  Returns (noisy rows, candidate, active, candidate on clean rows,
+    the clean rows)."""
+    truth = [+1] * 70 + [-1] * 30
+    said = [+1] * 49 + [-1] * 21 + [-1] * 21 + [+1] * 9  # 21 of the right and 9 of the wrong flipped
+    clean = [Item(f"t {i}", 0, s, source="feedback") for i, s in enumerate(truth)]
+    noisy = [Item(f"t {i}", 0, s, source="feedback", flip=flip) for i, s in enumerate(said)]
+    fixed = [0] * 70 + [1] * 30
+    conf = [1.0] * 70 + [0.8] * 30
+
+    def ev(items: list[Item], predicted: list[int], confidence: list[float]) -> Evaluation:
+        flipped = [confidence[i] if it.flip > 0 else None for i, it in enumerate(items)]
+        return Evaluation(predicted, KIND.gate_metrics(items, predicted, LABELS), confidence, flipped)
+
+    candidate, active = ev(noisy, fixed, conf), ev(noisy, [0] * 100, [1.0] * 100)
+    return noisy, candidate, active, ev(clean, fixed, conf), clean
+
+
+def test_a_noisy_clients_signals_are_read_through_its_flips() -> None:
+    """On the true signals the candidate's fixes are worth +0.24 (30 fixes, each 80% sure).  Read as
+    if they were true, the flipped signals hide most of that (+1s on wrong answers it fixed count
+    against it); read through the client's 30% flip rate the estimate is the clean one again."""
+    noisy, candidate, active, clean_candidate, clean = _noisy_crowd(0.3)
+    clean_est = compare(KIND, clean, clean_candidate, _evaluation(clean, [0] * 100, [1.0] * 100),
+                        confidence=0.95).mean_est
+    assert clean_est == pytest.approx(0.24)
+    as_if_true = [replace(it, flip=0.0) for it in noisy]
+    naive = compare(KIND, as_if_true, _evaluation(as_if_true, candidate.predicted, candidate.confidence),
+                    _evaluation(as_if_true, active.predicted, active.confidence), confidence=0.95).mean_est
+    read = compare(KIND, noisy, candidate, active, confidence=0.95).mean_est
+    assert naive < 0.1
+    assert read == pytest.approx(clean_est, abs=0.03)
+
+
+def test_calibration_reads_a_noisy_clients_known_outcomes_through_its_flips() -> None:
+    """The active keeps all 100 shown answers, 70 of them right: 70% accurate whatever the noise,
+    though only 58 of its signals say so."""
+    noisy, _, active, _, _ = _noisy_crowd(0.3)
+    assert calibration(KIND, noisy, active.predicted, [1.0] * 100) == pytest.approx(0.70)
+    as_if_true = [replace(it, flip=0.0) for it in noisy]
+    assert calibration(KIND, as_if_true, active.predicted, [1.0] * 100) == pytest.approx(0.58)

@@ -18,11 +18,16 @@ weighted as in training, so one client's cap holds here too) at `confidence`:
                 `max_recall_drop`;
   inconclusive  neither (or fewer than `min_rows` rows with a known outcome): keep collecting.
 With no validation rows at all there is nothing to compare, and the candidate is not promoted.
+
+Noisy feedback: a held-out signal from a client whose estimated flip rate ρ is above 0
+(`Item.flip`, from `app/learning/noise.py`) is read through its flips, by the unbiased estimator
+in `advantage_rows`, so a candidate that fixes answers a noisy crowd mislabelled is not charged
+for disagreeing with the noise (before, under 30 % flips, every better candidate looked worse).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,6 +40,7 @@ from app.model.encoder import encode_texts, tokenize
 EPS = 1e-9
 MIN_RECALL_SUPPORT = 10  # a recall on fewer validation examples is too noisy to veto a promotion
 BOOTSTRAP_SAMPLES = 2000
+MAX_FLIP = 0.45  # the unbiased reading of a noisy signal divides by 1 − 2ρ: nearer ½ it says next to nothing
 
 
 @torch.inference_mode()
@@ -76,11 +82,14 @@ def predict_targets(kind: TaskKind, model: torch.nn.Module, tokenizer: Any, text
 @dataclass
 class Evaluation:
     """One model on the validation rows: its answer per row (as targets), the kind's metrics, and
-    how sure the model is that each answer is right given what the row says (None: not known)."""
+    how sure the model is that each answer is right given what the row says (None: not known).
+    For a row from a client that flips signals, `flipped` is that confidence had the signal been
+    the opposite (None where the row is clean)."""
 
     predicted: list[Any]
     metrics: dict[str, Any]
     confidence: list[float] | None = None
+    flipped: list[float | None] | None = None
 
 
 def evaluate(
@@ -94,7 +103,9 @@ def evaluate(
     rows = model_outputs(model, tokenizer, texts, device=device, max_len=max_len)
     pred = kind.predicted_targets(rows, _offsets_if_needed(kind, tokenizer, texts, max_len))
     confidence = [kind.confidence(it, row, p) for it, row, p in zip(items, rows, pred)]
-    return Evaluation(pred, kind.gate_metrics(items, pred, labels), confidence)
+    flipped = [kind.confidence(replace(it, signal=-it.signal), row, p) if it.signal != 0 and it.flip > 0 else None
+               for it, row, p in zip(items, rows, pred)]
+    return Evaluation(pred, kind.gate_metrics(items, pred, labels), confidence, flipped)
 
 
 # ---------------------------------------------------------------- the paired comparison
@@ -126,32 +137,52 @@ def calibration(kind: TaskKind, items: Sequence[Item], predicted: Sequence[Any],
                 confidence: Sequence[float]) -> float:
     """How far to trust a model's confidence: its accuracy over its mean confidence on the rows
     whose outcome is known, at most 1 (an over-confident model is scaled down, an under-confident
-    one is not scaled up); 0 with no known row."""
+    one is not scaled up); 0 with no known row.  A row from a client that flips, whose outcome
+    is known whichever way its signal went, counts by the unbiased reading of it (as in
+    `advantage_rows`), so noise does not pass for the model's own mistakes."""
     hits = total = 0.0
     for it, p, c in zip(items, predicted, confidence):
         o = kind.outcome(it, p)
-        if o is not None:
-            hits, total = hits + o, total + c
-    return min(1.0, hits / total) if total > 0 else 0.0
+        if o is None:
+            continue
+        if it.signal != 0 and it.flip > 0:
+            other = kind.outcome(replace(it, signal=-it.signal), p)
+            if other is not None:
+                rho = min(it.flip, MAX_FLIP)
+                o = ((1.0 - rho) * o - rho * other) / (1.0 - 2.0 * rho)
+        hits, total = hits + o, total + c
+    return min(1.0, max(0.0, hits / total)) if total > 0 else 0.0
 
 
 def advantage_rows(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active: Evaluation
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row: (d_lo, d_hi, d_est, known) for d = right(candidate) − right(active).  An unknown
     outcome is 0 or 1 in the bounds, and the model's calibrated confidence in the estimate (the
-    pessimistic value when the model gave no confidence)."""
+    pessimistic value when the model gave no confidence).
+
+    A signal from a client that flips (Item.flip = ρ > 0) is read through its flips: with v(s) the
+    row's estimate had the signal been s, the estimate is ((1 − ρ)·v(s) − ρ·v(−s)) / (1 − 2ρ),
+    whose expectation over the flips is the advantage on the true signal (Natarajan et al. 2013's
+    unbiased estimator, applied to the outcome rather than to a loss).  No prior on whether the
+    shown answer was right enters, so it favours neither model; the price is variance, which
+    the bootstrap sees.  The bounds stay those of the signals as given."""
     n = len(items)
     lo, hi, est, known = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
 
-    def scaled(ev: Evaluation) -> list[float] | None:
-        if ev.confidence is None:
-            return None
-        if not kind.calibrate_confidence:  # a prior over what the rows allow, not the model's belief
-            return list(ev.confidence)
-        c = calibration(kind, items, ev.predicted, ev.confidence)
-        return [c * x for x in ev.confidence]
+    def scale(ev: Evaluation) -> float:
+        if ev.confidence is None or not kind.calibrate_confidence:  # a prior over what the rows allow
+            return 1.0
+        return calibration(kind, items, ev.predicted, ev.confidence)
 
-    cand_q, act_q = scaled(candidate), scaled(active)
+    cand_s, act_s = scale(candidate), scale(active)
+
+    def value(item: Item, predicted: Any, conf: float | None, s: float, pessimistic: float) -> float:
+        o = kind.outcome(item, predicted)
+        return o if o is not None else (s * conf if conf is not None else pessimistic)
+
+    def listed(values: list[Any] | None, i: int) -> Any:
+        return None if values is None else values[i]
+
     for i, (it, c, a) in enumerate(zip(items, candidate.predicted, active.predicted)):
         if c == a:
             known[i] = True  # same answer, same outcome: a tie whatever the truth
@@ -159,10 +190,15 @@ def advantage_rows(kind: TaskKind, items: Sequence[Item], candidate: Evaluation,
         oc, oa = kind.outcome(it, c), kind.outcome(it, a)
         lo[i] = (oc if oc is not None else 0.0) - (oa if oa is not None else 1.0)
         hi[i] = (oc if oc is not None else 1.0) - (oa if oa is not None else 0.0)
-        ec = oc if oc is not None else (cand_q[i] if cand_q is not None else 0.0)
-        ea = oa if oa is not None else (act_q[i] if act_q is not None else 1.0)
-        est[i] = ec - ea
         known[i] = oc is not None and oa is not None
+        est[i] = (value(it, c, listed(candidate.confidence, i), cand_s, 0.0)
+                  - value(it, a, listed(active.confidence, i), act_s, 1.0))
+        if it.signal != 0 and it.flip > 0:
+            rho = min(it.flip, MAX_FLIP)
+            opposite = replace(it, signal=-it.signal)
+            other = (value(opposite, c, listed(candidate.flipped, i), cand_s, 0.0)
+                     - value(opposite, a, listed(active.flipped, i), act_s, 1.0))
+            est[i] = ((1.0 - rho) * est[i] - rho * other) / (1.0 - 2.0 * rho)
     return lo, hi, est, known
 
 
@@ -267,8 +303,10 @@ def recall_drops(candidate: dict[str, Any], active: dict[str, Any], max_recall_d
 
 
 def _subset(ev: Evaluation, idx: Sequence[int]) -> Evaluation:
-    return Evaluation([ev.predicted[i] for i in idx], ev.metrics,
-                      None if ev.confidence is None else [ev.confidence[i] for i in idx])
+    def pick(values: list[Any] | None) -> list[Any] | None:
+        return None if values is None else [values[i] for i in idx]
+
+    return Evaluation([ev.predicted[i] for i in idx], ev.metrics, pick(ev.confidence), pick(ev.flipped))
 
 
 SOURCES = {"labelled": lambda it: it.signal == 0, "feedback": lambda it: it.signal != 0}
