@@ -115,10 +115,13 @@ class FlywheelClient:
     def task(self, name: str) -> Json:
         return _expect(self.http.get(f"/v1/tasks/{name}"), 200)
 
-    def create_client(self, name: str, tasks: list[str], scopes: list[str] | None = None) -> str:
+    def create_client(self, name: str, tasks: list[str], scopes: list[str] | None = None,
+                      trusted: bool = False) -> str:
         """A new client's API key for `tasks` (the server shows it only this once); `scopes`
-        default to the server's (predict, feedback, read)."""
-        body: Json = {"name": name, "tasks": tasks, **({"scopes": scopes} if scopes is not None else {})}
+        default to the server's (predict, feedback, read); `trusted`: its feedback is known truth
+        to the noise model (an internal QA team)."""
+        body: Json = {"name": name, "tasks": tasks, **({"scopes": scopes} if scopes is not None else {}),
+                      **({"trusted": True} if trusted else {})}
         return _expect(self.http.post("/v1/clients", json=body), 201)["key"]
 
     def retrain(self, task: str) -> tuple[int, bool]:

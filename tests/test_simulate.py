@@ -25,7 +25,7 @@ from app.kinds.classification import Classification, label_metrics
 from app.simulate.progress import PlainProgress, SimulationProgress, make_progress
 from app.simulate.report import write_report
 from app.simulate.seeds import aggregate, fmt, gate_spread, round_std, runs
-from app.simulate.users import Behaviour, Draws, Signal, assign_clients, decide
+from app.simulate.users import ADVERSARY, CARELESS, TRUSTED, Behaviour, Draws, Signal, assign_clients, decide
 
 LABELS = ["bank", "movie", "weather"]
 BASELINE = dict(correction_rate=0.3, noise=0.0, adversarial_share=0.0, lambda_data=0.5)
@@ -34,8 +34,9 @@ BASELINE = dict(correction_rate=0.3, noise=0.0, adversarial_share=0.0, lambda_da
 KIND = Classification()
 
 
-def draws(noise: float = 0.9, correction: float = 0.9, pick: float = 0.0, label: float = 0.9) -> Draws:
-    return Draws(noise=noise, correction=correction, pick=pick, label=label)
+def draws(noise: float = 0.9, correction: float = 0.9, pick: float = 0.0, label: float = 0.9,
+          coin: float = 0.9) -> Draws:
+    return Draws(noise=noise, correction=correction, pick=pick, label=label, coin=coin)
 
 
 # ---------------------------------------------------------------- users
@@ -65,13 +66,26 @@ def test_noise_and_the_adversary_flip_signals() -> None:
     assert decide("bank", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(noise=0.1)) == Signal(-1)
     assert decide("movie", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(noise=0.1)) == Signal(1)
     assert decide("bank", "bank", behaviour=b, labels=LABELS, kind=KIND, draws=draws(noise=0.5)) == Signal(1)
-    hostile = decide("bank", "bank", behaviour=Behaviour(), labels=LABELS, kind=KIND, draws=draws(), hostile=True)
+    hostile = decide("bank", "bank", behaviour=Behaviour(), labels=LABELS, kind=KIND, draws=draws(), owner=ADVERSARY)
     assert hostile == Signal(-1)
     # A lying oracle names a wrong label, or confirms the wrong one it was shown.
-    lie = decide("bank", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, kind=KIND, draws=draws(pick=0.99), hostile=True)
+    lie = decide("bank", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, kind=KIND, draws=draws(pick=0.99), owner=ADVERSARY)
     assert lie.signal == -1 and lie.correction in ("movie", "weather")
-    lie = decide("movie", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, kind=KIND, draws=draws(), hostile=True)
+    lie = decide("movie", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, kind=KIND, draws=draws(), owner=ADVERSARY)
     assert lie == Signal(1, "movie")
+
+
+def test_a_careless_client_answers_on_a_coin_toss_and_a_trusted_one_labels_truthfully() -> None:
+    noisy = Behaviour(noise=0.3)
+    def say(shown: str, owner: int, **d: float) -> Signal | None:
+        return decide(shown, "bank", behaviour=noisy, labels=LABELS, kind=KIND, draws=draws(**d), owner=owner)
+
+    assert say("bank", CARELESS, coin=0.4) == Signal(-1) and say("bank", CARELESS, coin=0.6) == Signal(1)
+    assert say("bank", CARELESS, noise=0.1, coin=0.6) == Signal(1)  # the users' noise is not the careless key's
+    # The trusted key ignores the noise every user suffers and labels what it sees.
+    assert say("bank", TRUSTED, noise=0.1) == Signal(1, "bank") and say("movie", TRUSTED, noise=0.1) == Signal(-1, "bank")
+    careless = sum(Draws.for_text(0, i).coin < 0.5 for i in range(2000)) / 2000
+    assert 0.46 < careless < 0.54
 
 
 def test_ignore_negatives_sends_no_bare_minus_one() -> None:
@@ -121,6 +135,26 @@ def test_adversary_gets_its_share_of_the_traffic() -> None:
     assert set(owners) == {-1, 0, 1, 2}
     assert owners == assign_clients(200, honest=3, adversarial_share=0.1, seed=1)
     assert -1 not in assign_clients(50, honest=2, adversarial_share=0.0, seed=1)
+
+
+def test_careless_and_trusted_clients_get_their_own_disjoint_shares() -> None:
+    owners = assign_clients(200, honest=3, adversarial_share=0.1, careless_share=0.15, trusted_share=0.05, seed=1)
+    assert (owners.count(ADVERSARY), owners.count(CARELESS), owners.count(TRUSTED)) == (20, 30, 10)
+    # the adversary's texts are the ones it had before the other clients existed
+    before = assign_clients(200, honest=3, adversarial_share=0.1, seed=1)
+    assert [i for i, o in enumerate(owners) if o == ADVERSARY] == [i for i, o in enumerate(before) if o == ADVERSARY]
+    with pytest.raises(ValueError, match="no traffic"):
+        assign_clients(10, honest=1, adversarial_share=0.5, careless_share=0.5, seed=0)
+
+
+def test_scenario_arms_set_their_clients() -> None:
+    base = dict(correction_rate=0.0, noise=0.3, adversarial_share=0.0, lambda_data=0.5)
+    assert make_arm("careless-0.2", **base).conditions.careless_share == 0.2
+    trusted = make_arm("trusted-0.05", **base).conditions
+    assert trusted.trusted_share == 0.05 and trusted.behaviour.noise == 0.3  # noisy users beside a QA key
+    mixture = make_arm("mixture", **base).conditions
+    assert (mixture.behaviour.noise, mixture.careless_share, mixture.adversarial_share) == (0.1, 0.1, 0.1)
+    assert "careless client" in make_arm("careless-0.2", **base).describe()
 
 
 # ---------------------------------------------------------------- metrics
@@ -291,6 +325,8 @@ def fake_result() -> dict[str, Any]:
         "ignore-negatives": fake_arm([0.55, 0.6, 0.7], "PRP", send_negatives=False),
         "signed": fake_arm([0.4, 0.3, 0.3], "PRR", loss="signed"),
         "noise-0.3": fake_arm([0.6, 0.65, 0.77], "PPP", noise=0.3),
+        "noise-0.1": fake_arm([0.6, 0.7, 0.76], "PPP", noise=0.1),
+        "adversarial-0.2": fake_arm([0.6, 0.7, 0.79], "PPP", adversarial=0.2),
         "lambda-0.25": fake_arm([0.6, 0.7, 0.8], "PPP", lam=0.25),
         "lambda-0.75": fake_arm([0.6, 0.7, 0.8], "PPP", lam=0.75),
         "adversarial-0.1": fake_arm([0.6, 0.55, 0.7], "PPR", adversarial=0.1),
@@ -313,8 +349,11 @@ def test_checks_measure_the_targets() -> None:
     checks = {c["name"]: c for c in run_checks(fake_result()["arms"])}
     assert checks["feedback_vs_supervised"]["met"] is True  # 0.80 / 0.82 = 0.976
     assert checks["bounded_vs_ignore_negatives"]["met"] is True
-    assert checks["noise_cost"]["met"] is False  # 3 points
-    assert "3.0 points" in checks["noise_cost"]["measured"]
+    assert checks["noise_recovery"]["met"] is True  # (0.77 − 0.5) / (0.8 − 0.5) = 90% of the gain
+    assert "90% of the gain" in checks["noise_recovery"]["measured"]
+    assert checks["noise_cost_0.1"]["met"] is False  # 4 points
+    assert "4.0 points" in checks["noise_cost_0.1"]["measured"]
+    assert checks["hostile_cost"]["met"] is True  # 1 point
     assert checks["adversarial_monotone"]["met"] is False  # round 2 promoted 0.55 after 0.60
     assert "rounds [2]" in checks["adversarial_monotone"]["measured"]
     assert "signed" in checks["signed_behaviour"]["measured"]
@@ -668,7 +707,7 @@ def test_rating_user_says_right_within_the_tolerance() -> None:
     from app.kinds import get_kind
 
     kind, points = get_kind("rating"), ["-4", "4"]
-    draws = Draws(noise=0.9, correction=0.0, pick=0.0, label=0.9)
+    draws = Draws(noise=0.9, correction=0.0, pick=0.0, label=0.9, coin=0.9)
     honest = Behaviour(correction_rate=1.0)
     assert decide("2.5", "3", behaviour=honest, labels=points, draws=draws, kind=kind).signal == 1  # 0.5 <= 0.8
     wrong = decide("1.9", "3", behaviour=honest, labels=points, draws=draws, kind=kind)
@@ -747,15 +786,15 @@ def test_tagging_user_judges_each_span_and_corrects_with_the_full_set() -> None:
     gold = '[{"start":0,"end":6,"label":"place"}]'
     shown = '[{"start":0,"end":6,"label":"place"},{"start":7,"end":9,"label":"place"}]'
     honest = Behaviour()
-    calm = Draws(noise=0.9, correction=0.9, pick=0.0, label=0.9)
+    calm = Draws(noise=0.9, correction=0.9, pick=0.0, label=0.9, coin=0.9)
     assert decide_spans(gold, gold, behaviour=honest, draws=calm) == [Signal(1)]
     assert decide_spans(shown, gold, behaviour=honest, draws=calm) == [Signal(1, span=0), Signal(-1, span=1)]
     assert decide_spans("[]", gold, behaviour=honest, draws=calm) == [Signal(-1)]
     corrects = decide_spans(shown, gold, behaviour=Behaviour(correction_rate=1.0), draws=calm)
     assert corrects == [Signal(-1, gold)] and corrects[0].body()["correction"] == json.loads(gold)
-    lies = decide_spans(shown, gold, behaviour=honest, draws=calm, hostile=True)
+    lies = decide_spans(shown, gold, behaviour=honest, draws=calm, owner=ADVERSARY)
     assert lies == [Signal(-1, span=0), Signal(1, span=1)]
-    assert decide_spans(shown, gold, behaviour=Behaviour(correction_rate=1.0), draws=calm, hostile=True) == [
+    assert decide_spans(shown, gold, behaviour=Behaviour(correction_rate=1.0), draws=calm, owner=ADVERSARY) == [
         Signal(1, shown)]
 
 

@@ -13,6 +13,12 @@ Swept arms (any value in [0, 1]):
   lambda-X              feedback+corrections with λ = X in  L = λ·L_data + (1−λ)·L_feedback
   noise-X               feedback with a fraction X of signals flipped
   adversarial-X         feedback with a share X of the traffic sent by one client that flips every signal
+                        (a hostile client)
+  careless-X            feedback with a share X of the traffic sent by one client that answers at random
+  trusted-X             the baseline conditions, and a share X of the traffic sent by a key an admin marked
+                        trusted, which labels every text it sees (use with --noise: noisy users and a QA team)
+  mixture               10% of signals flipped, and 10% of the traffic each from a careless and an
+                        adversarial client
   active-X              feedback, and the right label on exactly the answers the server marks
                         feedback_wanted (the task's policy.feedback_budget = X caps their share)
   random-X              feedback, and the right label on a seeded random share X of the traffic
@@ -28,7 +34,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from app.policy import FEEDBACK_LOSSES
+from app.policy import DEFAULT_FEEDBACK_LOSS, FEEDBACK_LOSSES
 from app.simulate.users import Behaviour
 
 LOSSES = FEEDBACK_LOSSES
@@ -39,8 +45,8 @@ DEFAULT_ARMS = (
 )
 QUICK_ARMS = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed")
 NAMED = ("feedback", "feedback+corrections", "supervised", "ignore-negatives", "signed", "robust", "lora", "active",
-         "random")
-SWEPT = re.compile(r"^(lambda|noise|adversarial|active|random)-(\d+(?:\.\d+)?)$")
+         "random", "mixture")
+SWEPT = re.compile(r"^(lambda|noise|adversarial|careless|trusted|active|random)-(\d+(?:\.\d+)?)$")
 DEFAULT_CORRECTION_BUDGET = 0.05  # X of the plain `active` and `random` arms
 
 
@@ -50,8 +56,10 @@ class Conditions:
 
     behaviour: Behaviour
     adversarial_share: float = 0.0
+    careless_share: float = 0.0  # of the traffic, from a client answering at random
+    trusted_share: float = 0.0  # of the traffic, from a trusted key that labels what it sees
     lambda_data: float = 0.5
-    feedback_loss: str = "bounded"  # bounded | signed | robust
+    feedback_loss: str = DEFAULT_FEEDBACK_LOSS  # one of FEEDBACK_LOSSES
     finetune: str = "full"  # full | lora
     feedback_budget: float = 0.0  # the task's policy.feedback_budget: share of answers the server may ask about
 
@@ -78,6 +86,10 @@ class Arm:
             parts.append(f"{b.noise:.0%} of signals flipped")
         if c.adversarial_share:
             parts.append(f"{c.adversarial_share:.0%} of traffic from an adversarial client")
+        if c.careless_share:
+            parts.append(f"{c.careless_share:.0%} of traffic from a careless client")
+        if c.trusted_share:
+            parts.append(f"{c.trusted_share:.0%} of traffic from a trusted key labelling it")
         return "; ".join(parts)
 
 
@@ -89,7 +101,7 @@ def _unit(name: str, value: str | float) -> float:
 
 
 def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_share: float,
-             lambda_data: float, feedback_loss: str = "bounded",
+             lambda_data: float, feedback_loss: str = DEFAULT_FEEDBACK_LOSS,
              correction_budget: float = DEFAULT_CORRECTION_BUDGET) -> Arm:
     """The arm called `name`, on top of the baseline conditions given by the options
     (`correction_budget`: X of the plain `active` and `random` arms)."""
@@ -110,11 +122,15 @@ def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_sha
         return Arm(name, replace(base, feedback_loss=name))
     if name == "lora":
         return Arm(name, replace(base, finetune="lora"))
+    if name == "mixture":
+        return Arm(name, replace(base, behaviour=replace(base.behaviour, noise=0.1), careless_share=0.1,
+                                 adversarial_share=0.1))
     m = SWEPT.match(name)
     if name in ("active", "random"):
         kind, x = name, _unit(f"{name} (--correction-budget)", correction_budget)
     elif m is None:
-        known = ", ".join(NAMED + ("lambda-X", "noise-X", "adversarial-X", "active-X", "random-X"))
+        known = ", ".join(NAMED + ("lambda-X", "noise-X", "adversarial-X", "careless-X", "trusted-X", "active-X",
+                                   "random-X"))
         raise ValueError(f"unknown arm {name!r}; known: {known}")
     else:
         kind, x = m.group(1), _unit(name, m.group(2))
@@ -128,7 +144,11 @@ def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_sha
     if kind == "noise":
         return Arm(name, replace(base, behaviour=replace(base.behaviour, noise=x)))
     if x >= 1.0:
-        raise ValueError(f"arm {name!r}: the adversarial share must be below 1")
+        raise ValueError(f"arm {name!r}: the share must be below 1")
+    if kind == "careless":
+        return Arm(name, replace(base, careless_share=x))
+    if kind == "trusted":
+        return Arm(name, replace(base, trusted_share=x))
     return Arm(name, replace(base, adversarial_share=x))
 
 

@@ -15,7 +15,7 @@ from app.simulate.seeds import final_text, gate_spread, runs
 
 Arms = dict[str, dict[str, Any]]
 EPS = 1e-9
-MAX_BETTER_REJECTED = 0.10  # share of better candidates the gate may keep out
+MAX_BETTER_REJECTED = 0.25  # share of better candidates the gate may keep out (issue 22)
 
 
 def final(arm: dict[str, Any]) -> float:
@@ -87,15 +87,41 @@ def noise_arm(arms: Arms, level: float) -> str | None:
     return None
 
 
-def noise_cost(arms: Arms, high: float = 0.3, limit: float = 0.02) -> dict[str, Any]:
+def noise_cost(arms: Arms, high: float = 0.1, limit: float = 0.03) -> dict[str, Any]:
     target = f"{high:.0%} noise costs <= {limit * 100:g} points of accuracy against noise 0 at the last round"
     clean, noisy = noise_arm(arms, 0.0), noise_arm(arms, high)
     if clean is None or noisy is None:
-        return _check("noise_cost", target, None, f"needs arms noise-0 (or feedback) and noise-{high:g}")
+        return _check(f"noise_cost_{high:g}", target, None, f"needs arms noise-0 (or feedback) and noise-{high:g}")
     cost = final(arms[clean]) - final(arms[noisy])
-    return _check("noise_cost", target, cost <= limit + 1e-12,
+    return _check(f"noise_cost_{high:g}", target, cost <= limit + 1e-12,
                   f"{clean} {final_text(arms[clean])} vs {noisy} {final_text(arms[noisy])}: "
                   f"cost {cost * 100:+.1f} points")
+
+
+def noise_recovery(arms: Arms, high: float = 0.3, share: float = 0.5) -> dict[str, Any]:
+    """Under heavy noise, how much of the noise-free arm's gain over zero-shot is kept: a flipped bit at
+    30 % carries about an eighth of a clean one's information, so all of it is out of reach, half is not."""
+    target = f"{high:.0%} noise recovers >= {share:.0%} of the noise-free arm's gain over zero-shot at the last round"
+    clean, noisy = noise_arm(arms, 0.0), noise_arm(arms, high)
+    if clean is None or noisy is None:
+        return _check("noise_recovery", target, None, f"needs arms noise-0 (or feedback) and noise-{high:g}")
+    zero = arms[clean]["zero_shot_accuracy"]
+    gain = final(arms[clean]) - zero
+    kept = (final(arms[noisy]) - zero) / gain if gain > 0 else 0.0
+    return _check("noise_recovery", target, gain > 0 and kept >= share - 1e-12,
+                  f"zero-shot {zero:.4f}, {clean} {final_text(arms[clean])}, {noisy} {final_text(arms[noisy])}: "
+                  f"{kept:.0%} of the gain")
+
+
+def hostile_cost(arms: Arms, share: float = 0.2, limit: float = 0.02) -> dict[str, Any]:
+    name = f"adversarial-{share:g}"
+    target = f"{share:.0%} of the traffic from a hostile key costs <= {limit * 100:g} points against noise 0"
+    clean = noise_arm(arms, 0.0)
+    if clean is None or name not in arms:
+        return _check("hostile_cost", target, None, f"needs arms noise-0 (or feedback) and {name}")
+    cost = final(arms[clean]) - final(arms[name])
+    return _check("hostile_cost", target, cost <= limit + 1e-12,
+                  f"{clean} {final_text(arms[clean])} vs {name} {final_text(arms[name])}: cost {cost * 100:+.1f} points")
 
 
 def adversarial_monotone(arms: Arms) -> dict[str, Any]:
@@ -307,8 +333,8 @@ def run_checks(arms: Arms, *, budget: float | None = None, kind: str = "classifi
     """Every target on the arms of a result; `budget`: --correction-budget (names the arms the
     active-vs-random check needs when they were not run)."""
     decisions = gate_decisions(arms)
-    out = [feedback_vs_supervised(arms), bounded_vs_ignore_negatives(arms), noise_cost(arms),
-           adversarial_monotone(arms), active_vs_random(arms, budget), better_rejected(arms, decisions),
+    out = [feedback_vs_supervised(arms), bounded_vs_ignore_negatives(arms), noise_recovery(arms), noise_cost(arms),
+           hostile_cost(arms), adversarial_monotone(arms), active_vs_random(arms, budget), better_rejected(arms, decisions),
            worse_promoted(arms, decisions)]
     rating = [c for c in (rating_gap_closed(arms), rating_signed_misbehaves(arms),
                           tagging_corrections_vs_supervised(arms, kind)) if c is not None]

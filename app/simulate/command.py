@@ -17,7 +17,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from app.policy import Policy
+from app.policy import DEFAULT_FEEDBACK_LOSS, FEEDBACK_LOSSES, Policy
 from app.simulate.arms import DEFAULT_ARMS, DEFAULT_CORRECTION_BUDGET, QUICK_ARMS, SIM_EPOCHS
 
 console = Console(stderr=True)
@@ -118,8 +118,8 @@ def simulate(
                                                                        "not set their own."),
     lambda_data: float = typer.Option(0.5, "--lambda", min=0, max=1, help="λ of the task, in arms that do not "
                                                                           "set their own."),
-    feedback_loss: str = typer.Option("bounded", help="Feedback loss of the task (bounded, signed or robust), in "
-                                                      "arms that do not set their own."),
+    feedback_loss: str = typer.Option(DEFAULT_FEEDBACK_LOSS, help="Feedback loss of the task (one of "
+                                      + ", ".join(FEEDBACK_LOSSES) + "), in arms that do not set their own."),
     epochs: int = typer.Option(SIM_EPOCHS, min=1, help="Policy: epochs per retrain (at most; early stopping)."),
     learning_rate: float = typer.Option(Policy.default("learning_rate"),
                                         help="Policy: encoder learning rate (the head's is 10x)."),

@@ -32,7 +32,7 @@ from app.simulate.arms import SIM_EPOCHS, Arm, distinct
 from app.simulate.data import Example, Scenario
 from app.simulate.seeds import aggregate
 from app.simulate.service import Service, ServiceConfig
-from app.simulate.users import Draws, assign_clients, decide, decide_spans
+from app.simulate.users import ADVERSARY, TRUSTED, Draws, assign_clients, client_name, decide, decide_spans
 from app.statuses import RunStatus
 
 TASK = "sim"
@@ -170,7 +170,8 @@ class ArmRun:
         self.api, self.scenario, self.arm, self.options, self.status = api, scenario, arm, options, status
         c = arm.conditions
         self.owners = assign_clients(len(scenario.traffic), honest=options.honest_users,
-                                     adversarial_share=c.adversarial_share, seed=options.seed)
+                                     adversarial_share=c.adversarial_share, careless_share=c.careless_share,
+                                     trusted_share=c.trusted_share, seed=options.seed)
         self.keys: dict[int, str] = {}
         self.eval_key = ""
         self.signals_total = 0
@@ -194,7 +195,7 @@ class ArmRun:
         })
         self.labels = list(created["labels"])
         for owner in sorted(set(self.owners)):
-            self.keys[owner] = self.api.create_client("adversary" if owner < 0 else f"user-{owner}", [TASK])
+            self.keys[owner] = self.api.create_client(client_name(owner), [TASK], trusted=owner == TRUSTED)
         self.eval_key = self.api.create_client("evaluator", [TASK])
         self.api.wait_served(TASK, 0)
         self.status("scoring zero-shot")
@@ -211,21 +212,21 @@ class ArmRun:
         for i in range(start, stop):
             by_owner.setdefault(self.owners[i], []).append(i)
         for owner, idx in sorted(by_owner.items()):
-            self.status(f"{'adversary' if owner < 0 else f'user {owner}'} predicting {len(idx)} texts")
+            self.status(f"{client_name(owner)} predicting {len(idx)} texts")
             _, answers = self.api.predict(TASK, [self.scenario.traffic[i].text for i in idx], key=self.keys[owner],
                                           batch=REQUEST_TEXTS)
-            self.status(f"{'adversary' if owner < 0 else f'user {owner}'} giving feedback")
+            self.status(f"{client_name(owner)} giving feedback")
             for i, answer in zip(idx, answers):
                 gold = self.scenario.traffic[i].label
                 right += self.kind.is_right(labels, answer.label, gold)
                 counts["asked"] += answer.feedback_wanted
                 draws = Draws.for_text(seed, i)
                 if self.scenario.kind == "tagging":
-                    sigs = decide_spans(answer.label, gold, behaviour=c.behaviour, draws=draws, hostile=owner < 0,
+                    sigs = decide_spans(answer.label, gold, behaviour=c.behaviour, draws=draws, owner=owner,
                                         wanted=answer.feedback_wanted)
                 else:
                     sig = decide(answer.label, gold, behaviour=c.behaviour, labels=labels, kind=self.kind,
-                                 draws=draws, hostile=owner < 0, wanted=answer.feedback_wanted)
+                                 draws=draws, owner=owner, wanted=answer.feedback_wanted)
                     sigs = [] if sig is None else [sig]
                 if not sigs:
                     counts["not_sent"] += 1
@@ -233,7 +234,7 @@ class ArmRun:
                     self.api.feedback(answer.id, sig.body(), key=self.keys[owner])
                     counts["corrections" if sig.correction is not None else
                            "positive" if sig.signal > 0 else "negative"] += 1
-                    counts["from_adversary"] += owner < 0
+                    counts["from_adversary"] += owner == ADVERSARY
         sent = counts["positive"] + counts["negative"] + counts["corrections"]
         self.signals_total += sent
         return {"sent": counts, "traffic_accuracy": right / max(stop - start, 1)}

@@ -6,8 +6,11 @@ oracle user (the `supervised` arm) gives every text its gold label as a correcti
 label only when asked (the `active` arms) add the gold label to the +1 / -1 of exactly the
 answers the server marked `feedback_wanted`; the `random` arms' users do so on a seeded random
 share of the texts instead (`label_share`), whatever the server asked.  Noise
-flips a signal: the user says the opposite of the truth.  The adversarial client flips every
-signal it sends.
+flips a signal: the user says the opposite of the truth.  Besides the honest users, a scenario
+can have three other kinds of client, each sending its own share of the traffic: the
+adversarial (hostile) client flips every signal it sends; the careless one answers at random
+(each signal flipped on a coin toss); the trusted one (a key an admin marked trusted, an
+internal QA team) never errs and labels every text it sees.
 
 Every random draw for one text comes from a generator seeded by (seed, text index), so the
 same text gets the same draws in every arm: arms differ in what they do, not in their luck.
@@ -66,12 +69,13 @@ class Draws:
     correction: float
     pick: float  # chooses the wrong label a lie names
     label: float  # below `label_share`: this text gets its gold label (the random arms)
+    coin: float  # below ½: a careless client flips this signal
 
     @classmethod
     def for_text(cls, seed: int, index: int) -> "Draws":
         rng = random.Random(f"flywheel-simulate:{seed}:{index}")
-        # `label` is drawn last, so the first three are what they were before it existed
-        return cls(rng.random(), rng.random(), rng.random(), rng.random())
+        # later fields are drawn after the earlier ones, so those are what they were before them
+        return cls(rng.random(), rng.random(), rng.random(), rng.random(), rng.random())
 
 
 def labels_it(behaviour: Behaviour, draws: Draws, wanted: bool) -> bool:
@@ -103,27 +107,51 @@ def flip(sig: Signal, shown: str, labels: Sequence[str], draws: Draws) -> Signal
     return Signal(1, shown if sig.correction is not None else None)
 
 
+# Who sends a text: an honest user 0, 1, … or one of these clients.
+ADVERSARY, CARELESS, TRUSTED = -1, -2, -3
+CLIENT_NAMES = {ADVERSARY: "adversary", CARELESS: "careless", TRUSTED: "trusted"}
+
+
+def client_name(owner: int) -> str:
+    return CLIENT_NAMES.get(owner, f"user-{owner}")
+
+
+def flips(owner: int, behaviour: Behaviour, draws: Draws) -> bool:
+    """Whether this client says the opposite of the truth about this text."""
+    if owner == ADVERSARY:
+        return True
+    if owner == CARELESS:
+        return draws.coin < 0.5
+    if owner == TRUSTED:
+        return False
+    return draws.noise < behaviour.noise
+
+
 def decide(
     shown: str, gold: str, *, behaviour: Behaviour, labels: Sequence[str], draws: Draws, kind: TaskKind,
-    hostile: bool = False, wanted: bool = False,
+    owner: int = 0, wanted: bool = False,
 ) -> Signal | None:
-    """The signal one user sends about one answer, or None when it sends nothing.  `wanted`: the
-    answer came with `feedback_wanted: true`."""
+    """The signal client `owner` sends about one answer, or None when it sends nothing.  `wanted`:
+    the answer came with `feedback_wanted: true`."""
+    if owner == TRUSTED:
+        behaviour = Behaviour(oracle=True)
     sig = truthful(shown, gold, behaviour, draws, kind, wanted, labels)
-    if hostile or draws.noise < behaviour.noise:
+    if flips(owner, behaviour, draws):
         sig = flip(sig, shown, labels, draws)
     if sig.signal < 0 and sig.correction is None and not behaviour.send_negatives:
         return None
     return sig
 
 
-def decide_spans(shown: str, gold: str, *, behaviour: Behaviour, draws: Draws, hostile: bool = False,
+def decide_spans(shown: str, gold: str, *, behaviour: Behaviour, draws: Draws, owner: int = 0,
                  wanted: bool = False) -> list[Signal]:
     """What one tagging user sends about one answer (spans as stored JSON): the whole answer
     right (+1), or wrong with the gold spans as a correction (oracle, asked, or with probability
     `correction_rate`), or else +1 on each span shown that is exactly right and −1 on each one
     that is not (a −1 on the whole answer when it showed no span but missed some).  Noise and
     the adversary flip every signal (a flipped correction claims the wrong answer was right)."""
+    if owner == TRUSTED:
+        behaviour = Behaviour(oracle=True)
     shown_spans, gold_spans = json.loads(shown), json.loads(gold)
     right = shown_spans == gold_spans
     if labels_it(behaviour, draws, wanted):
@@ -136,22 +164,33 @@ def decide_spans(shown: str, gold: str, *, behaviour: Behaviour, draws: Draws, h
         sigs = [Signal(1 if sp in gold_spans else -1, span=i) for i, sp in enumerate(shown_spans)]
     else:
         sigs = [Signal(-1)]
-    if hostile or draws.noise < behaviour.noise:
+    if flips(owner, behaviour, draws):
         sigs = [Signal(-s.signal, shown if s.signal < 0 and s.correction is not None else None, s.span) for s in sigs]
     if not behaviour.send_negatives:
         sigs = [s for s in sigs if not (s.signal < 0 and s.correction is None)]
     return sigs
 
 
-def assign_clients(n: int, *, honest: int, adversarial_share: float, seed: int) -> list[int]:
-    """Which client sends each of `n` traffic texts: 0..honest-1 are honest users (round robin),
-    -1 is the adversary, which gets `adversarial_share` of the texts (exactly, rounded; seeded)."""
+def assign_clients(n: int, *, honest: int, adversarial_share: float, seed: int, careless_share: float = 0.0,
+                   trusted_share: float = 0.0) -> list[int]:
+    """Which client sends each of `n` traffic texts: 0..honest-1 are honest users (round robin);
+    ADVERSARY, CARELESS and TRUSTED each get their share of the texts (exactly, rounded; seeded,
+    disjoint)."""
     if honest < 1:
         raise ValueError("need at least one honest user")
-    if not 0.0 <= adversarial_share < 1.0:
-        raise ValueError(f"adversarial_share must be in [0, 1), got {adversarial_share}")
+    shares = {ADVERSARY: adversarial_share, CARELESS: careless_share, TRUSTED: trusted_share}
+    for who, share in shares.items():
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"the {CLIENT_NAMES[who]} share must be in [0, 1), got {share}")
+    if sum(shares.values()) >= 1.0:
+        raise ValueError("the adversarial, careless and trusted shares leave no traffic to honest users")
     owners = [i % honest for i in range(n)]
-    hostile = random.Random(f"flywheel-adversary:{seed}").sample(range(n), round(n * adversarial_share))
-    for i in hostile:
-        owners[i] = -1
+    rng = random.Random(f"flywheel-adversary:{seed}")  # the adversary's texts are what they were before the others
+    free = list(range(n))
+    for who, share in shares.items():
+        picked = rng.sample(free, round(n * share))
+        for i in picked:
+            owners[i] = who
+        taken = set(picked)
+        free = [i for i in free if i not in taken]
     return owners
