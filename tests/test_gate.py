@@ -12,7 +12,7 @@ import torch
 
 from app.kinds.classification import Classification, build_zero_shot
 from app.learning.dataset import Item
-from app.learning.gate import Evaluation, calibration, compare, evaluate, judge, predict_targets
+from app.learning.gate import Evaluation, calibration, compare, evaluate, judge, look_confidence, predict_targets
 from app.learning.trainer import TrainConfig, train
 from app.policy import Policy
 from tests.learning_helpers import LABELS, synthetic
@@ -261,3 +261,11 @@ def test_calibration_reads_a_noisy_clients_known_outcomes_through_its_flips() ->
     assert calibration(KIND, noisy, active.predicted, [1.0] * 100) == pytest.approx(0.70)
     as_if_true = [replace(it, flip=0.0) for it in noisy]
     assert calibration(KIND, as_if_true, active.predicted, [1.0] * 100) == pytest.approx(0.58)
+
+
+def test_each_later_look_at_one_candidate_spends_half_the_error_of_the_one_before() -> None:
+    looks = [look_confidence(0.95, k) for k in (1, 2, 3)]
+    assert looks == pytest.approx([0.95, 0.975, 0.9875])
+    assert sum(1 - c for c in looks) < 2 * (1 - 0.95)  # over every look, at most twice one look's error
+    with pytest.raises(ValueError):
+        look_confidence(0.95, 0)

@@ -509,3 +509,39 @@ def test_a_run_that_cannot_write_its_candidate_fails_cleanly(tmp_path: Path, pg_
     finally:
         factory.kw["bind"].dispose()
         _truncate_all(url)
+
+
+def test_an_undecided_candidate_gets_a_second_look_on_the_rows_that_came_after_it(
+        factory: sessionmaker[Session], settings: Settings) -> None:
+    """Run 1 has too few held-out rows to decide on its candidate.  Run 2's own candidate has too
+    few as well, but run 1's candidate is judged again on every row neither it nor the active has
+    trained on (its held-out rows and all that came after it): enough to promote it."""
+    policy = dict(FAST_POLICY, **NEVER, gate_min_rows=30, gate_tolerance=1.0, max_recall_drop=1.0,
+                  feedback_validation_fraction=0.05)
+    task_id = create_task(factory, settings, policy=policy)
+    v0 = active(factory, task_id)
+    pairs = synthetic(120, seed=12)
+
+    def signals(batch: list[tuple[str, str]]) -> None:  # the right answer shown, and a +1 on it
+        for text, label in batch:
+            add_feedback(factory, task_id, text, label, +1)
+
+    signals(pairs[:40])
+    first = enqueue(factory, task_id)
+    worker = Worker(settings, factory=factory)
+    assert worker.run_once() == "rejected"
+    run1 = get_run(factory, first)
+    assert run1.gate["verdict"] == "inconclusive" and "second_look" not in run1.gate
+    signals(pairs[40:])
+    second = enqueue(factory, task_id)
+    assert worker.run_once() == "rejected"  # its own candidate: still too few held-out rows
+    run2 = get_run(factory, second)
+    look = run2.gate["second_look"]
+    assert run2.gate["verdict"] == "inconclusive"
+    assert look["version"] == 1 and look["look"] == 2 and look["decision"] == "promote"
+    assert look["comparison"]["rows"] >= 80  # the 80 signals after run 1, and run 1's held-out ones
+    assert look["confidence"] == pytest.approx(0.975)  # a second look spends half the error the first did
+    now = active(factory, task_id)
+    assert now.id == run1.candidate_version_id and now.parent_id == v0.id
+    assert now.metrics["looks"] == 2 and now.metrics["look_2"]["decision"] == "promote"
+    assert {v.version: v.status for v in versions(factory, task_id)} == {0: "retired", 1: "active", 2: "rejected"}

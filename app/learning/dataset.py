@@ -49,6 +49,7 @@ class Item:
     source: str = "example"  # example | correction | feedback
     client_id: int | None = None
     flip: float = 0.0  # signal ±1: the chance its client flips a signal (app/learning/noise.py)
+    order: int = 0  # feedback and corrections: the feedback row's id (later rows are newer); examples 0
 
 
 @dataclass
@@ -324,12 +325,12 @@ def build_dataset(
     for vote in sorted(kept, key=lambda v: v.order):
         w = weights[vote.client]
         if vote.source == "correction":
-            item = Item(vote.text, to_target(vote.label), 0, w, "correction", vote.client)
+            item = Item(vote.text, to_target(vote.label), 0, w, "correction", vote.client, order=vote.order)
             counts["corrections"] += 1
         else:
             signal = 1 if vote.claim == "is" else -1
             item = Item(vote.text, to_target(vote.label), signal, w, "feedback", vote.client,
-                        min(0.5, max(0.0, float(rates.get(vote.client, 0.0)))))
+                        min(0.5, max(0.0, float(rates.get(vote.client, 0.0)))), vote.order)
             counts["positive" if signal > 0 else "negative"] += 1
         side = split_for(vote.text, policy.feedback_validation_fraction, holdout_salt)
         (validation if side == "validation" else train).append(item)

@@ -40,6 +40,7 @@ from app.model.encoder import encode_texts, tokenize
 EPS = 1e-9
 MIN_RECALL_SUPPORT = 10  # a recall on fewer validation examples is too noisy to veto a promotion
 BOOTSTRAP_SAMPLES = 2000
+MAX_LOOKS = 3  # how many times one candidate is judged: its own run, then up to two second looks
 MAX_FLIP = 0.45  # the unbiased reading of a noisy signal divides by 1 − 2ρ: nearer ½ it says next to nothing
 
 
@@ -283,6 +284,16 @@ class Verdict:
             "candidate": self.candidate,
             "active": self.active,
         }
+
+
+def look_confidence(confidence: float, look: int) -> float:
+    """The confidence a candidate's `look`-th judgement needs (look 1 is its own run's).  Judging
+    the same candidate again on more rows is a sequential test: each later look spends half of
+    the error the previous one did, so over all looks the chance of promoting a version worse
+    than the tolerance stays below 2·(1 − confidence), however the looks fall."""
+    if look < 1:
+        raise ValueError(f"look must be >= 1, got {look}")
+    return 1.0 - (1.0 - confidence) / 2.0 ** (look - 1)
 
 
 def recall_drops(candidate: dict[str, Any], active: dict[str, Any], max_recall_drop: float) -> list[str]:

@@ -5,7 +5,11 @@
   fit     — load the parent, score it on the validation rows, train the candidate
   store   — save the candidate (atomic, content-hashed) and register it as a `candidate`
   judge   — score the candidate on the same rows and ask the gate
-  finish  — in one transaction, promote it (the old active retires) or reject it with the reason
+  second look — when the gate cannot decide, judge the last undecided candidate of the same
+            parent again, on every row neither it nor the active has trained on since (its
+            held-out rows and all that came after it): evidence kept across runs
+  finish  — in one transaction, promote the candidate (the old active retires), or the one the
+            second look found not worse, or reject it with the reason
 
 Any error fails the run with its text and leaves the active version alone; a shutdown puts
 the run back in the queue; a run taken away (lost heartbeat) is abandoned.  Every write
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -35,7 +39,7 @@ from app.model.store import CorruptVersion, verify_version
 from app.model.vocab import grow_vocabulary, unknown_chars
 from app.learning.dataset import TaskDataset, build_dataset
 from app.learning.noise import estimate_noise
-from app.learning.gate import Evaluation, Verdict, evaluate, judge as gate_judge
+from app.learning.gate import MAX_LOOKS, Evaluation, Verdict, evaluate, judge as gate_judge, look_confidence
 from app.learning.trainer import TrainConfig, TrainingInterrupted, TrainResult, save, train
 from app.model.encoder import resolve_device
 from app.policy import Policy
@@ -218,33 +222,104 @@ def judge(ctx: RunContext, fitted: Fitted, dataset: TaskDataset) -> Verdict:
                       seed=ctx.run_id)
 
 
-def prepare(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dataset: TaskDataset
-            ) -> dict[str, Any]:
-    """The candidate's inference engines, made before it is activated so API processes swap
-    straight to the fastest one (app/runs/engines.py)."""
-    assert ctx.candidate_path is not None
+@dataclass
+class SecondLook:
+    """An earlier undecided candidate judged again in this run."""
+
+    version_id: int
+    version: int
+    path: Path
+    look: int
+    verdict: Verdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "look": self.look, "decision": self.verdict.decision,
+                "reason": self.verdict.reason, "confidence": self.verdict.comparison.confidence
+                if self.verdict.comparison else None,
+                "comparison": self.verdict.comparison.to_json() if self.verdict.comparison else None}
+
+
+def second_look(factory: sessionmaker[Session], settings: Settings, ctx: RunContext) -> SecondLook | None:
+    """The last candidate of the same parent the gate could not decide on, judged again on the
+    rows neither it nor the active has trained on: the ones held out in its run and every
+    signal that arrived after it.  At the confidence `look_confidence` asks for its next look;
+    None when there is none to look at (or it has had MAX_LOOKS)."""
+    with factory() as s:
+        prev = s.scalar(select(ModelVersion).where(
+            ModelVersion.task_id == ctx.task_id, ModelVersion.parent_id == ctx.parent_id,
+            ModelVersion.status == VersionStatus.REJECTED, ModelVersion.training_run_id.is_not(None),
+            ModelVersion.id != ctx.candidate_id).order_by(ModelVersion.id.desc()).limit(1))
+        if prev is None or not (prev.reason or "").startswith("inconclusive"):
+            return None
+        look = int((prev.metrics or {}).get("looks", 1)) + 1
+        run = s.get(TrainingRun, prev.training_run_id)
+        if look > MAX_LOOKS or run is None or not run.watermark:
+            return None
+        since = int(run.watermark.get("feedback_id", 0))
+        dataset = gather_dataset(s, ctx.task, ctx.policy, holdout_salt=f"run-{run.id}",
+                                 max_rows=settings.max_training_rows)
+        found = (prev.id, prev.version, Path(prev.path), prev.sha256)
+    version_id, number, path, sha = found
+    rows = dataset.validation + [it for it in dataset.train if it.order > since]
+    if not rows:
+        return None
+    device = resolve_device(settings.device)
+    try:
+        verify_version(path, sha, f"candidate v{number} of task {ctx.task_name!r}")
+        verify_version(ctx.parent_path, ctx.parent_sha256, f"the active version of task {ctx.task_name!r}")
+    except (CorruptVersion, FileNotFoundError) as exc:
+        log.warning("run %s: no second look at v%s: %s", ctx.run_id, number, exc)
+        return None
+    assert ctx.kind is not None
+    evaluations = []
+    for where in (path, ctx.parent_path):
+        model, tokenizer, meta = load_version(where, device=device)
+        evaluations.append(evaluate(ctx.kind, model, tokenizer, rows, dataset.labels, device=device,
+                                    max_len=meta.max_seq_len))
+        del model
+    p = ctx.policy
+    verdict = gate_judge(ctx.kind, rows, evaluations[0], evaluations[1], tolerance=p.gate_tolerance,
+                         max_recall_drop=p.max_recall_drop, confidence=look_confidence(p.gate_confidence, look),
+                         min_rows=p.gate_min_rows, seed=ctx.run_id)
+    log.info("run %s (%s): second look %d at v%s on %d rows: %s", ctx.run_id, ctx.task_name, look, number,
+             len(rows), verdict.decision)
+    return SecondLook(version_id, number, path, look, verdict)
+
+
+def prepare(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dataset: TaskDataset,
+            path: Path | None = None) -> dict[str, Any]:
+    """The inference engines of the version to be activated (by default the candidate), made
+    before it is activated so API processes swap straight to the fastest one (app/runs/engines.py)."""
+    path = path or ctx.candidate_path
+    assert path is not None
     update_owned(factory, ctx.run_id, ctx.worker_id, progress={"fraction": 1.0, "stage": "preparing engines"})
     with factory() as s:
         texts = probe_texts(s, ctx.task_id, [item.text for item in dataset.validation])
-    return engines_for(settings, ctx.candidate_path, texts)
+    return engines_for(settings, path, texts)
 
 
 def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, dataset: TaskDataset,
-           verdict: Verdict, counts: dict[str, Any], engines: dict[str, Any]) -> RunStatus:
+           verdict: Verdict, counts: dict[str, Any], engines: dict[str, Any],
+           second: SecondLook | None = None) -> RunStatus:
     result = fitted.result
     with transaction(factory) as s:
         run = owned(s, ctx.run_id, ctx.worker_id)  # the run's row first, then the task's, as the reaper does
         lock_task(s, ctx.task_id)  # a rollback or activation waits, or has committed: `current` is the truth
         version = s.get(ModelVersion, ctx.candidate_id)
         current = active_version(s, ctx.task_id)
-        if verdict.promote and (current is None or current.id != ctx.parent_id):
+        moved = current is None or current.id != ctx.parent_id
+        if verdict.promote and moved:
             verdict = Verdict("inconclusive", "the active version changed while this run trained; the candidate "
                               "was compared with its parent, not with the current active", verdict.candidate,
                               verdict.active, verdict.tolerance, verdict.max_recall_drop, verdict.comparison)
         gate = {**verdict.to_json(), "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                 "stopped_early": result.stopped_early}
+        if second is not None:
+            gate["second_look"] = second.to_json()
+            _record_second_look(s, second, promote=not verdict.promote and not moved,
+                                engines={} if verdict.promote else engines)
         version.metrics = gate
-        if engines:
+        if engines and verdict.promote:
             version.engines = engines
         if verdict.promote:
             activate(s, version=version)
@@ -272,6 +347,25 @@ def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, data
     return status
 
 
+def _record_second_look(s: Session, second: SecondLook, *, promote: bool, engines: dict[str, Any]) -> None:
+    """What a second look decided, on the version it looked at: promoted (when `promote`: this
+    run's own candidate was not, and the active is still their parent), rejected for good, or
+    one more look counted."""
+    earlier = s.get(ModelVersion, second.version_id)
+    if earlier is None or earlier.status != VersionStatus.REJECTED:
+        return
+    earlier.metrics = {**(earlier.metrics or {}), "looks": second.look,
+                       f"look_{second.look}": second.to_json()}
+    if second.verdict.promote and promote:
+        if engines:
+            earlier.engines = engines
+        activate(s, version=earlier)
+        earlier.reason = None
+        log.info("v%s promoted on look %d: %s", second.version, second.look, second.verdict.reason)
+    elif second.verdict.decision == "reject":
+        earlier.reason = f"rejected on look {second.look}: {second.verdict.reason}"
+
+
 # ---------------------------------------------------------------- the whole run
 
 
@@ -295,8 +389,11 @@ def execute_run(
                   "vocab_added": fitted.vocab_added}
         store(factory, settings, ctx, fitted, counts)
         verdict = judge(ctx, fitted, dataset)
-        engines = prepare(factory, settings, ctx, dataset) if verdict.promote and settings.engine != "torch" else {}
-        return finish(factory, ctx, fitted, dataset, verdict, counts, engines)
+        second = None if verdict.promote else second_look(factory, settings, ctx)
+        engines: dict[str, Any] = {}
+        if settings.engine != "torch" and (verdict.promote or (second is not None and second.verdict.promote)):
+            engines = prepare(factory, settings, ctx, dataset, None if verdict.promote else second.path)  # type: ignore[union-attr]
+        return finish(factory, ctx, fitted, dataset, verdict, counts, engines, second)
     except (RunAbandoned, TrainingInterrupted) as exc:
         if control.lost.is_set() or isinstance(exc, RunAbandoned):
             log.warning("run %s abandoned: %s", run_id, exc)
