@@ -247,7 +247,9 @@ def second_look(factory: sessionmaker[Session], settings: Settings, ctx: RunCont
     with factory() as s:
         prev = s.scalar(select(ModelVersion).where(
             ModelVersion.task_id == ctx.task_id, ModelVersion.parent_id == ctx.parent_id,
-            ModelVersion.status == VersionStatus.REJECTED, ModelVersion.training_run_id.is_not(None),
+            # retired too: an undecided candidate an admin activated for a while and rolled back
+            ModelVersion.status.in_([VersionStatus.REJECTED, VersionStatus.RETIRED]),
+            ModelVersion.training_run_id.is_not(None),
             ModelVersion.id != ctx.candidate_id).order_by(ModelVersion.id.desc()).limit(1))
         if prev is None or not (prev.reason or "").startswith("inconclusive"):
             return None
@@ -352,7 +354,7 @@ def _record_second_look(s: Session, second: SecondLook, *, promote: bool, engine
     run's own candidate was not, and the active is still their parent), rejected for good, or
     one more look counted."""
     earlier = s.get(ModelVersion, second.version_id)
-    if earlier is None or earlier.status != VersionStatus.REJECTED:
+    if earlier is None or earlier.status not in (VersionStatus.REJECTED, VersionStatus.RETIRED):
         return
     earlier.metrics = {**(earlier.metrics or {}), "looks": second.look,
                        f"look_{second.look}": second.to_json()}
