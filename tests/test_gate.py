@@ -269,3 +269,18 @@ def test_each_later_look_at_one_candidate_spends_half_the_error_of_the_one_befor
     assert sum(1 - c for c in looks) < 2 * (1 - 0.95)  # over every look, at most twice one look's error
     with pytest.raises(ValueError):
         look_confidence(0.95, 0)
+
+
+def test_a_client_answering_at_random_does_not_move_the_comparison() -> None:
+    noisy, candidate, active, _, _ = _noisy_crowd(0.3)
+    coin = [Item(f"c {i}", 0, +1, source="feedback", flip=0.5) for i in range(100)]  # +1s on answers it changed
+    items = noisy + coin
+
+    def ev(base: Evaluation, extra: list[int], conf: float) -> Evaluation:
+        predicted, confidence = base.predicted + extra, (base.confidence or []) + [conf] * 100
+        return Evaluation(predicted, KIND.gate_metrics(items, predicted, LABELS), confidence,
+                          (base.flipped or []) + [conf] * 100)
+
+    with_coin = compare(KIND, items, ev(candidate, [1] * 100, 0.8), ev(active, [0] * 100, 1.0), confidence=0.95)
+    alone = compare(KIND, noisy, candidate, active, confidence=0.95)
+    assert with_coin.mean_est == pytest.approx(alone.mean_est)

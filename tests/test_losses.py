@@ -172,13 +172,16 @@ def test_corrected_pulls_less_on_a_confident_answer_the_noisier_the_client_and_n
     assert pull(0.5) == pytest.approx(0.0, abs=1e-7)
 
 
-def test_unbiased_loss_equals_the_clean_loss_in_expectation_over_the_flips() -> None:
+def test_unbiased_loss_is_the_clean_loss_in_expectation_over_the_flips_weighted_by_how_much_survives() -> None:
     logits, shown, signals = _rows()
     rho = torch.full((6,), 0.3)
     clean = feedback_losses(logits, shown, signals, "bounded")
     kept = feedback_term(KIND, logits, shown, signals, "unbiased", rho)
     flipped = feedback_term(KIND, logits, shown, -signals, "unbiased", rho)
-    assert torch.allclose(0.7 * kept + 0.3 * flipped, clean, atol=1e-5)
+    assert torch.allclose(0.7 * kept + 0.3 * flipped, clean * (1 - 2 * 0.3) ** 2, atol=1e-5)
+    # a client answering at random teaches nothing, rather than ten times its noise
+    coin = feedback_term(KIND, logits, shown, signals, "unbiased", torch.full((6,), 0.5))
+    assert torch.count_nonzero(coin) == 0
 
 
 def test_a_kind_without_a_right_probability_weighs_noisy_signals_by_what_survives_the_flips() -> None:

@@ -155,6 +155,13 @@ def calibration(kind: TaskKind, items: Sequence[Item], predicted: Sequence[Any],
     return min(1.0, max(0.0, hits / total)) if total > 0 else 0.0
 
 
+def row_weight(item: Item) -> float:
+    """A row's weight in the comparison: its training weight, times (1 − 2ρ)² for a signal from a
+    client that flips, the inverse of the variance its unbiased reading adds (a client answering
+    at random, ρ = ½, weighs nothing), as in the unbiased training loss."""
+    return item.weight * ((1.0 - 2.0 * min(item.flip, 0.5)) ** 2 if item.signal != 0 else 1.0)
+
+
 def advantage_rows(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active: Evaluation
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row: (d_lo, d_hi, d_est, known) for d = right(candidate) − right(active).  An unknown
@@ -207,7 +214,7 @@ def compare(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active
             confidence: float, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> Comparison:
     """The paired comparison of two models' answers on the same rows."""
     lo, hi, est, known = advantage_rows(kind, items, candidate, active)
-    w = np.array([it.weight for it in items], dtype=float)
+    w = np.array([row_weight(it) for it in items], dtype=float)
     n = len(items)
     if n == 0 or w.sum() <= 0:
         return Comparison(n, int(known.sum()), 0.0, 0.0, 0.0, -1.0, 1.0, confidence)

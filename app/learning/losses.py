@@ -18,7 +18,9 @@ rather than around it, from the kind's log P(shown right) (`TaskKind.right_log_p
              answer the model is sure of cannot pull hard; at ρ = ½ the signal teaches nothing.
   unbiased   the unbiased estimator of Natarajan et al. 2013:
              ((1 − ρ)·ℓ(s) − ρ·ℓ(−s)) / (1 − 2ρ), ℓ(+1) = −log p, ℓ(−1) = −log(1 − p), whose
-             expectation over the flips is the clean loss.  It is unbounded below (kept to compare).
+             expectation over the flips is the clean loss, each row weighted by (1 − 2ρ)² (the
+             inverse of the variance the division adds), so a client at ρ = ½ weighs nothing.
+             It is unbounded below.
 A kind without `right_log_probs` (tagging) trains its bounded loss with each row weighted by
 1 − 2ρ, the share of its signal that survives the flips.
 """
@@ -40,7 +42,6 @@ def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None = None) -> 
     return (values * weights).sum() / total.clamp(min=torch.finfo(values.dtype).tiny)
 
 
-MAX_UNBIASED_FLIP = 0.45  # the unbiased estimator divides by 1 − 2ρ: closer to ½ it only amplifies noise
 NOISY_VARIANTS = ("corrected", "unbiased")
 
 
@@ -60,9 +61,10 @@ def feedback_term(kind: TaskKind, outputs: torch.Tensor, shown: torch.Tensor, si
         log_plus = torch.logaddexp(keep + log_p, flip + log_not_p)  # log P(observe +1)
         log_minus = torch.logaddexp(keep + log_not_p, flip + log_p)  # log P(observe −1)
         return -torch.where(pos, log_plus, log_minus)
-    rho = rho.clamp(max=MAX_UNBIASED_FLIP)
     said, opposite = torch.where(pos, -log_p, -log_not_p), torch.where(pos, -log_not_p, -log_p)
-    return ((1.0 - rho) * said - rho * opposite) / (1.0 - 2.0 * rho)
+    # Natarajan's estimate divided by 1 − 2ρ, each row weighted by (1 − 2ρ)², the inverse of how
+    # much that division amplifies the noise: a client answering at random (ρ = ½) weighs nothing.
+    return ((1.0 - rho) * said - rho * opposite) * (1.0 - 2.0 * rho)
 
 
 def combined_loss(
