@@ -140,18 +140,21 @@ def calibration(kind: TaskKind, items: Sequence[Item], predicted: Sequence[Any],
     whose outcome is known, at most 1 (an over-confident model is scaled down, an under-confident
     one is not scaled up); 0 with no known row.  A row from a client that flips, whose outcome
     is known whichever way its signal went, counts by the unbiased reading of it (as in
-    `advantage_rows`), so noise does not pass for the model's own mistakes."""
+    `advantage_rows`), so noise does not pass for the model's own mistakes, and every noisy row
+    weighs (1 − 2ρ)² (`row_weight`)."""
     hits = total = 0.0
     for it, p, c in zip(items, predicted, confidence):
         o = kind.outcome(it, p)
         if o is None:
             continue
+        w = 1.0
         if it.signal != 0 and it.flip > 0:
+            w = (1.0 - 2.0 * min(it.flip, 0.5)) ** 2  # as in `row_weight`
             other = kind.outcome(replace(it, signal=-it.signal), p)
             if other is not None:
                 rho = min(it.flip, MAX_FLIP)
                 o = ((1.0 - rho) * o - rho * other) / (1.0 - 2.0 * rho)
-        hits, total = hits + o, total + c
+        hits, total = hits + w * o, total + w * c
     return min(1.0, max(0.0, hits / total)) if total > 0 else 0.0
 
 
