@@ -20,7 +20,7 @@ FeedbackLoss = Literal["corrected", "unbiased", "bounded", "signed", "robust"]
 FEEDBACK_LOSSES: tuple[str, ...] = ("corrected", "unbiased", "bounded", "signed", "robust")
 Finetune = Literal["full", "lora"]
 DEFAULT_LAMBDA = 0.5  # λ in L = λ·L_data + (1−λ)·L_feedback
-DEFAULT_FEEDBACK_LOSS: FeedbackLoss = "bounded"
+DEFAULT_FEEDBACK_LOSS: FeedbackLoss = "corrected"  # the bounded loss for a clean client; through its flips for a noisy one
 DEFAULT_FINETUNE: Finetune = "full"
 
 

@@ -74,7 +74,7 @@ def test_create_task_builds_active_zero_shot_version_zero(client) -> None:
     assert body["kind"] == "classification"
     assert body["labels"] == LABELS
     assert body["descriptions"] == {"card_lost": "the customer lost a card"}
-    assert body["lambda"] == 0.5 and body["feedback_loss"] == "bounded" and body["finetune"] == "full"
+    assert body["lambda"] == 0.5 and body["feedback_loss"] == "corrected" and body["finetune"] == "full"
     v0 = body["active_version"]
     assert v0["version"] == 0 and v0["status"] == "active" and v0["parent_id"] is None
     assert len(v0["sha256"]) == 64 and v0["metrics"] == {"zero_shot": True}

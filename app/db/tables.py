@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from app.policy import DEFAULT_FEEDBACK_LOSS
 from app.statuses import RunStatus, Trigger, VersionStatus
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
@@ -71,7 +72,7 @@ class Task(Base):
     descriptions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Learning settings: λ in L = λ·L_data + (1-λ)·L_feedback, loss variant, fine-tuning mode.
     lambda_data: Mapped[float] = mapped_column(Float, default=0.5)
-    feedback_loss: Mapped[str] = mapped_column(String(16), default="bounded")
+    feedback_loss: Mapped[str] = mapped_column(String(16), default=DEFAULT_FEEDBACK_LOSS)
     finetune: Mapped[str] = mapped_column(String(16), default="full")
     quantize: Mapped[bool] = mapped_column(Boolean, default=False)
     # Retrain policy, gate and per-client cap: free-form so new knobs need no migration.
