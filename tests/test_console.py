@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from app.db.tables import ModelVersion, Task
+from app.db.tables import ModelVersion, Task, TrainingRun
 from app.db.versions import activate, register_version
+from app.statuses import RunStatus
 from conftest import ADMIN_TOKEN, make_settings
 from test_api_tasks import predict
 
@@ -311,3 +312,17 @@ def test_the_session_cookie_is_secure_behind_a_trusted_tls_proxy(tmp_path, sqlit
         assert r.status_code == 303
         cookie = r.headers["set-cookie"]
         assert cookie.startswith("flywheel_session=") and ("; secure" in cookie.lower()) is secure, cookie
+
+
+def test_the_runs_page_says_what_a_second_look_decided(browser) -> None:
+    log_in(browser)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    browser.post("/v1/tasks", json={"name": "tickets", "labels": ["billing", "weather"]}, headers=admin)
+    with browser.app.state.flywheel.sessions.begin() as s:
+        task = s.query(Task).filter_by(name="tickets").one()
+        s.add(TrainingRun(task_id=task.id, status=RunStatus.REJECTED, gate={
+            "verdict": "inconclusive", "reason": "cannot tell yet",
+            "second_look": {"version": 1, "look": 2, "decision": "promote", "reason": "not worse",
+                            "confidence": 0.975, "comparison": {"rows": 597}}}))
+    page = browser.get("/ui/tasks/tickets/runs").text
+    assert re.search(r"second look \(look 2\) at v1: <strong>promote</strong> on 597 rows", page)

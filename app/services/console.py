@@ -35,6 +35,7 @@ def _run_view(run: TrainingRun) -> dict[str, Any]:
             "progress": run.progress or {}, "loss_curve": run.loss_curve or [], "data_counts": run.data_counts or {},
             "verdict": gate.get("verdict"), "reason": gate.get("reason") or run.error,
             "candidate": gate.get("candidate") or {}, "active": gate.get("active") or {},
+            "second_look": gate.get("second_look"),
             "device": run.device, "error": run.error}
 
 
