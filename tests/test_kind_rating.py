@@ -7,13 +7,14 @@ bounded one stops at the margin) and the metrics."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import httpx
 import pytest
 import torch
 
 from app.config import Settings
-from app.kinds.rating import Rating, feedback_losses, scale_points, score_metrics, spearman
+from app.kinds.rating import TOLERANCE, Rating, feedback_losses, scale_points, score_metrics, spearman
 from app.worker import Worker
 from conftest import ADMIN
 from learning_helpers import FAST_POLICY, WORDS, FILLER
@@ -187,14 +188,20 @@ def test_scale_points_metrics_and_outcomes() -> None:
             self.label, self.signal = label, signal
 
     assert kind.outcome(Row(0.5, 0), 0.55) == 1.0 and kind.outcome(Row(0.5, 0), 0.8) == 0.0
-    assert kind.outcome(Row(0.5, 1), 0.5) == 1.0 and kind.outcome(Row(0.5, 1), 0.9) == 0.0
-    assert kind.outcome(Row(0.5, 1), 0.55) is None and kind.outcome(Row(0.5, 1), 0.62) is None
-    assert kind.outcome(Row(0.5, -1), 0.5) == 0.0 and kind.outcome(Row(0.5, -1), 0.55) is None
-    # unknown outcomes, estimated with the truth spread evenly over what the signal allows
-    assert kind.confidence(Row(0.5, 1), None, 0.55) == pytest.approx(0.75)
+    # on feedback only a kept score's outcome is known
+    assert kind.outcome(Row(0.5, 1), 0.5) == 1.0 and kind.outcome(Row(0.5, -1), 0.5) == 0.0
+    assert kind.outcome(Row(0.5, 1), 0.55) is None and kind.outcome(Row(0.5, -1), 0.55) is None
+    # a moved score is credited by the error it saves, in units of the right band's width
+    assert kind.confidence(Row(0.5, 1), None, 0.5) == pytest.approx(1.0)
+    assert kind.confidence(Row(0.5, 1), None, 0.55) == pytest.approx(1.0 - 0.0125 / 0.2)  # truth evenly in the band
+    far = [kind.confidence(Row(0.5, 1), None, p) for p in (0.8, 0.9)]
+    assert 0 > far[0] > far[1]  # a +1'd score moved far keeps costing the farther it goes
     assert kind.confidence(Row(0.5, -1), None, 0.5) == pytest.approx(0.0)
-    assert kind.confidence(Row(0.5, -1), None, 0.7) == pytest.approx(0.2 / 0.8)  # window [0.6, 0.8], all allowed
-    assert kind.confidence(Row(0.5, -1), None, 0.65) == pytest.approx(0.15 / 0.8)
+    # after a −1 near an end of the scale, moving toward the middle saves error, outward costs it,
+    # and so does running past the middle
+    inward = [kind.confidence(Row(0.2, -1), None, p) for p in (0.3, 0.4, 0.9)]
+    assert inward[1] > inward[0] > 0 > inward[2]
+    assert kind.confidence(Row(0.2, -1), None, 0.1) < 0
 
 
 def test_the_gate_estimates_moved_rating_scores_from_what_the_signal_allows() -> None:
@@ -215,3 +222,59 @@ def test_the_gate_estimates_moved_rating_scores_from_what_the_signal_allows() ->
     assert verdict.comparison.mean_est > 0 and verdict.promote, verdict.reason
     stay = judge(kind, rows, act, act, min_rows=30)
     assert stay.comparison.mean_est == 0
+
+
+def test_held_out_signals_never_promote_a_rating_model_with_a_larger_error() -> None:
+    """Truths spread about the middle, a served model off by about version 0's error, and the
+    simulated user's ±1 on it.  On the ±1 rows alone the gate promotes the candidates whose mean
+    absolute error is smaller, and none whose error is larger: not one that moves −1'd scores
+    outward (more of them land within the tolerance, yet the error grows), not one that runs
+    past the middle, not one that only adds noise."""
+    from app.learning.dataset import Item
+    from app.learning.gate import Evaluation, judge
+
+    kind, rng = Rating(), random.Random(3)
+    truths = [min(1.0, max(0.0, rng.gauss(0.5, 0.2))) for _ in range(300)]
+    shown = [min(1.0, max(0.0, t + rng.gauss(0.0, 0.25))) for t in truths]
+    rows = [Item(f"t{i}", s, 1 if abs(t - s) <= TOLERANCE else -1, source="feedback")
+            for i, (t, s) in enumerate(zip(truths, shown))]
+    toward_middle = [1.0 if s <= 0.5 else -1.0 for s in shown]
+
+    def moved(by: Callable[[Item, float, float], float]) -> list[float]:
+        return [min(1.0, max(0.0, s + by(it, t, m))) for it, s, t, m in zip(rows, shown, truths, toward_middle)]
+
+    def evaluation(pred: list[float]) -> Evaluation:
+        return Evaluation(pred, kind.gate_metrics(rows, pred, ["-4", "4"]),
+                          [kind.confidence(it, None, p) for it, p in zip(rows, pred)])
+
+    def mae(pred: list[float]) -> float:  # what the gate cannot see
+        return sum(abs(p - t) for p, t in zip(pred, truths)) / len(truths)
+
+    def refuted(it: Item) -> bool:
+        return it.signal < 0
+
+    better = {
+        "halfway to the truth": moved(lambda it, t, m: 0.5 * (t - it.label)),
+        "refuted scores a tolerance inward": moved(lambda it, t, m: TOLERANCE * m if refuted(it) else 0.0),
+        "every score shrunk toward the middle": moved(lambda it, t, m: 0.3 * (0.5 - it.label)),
+    }
+    worse = {
+        "every score outward": moved(lambda it, t, m: -1.5 * TOLERANCE * m),
+        "refuted scores outward": moved(lambda it, t, m: -TOLERANCE * m if refuted(it) else 0.0),
+        "refuted scores past the middle": moved(lambda it, t, m: 0.5 * m if refuted(it) else 0.0),
+        "noise": moved(lambda it, t, m: rng.gauss(0.0, 0.05)),
+    }
+    active = evaluation(shown)
+    for name, pred in better.items():
+        assert mae(pred) < mae(shown), name
+        verdict = judge(kind, rows, evaluation(pred), active, min_rows=30)
+        assert verdict.promote and verdict.comparison.mean_est > 0, (name, verdict.reason)
+    for name, pred in worse.items():
+        assert mae(pred) > mae(shown), name
+        verdict = judge(kind, rows, evaluation(pred), active, min_rows=30)
+        assert not verdict.promote, (name, verdict.reason)
+    outward = worse["refuted scores outward"]
+    def within(pred: list[float]) -> int:
+        return sum(abs(p - t) <= TOLERANCE for p, t in zip(pred, truths))
+
+    assert within(outward) > within(shown)  # a count of right answers would have promoted it
