@@ -287,6 +287,7 @@ class ArmRun:
             "macro_f1": s.macro_f1,
             "mae": s.mae,
             "candidate_accuracy": candidate.accuracy if candidate else None,
+            "candidate_mae": candidate.mae if candidate else None,  # a rating's candidate, promoted or kept out
             "version": s.version,
             "signals_total": self.signals_total,
             "signals_used": sum(int(counts.get(k, 0)) for k in ("positive", "negative", "corrections")),
