@@ -120,6 +120,9 @@ def gate_summary(run: dict[str, Any]) -> dict[str, Any]:
         "candidate_score": cand.get("score"),
         "active_score": act.get("score"),
         "validation_rows": cand.get("n"),
+        # an earlier undecided candidate judged again in this run: its version, look and decision
+        "second_look": {k: (gate.get("second_look") or {}).get(k) for k in ("version", "look", "decision")}
+        if gate.get("second_look") else None,
     }
 
 
