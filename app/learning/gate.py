@@ -141,15 +141,14 @@ def calibration(kind: TaskKind, items: Sequence[Item], predicted: Sequence[Any],
     one is not scaled up); 0 with no known row.  A row from a client that flips, whose outcome
     is known whichever way its signal went, counts by the unbiased reading of it (as in
     `advantage_rows`), so noise does not pass for the model's own mistakes, and every noisy row
-    weighs (1 − 2ρ)² (`row_weight`)."""
+    weighs as `informative` says."""
     hits = total = 0.0
     for it, p, c in zip(items, predicted, confidence):
         o = kind.outcome(it, p)
         if o is None:
             continue
-        w = 1.0
+        w = informative(it)
         if it.signal != 0 and it.flip > 0:
-            w = (1.0 - 2.0 * min(it.flip, 0.5)) ** 2  # as in `row_weight`
             other = kind.outcome(replace(it, signal=-it.signal), p)
             if other is not None:
                 rho = min(it.flip, MAX_FLIP)
@@ -158,11 +157,16 @@ def calibration(kind: TaskKind, items: Sequence[Item], predicted: Sequence[Any],
     return min(1.0, max(0.0, hits / total)) if total > 0 else 0.0
 
 
+def informative(item: Item) -> float:
+    """(1 − 2ρ)² for a signal from a client that flips with ρ, else 1: the inverse of the variance
+    its unbiased reading adds, so a client answering at random (ρ = ½) weighs nothing (the
+    unbiased training loss weighs its rows the same way)."""
+    return (1.0 - 2.0 * min(item.flip, 0.5)) ** 2 if item.signal != 0 else 1.0
+
+
 def row_weight(item: Item) -> float:
-    """A row's weight in the comparison: its training weight, times (1 − 2ρ)² for a signal from a
-    client that flips, the inverse of the variance its unbiased reading adds (a client answering
-    at random, ρ = ½, weighs nothing), as in the unbiased training loss."""
-    return item.weight * ((1.0 - 2.0 * min(item.flip, 0.5)) ** 2 if item.signal != 0 else 1.0)
+    """A row's weight in the comparison: its training weight, times how informative it is."""
+    return item.weight * informative(item)
 
 
 def advantage_rows(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active: Evaluation
