@@ -192,10 +192,12 @@ def test_poisoned_feedback_is_rejected_and_the_active_stays(factory: sessionmake
     run = get_run(factory, run_id)
     assert active(factory, task_id).id == good.id
     candidate = next(v for v in versions(factory, task_id) if v.id == run.candidate_version_id)
-    assert candidate.status == "rejected" and candidate.reason == run.gate["reason"]
-    assert run.gate["verdict"] == "reject" and run.data_counts["negative"] > 0
-    # The labelled examples outvote the hostile feedback: the sources are tested apart.
-    assert "worse than the active beyond the tolerance on labelled rows" in run.gate["reason"]
+    assert candidate.status == "rejected" and candidate.reason.endswith(run.gate["reason"])
+    assert run.gate["verdict"] != "promote" and run.data_counts["negative"] > 0
+    # Every answer it judged was one the model was sure of, and it called half of them wrong: the
+    # noise model reads it as flipping at random, so its signals teach nothing and weigh nothing.
+    hostile_noise = run.data_counts["noise"]["clients"][str(hostile)]
+    assert hostile_noise["low"] <= 0.5 <= hostile_noise["high"]
 
 
 def test_a_failing_run_is_failed_with_its_error_and_the_active_stays(factory: sessionmaker[Session],
