@@ -182,10 +182,10 @@ def test_poisoned_feedback_is_rejected_and_the_active_stays(factory: sessionmake
     good = active(factory, task_id)
 
     hostile = add_client(factory, "hostile")
-    for text, label in synthetic(120, seed=9):
+    for said, label in synthetic(120, seed=9):
         wrong = LABELS[1 - LABELS.index(label)]
-        add_feedback(factory, task_id, text, label, -1, client_id=hostile)  # the right answer, called wrong
-        add_feedback(factory, task_id, text + " please", wrong, +1, client_id=hostile)  # the wrong one, called right
+        add_feedback(factory, task_id, said, label, -1, client_id=hostile)  # the right answer, called wrong
+        add_feedback(factory, task_id, said + " please", wrong, +1, client_id=hostile)  # the wrong one, called right
     run_id = enqueue(factory, task_id)
     assert worker.run_once() == "rejected"
 
@@ -525,8 +525,8 @@ def test_an_undecided_candidate_gets_a_second_look_on_the_rows_that_came_after_i
     pairs = synthetic(120, seed=12)
 
     def signals(batch: list[tuple[str, str]]) -> None:  # the right answer shown, and a +1 on it
-        for text, label in batch:
-            add_feedback(factory, task_id, text, label, +1)
+        for said, label in batch:
+            add_feedback(factory, task_id, said, label, +1)
 
     signals(pairs[:40])
     first = enqueue(factory, task_id)
