@@ -2,8 +2,7 @@
 (`app/kinds/base.py`), registered in `KINDS` below; nothing else in Flywheel names a kind.
 
 Adding a kind: write `app/kinds/<kind>.py` with a `TaskKind` subclass, add it to `KINDS`, and
-(when its task needs fields of its own) add them to the task schema.  See the README's design
-notes.
+(when its task needs fields of its own) add them to the task schema.  See docs/architecture.md.
 """
 
 from __future__ import annotations
