@@ -42,6 +42,8 @@ case "$cmd" in
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
     echo "==> checking the layer contracts (lint-imports)"
     "$VENV/bin/lint-imports" --no-cache
+    echo "==> linting (ruff)"
+    "$VENV/bin/ruff" check --quiet .
     set +e
     "$VENV/bin/python" -m pytest "$@"
     rc=$?

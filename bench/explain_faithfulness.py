@@ -14,7 +14,6 @@ import csv
 import json
 import random
 import statistics
-import time
 from pathlib import Path
 
 import torch

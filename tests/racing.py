@@ -2,7 +2,8 @@
 runs `beside` it in a thread until it has either finished or is waiting for a lock the paused
 one holds, and only then does the paused one go on.
 
-On PostgreSQL the other party's connections (`impatient`) are seen waiting in pg_stat_activity.  On SQLite the other party uses
+On PostgreSQL the other party's connections (`impatient`) are seen waiting in pg_stat_activity.
+On SQLite the other party uses
 `impatient` sessions, which fail at once ("database is locked") instead of waiting for the write
 lock, so it always finishes: either it got through (nothing held it) or it was refused."""
 

@@ -78,8 +78,8 @@ def _raw(base: str, head: str, chunks: Iterator[bytes] = iter(())) -> tuple[str,
 
 
 def test_a_huge_declared_body_without_a_token_is_413_before_any_byte_is_read(live: str) -> None:
-    head = (f"POST /v1/tasks/tickets/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: 600000000\r\nConnection: close\r\n\r\n")
+    head = ("POST /v1/tasks/tickets/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            "Content-Length: 600000000\r\nConnection: close\r\n\r\n")
     answer, _ = _raw(live, head)
     status_line, _, rest = answer.partition("\r\n")
     assert " 413 " in status_line, answer[:300]

@@ -181,7 +181,8 @@ def test_versions_follows_the_pages(api: FlywheelClient, settings: Settings) -> 
         with transaction(make_sessionmaker(engine)) as s:
             task = s.query(Task).filter(Task.name == "tickets").one()
             for n in (1, 2):
-                register_version(s, task=task, path=settings.models_dir / "tickets" / f"copy-{n}", sha256=v0["sha256"], version=n, parent_id=v0["id"])
+                register_version(s, task=task, path=settings.models_dir / "tickets" / f"copy-{n}", sha256=v0["sha256"],
+                                 version=n, parent_id=v0["id"])
     finally:
         engine.dispose()
     assert [v["version"] for v in api.versions("tickets", page_size=1)] == [0, 1, 2]

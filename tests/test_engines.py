@@ -4,7 +4,6 @@ when an engine file is missing or corrupt, without a failed request."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.group import GroupCommit

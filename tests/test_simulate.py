@@ -69,7 +69,8 @@ def test_noise_and_the_adversary_flip_signals() -> None:
     hostile = decide("bank", "bank", behaviour=Behaviour(), labels=LABELS, kind=KIND, draws=draws(), owner=ADVERSARY)
     assert hostile == Signal(-1)
     # A lying oracle names a wrong label, or confirms the wrong one it was shown.
-    lie = decide("bank", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, kind=KIND, draws=draws(pick=0.99), owner=ADVERSARY)
+    lie = decide("bank", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, kind=KIND, draws=draws(pick=0.99),
+                 owner=ADVERSARY)
     assert lie.signal == -1 and lie.correction in ("movie", "weather")
     lie = decide("movie", "bank", behaviour=Behaviour(oracle=True), labels=LABELS, kind=KIND, draws=draws(), owner=ADVERSARY)
     assert lie == Signal(1, "movie")

@@ -14,9 +14,9 @@ from app.kinds.classification import Classification, build_zero_shot, predict_pr
 from app.learning.trainer import TrainConfig, fit, save, setup, train, validate
 from app.model.store import VersionMeta, read_meta, save_version
 from app.policy import Policy
+from tests.learning_helpers import LABELS, accuracy_of, synthetic
 
 KIND = Classification()
-from tests.learning_helpers import LABELS, accuracy_of, synthetic
 
 PAIRS = synthetic(60, seed=1)
 TRAIN = [Item(t, LABELS.index(lab)) for t, lab in PAIRS[:40]]

