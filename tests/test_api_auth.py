@@ -18,7 +18,7 @@ from sqlalchemy import inspect
 from app.config import Settings
 from app.db.tables import Client, Prediction
 from app.main import create_app
-from conftest import ADMIN_TOKEN, make_settings
+from support import ADMIN_TOKEN, make_settings
 from test_api_tasks import assert_problem, create_task, predict, rows, table_counts
 
 ROOT = Path(__file__).resolve().parents[1]

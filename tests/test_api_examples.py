@@ -12,7 +12,7 @@ import pytest
 from app.config import Settings
 from app.db.tables import Example
 from app.texts import normalize_text, split_for, text_hash
-from conftest import make_settings
+from support import make_settings
 from test_api_tasks import LABELS, assert_problem, create_task, rows, table_counts
 
 MAX_CHARS = 50

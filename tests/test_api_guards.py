@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from app.db.tables import Example
 from app.launch import LOOPBACK, LocalService
 from app.main import create_app
-from conftest import ADMIN, ADMIN_TOKEN, make_settings
+from support import ADMIN, ADMIN_TOKEN, make_settings
 from live import STARTUP_S, serve_in_thread
 from test_api_tasks import assert_problem, create_task, rows, table_counts
 from waiting import wait_until

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import sessionmaker
 
 from app.main import create_app
-from conftest import ADMIN, make_settings
+from support import ADMIN, make_settings
 from test_api_tasks import assert_problem, create_task, predict, table_counts
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef-0123"

@@ -12,7 +12,7 @@ import pytest
 
 from app.config import Settings
 from app.db.tables import ModelVersion, Prediction
-from conftest import make_settings
+from support import make_settings
 from test_api_tasks import LABELS, assert_problem, create_task, predict, rows, table_counts
 
 MAX_CHARS = 50

@@ -23,7 +23,7 @@ from app.main import create_app
 from app.model.encoder import encode_texts
 from app.model.vocab import grow_vocabulary, unknown_chars
 from app.worker import Worker
-from conftest import ADMIN, make_settings
+from support import ADMIN, make_settings
 from test_api_tasks import assert_problem
 
 SPORTS = list("比赛球队进球冠军足球篮球联赛教练球员胜利主场客场决赛")

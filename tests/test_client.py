@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from app.client import Answer, ApiError, FlywheelClient
 from app.config import Settings
-from conftest import ADMIN_TOKEN
+from support import ADMIN_TOKEN
 from live import serve_in_thread
 
 LABELS = ["billing", "card_lost", "weather"]

@@ -11,7 +11,7 @@ import pytest
 from app.db.tables import ModelVersion, Task, TrainingRun
 from app.db.versions import activate, register_version
 from app.statuses import RunStatus
-from conftest import ADMIN_TOKEN, make_settings
+from support import ADMIN_TOKEN, make_settings
 from test_api_tasks import predict
 
 EXTERNAL = re.compile(r'''(?:src|href|action)\s*=\s*["'](?:https?:)?//''', re.I)

@@ -24,7 +24,7 @@ from app.db.session import make_engine, make_sessionmaker, transaction
 from app.db.tables import ModelVersion, Task, TrainingRun
 from app.db.versions import activate, register_version
 from app.statuses import RunStatus
-from conftest import ADMIN_TOKEN, make_settings
+from support import ADMIN_TOKEN, make_settings
 from live import serve_in_thread
 
 LABELS = ["billing", "card_lost", "weather"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import ADMIN_TOKEN
+from support import ADMIN_TOKEN
 from test_api_tasks import predict
 from test_console import browser, log_in  # noqa: F401 - the fixture
 

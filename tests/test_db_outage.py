@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import ADMIN, make_settings, postgres_or_skip
+from support import ADMIN, make_settings, postgres_or_skip
 from live import serve_in_thread
 from tcp_proxy import TcpProxy
 
@@ -33,7 +33,7 @@ def proxied(tmp_path: Path, pg_database: str | None, tiny_model_dir: Path) -> It
             yield base, proxy
     finally:
         proxy.close()
-        from conftest import _truncate_all
+        from support import _truncate_all
 
         _truncate_all(url.render_as_string(hide_password=False))
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from app.launch import flywheel_command, free_port, wait_until_up
-from conftest import ADMIN, ADMIN_TOKEN
+from support import ADMIN, ADMIN_TOKEN
 from waiting import wait_until
 
 pytestmark = pytest.mark.faults

@@ -35,7 +35,7 @@ def replica(settings, task) -> Iterator:
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from conftest import ADMIN_TOKEN
+    from support import ADMIN_TOKEN
 
     with TestClient(create_app(settings)) as c:
         c.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"

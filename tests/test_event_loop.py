@@ -14,7 +14,7 @@ from sqlalchemy import event
 from app.config import Settings
 from app.launch import serve_in_thread
 from app.main import create_app
-from conftest import ADMIN, ADMIN_TOKEN
+from support import ADMIN, ADMIN_TOKEN
 
 WAIT_S = 60  # only stops a broken test from hanging
 

@@ -97,7 +97,7 @@ def test_explanations_running_beside_predictions_never_change_an_answer(tmp_path
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from conftest import ADMIN, make_settings
+    from support import ADMIN, make_settings
 
     settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, engine="torch", explain_workers=2,
                              explain_queue=16)
@@ -207,7 +207,7 @@ def test_a_client_key_has_an_explanation_budget_of_its_own(tmp_path, db_url, tin
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from conftest import ADMIN, make_settings
+    from support import ADMIN, make_settings
 
     settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, explain_burst=2, explain_rate_per_s=0.001)
     with TestClient(create_app(settings), headers=ADMIN) as client:

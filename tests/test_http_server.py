@@ -19,7 +19,7 @@ from app.config import Settings
 from app.db.tables import Prediction
 from app.db.session import make_engine, make_sessionmaker
 from app.launch import LocalService, flywheel_command, free_port
-from conftest import ADMIN, ADMIN_TOKEN, make_settings
+from support import ADMIN, ADMIN_TOKEN, make_settings
 from live import serve_in_thread
 
 LABELS = ["billing", "card_lost", "weather"]

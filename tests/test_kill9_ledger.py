@@ -20,7 +20,7 @@ from sqlalchemy import select
 from app.db.session import make_engine, make_sessionmaker
 from app.db.tables import Feedback, ModelVersion, Prediction
 from app.launch import flywheel_command, free_port, wait_until_up
-from conftest import ADMIN, ADMIN_TOKEN
+from support import ADMIN, ADMIN_TOKEN
 
 pytestmark = pytest.mark.faults
 

@@ -16,7 +16,7 @@ import torch
 from app.config import Settings
 from app.kinds.rating import TOLERANCE, Rating, feedback_losses, scale_points, score_metrics, spearman
 from app.worker import Worker
-from conftest import ADMIN
+from support import ADMIN
 from learning_helpers import FAST_POLICY, WORDS, FILLER
 from live import serve_in_thread
 from waiting import wait_until

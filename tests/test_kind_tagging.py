@@ -17,7 +17,7 @@ from app.config import Settings
 from app.kinds.tagging import IGNORE, TagTarget, align, entity_metrics, feedback_losses, spans_of
 from app.model.encoder import encode_texts
 from app.worker import Worker
-from conftest import ADMIN
+from support import ADMIN
 from learning_helpers import FAST_POLICY, FILLER
 from live import serve_in_thread
 from test_kind_rating import problem

@@ -19,7 +19,7 @@ from app.db.versions import next_version_number, register_version
 from app.kinds import load_version
 from app.model.store import read_meta, save_version
 from app.worker import Worker
-from conftest import ADMIN
+from support import ADMIN
 from waiting import wait_until
 from learning_helpers import FAST_POLICY, LABELS, synthetic
 from live import serve_in_thread

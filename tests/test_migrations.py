@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, inspect, text
 from app.db.migrate import alembic_config, upgrade
 from app.db.tables import Base
 from app.db.session import make_engine
-from conftest import _pg_available, postgres_or_skip, scratch_pg_database
+from support import pg_available, postgres_or_skip, scratch_pg_database
 
 TABLES = {t.name for t in Base.metadata.sorted_tables}
 
@@ -25,7 +25,7 @@ TABLES = {t.name for t in Base.metadata.sorted_tables}
 @pytest.fixture(scope="module")
 def pg_scratch() -> Iterator[str | None]:
     """One scratch PostgreSQL database for this module (CREATE/DROP DATABASE are slow)."""
-    if not _pg_available():
+    if not pg_available():
         yield None
         return
     with scratch_pg_database("flywheel_mig") as url:

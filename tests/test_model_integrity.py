@@ -80,7 +80,7 @@ def test_readyz_names_the_unloadable_version(settings: Settings, factory: sessio
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from conftest import ADMIN
+    from support import ADMIN
 
     task_id = create_task(factory, settings)
     v1_id, path = second_version(factory, task_id, settings)

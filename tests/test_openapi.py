@@ -16,7 +16,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from conftest import ADMIN, ADMIN_TOKEN, make_settings
+from support import ADMIN, ADMIN_TOKEN, make_settings
 from live import serve_in_thread
 
 CHECKS = ",".join([

@@ -13,7 +13,7 @@ from sqlalchemy import event, text
 from app.main import create_app
 from app.ratelimit import TokenBuckets
 from app.services import clients as clients_service
-from conftest import ADMIN, make_settings
+from support import ADMIN, make_settings
 from test_api_tasks import assert_problem, create_task, table_counts
 
 SLOW = 0.001  # tokens a second: none come back while a test runs

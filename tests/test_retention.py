@@ -174,7 +174,7 @@ def test_feedback_that_arrives_while_retention_deletes_keeps_its_prediction(db_u
 
 def test_feedback_is_kept_forever_by_default_and_expires_when_the_worker_is_told_to(factory, settings: Settings,
                                                                                    tmp_path: Path) -> None:
-    from conftest import make_settings
+    from support import make_settings
 
     task_id = create_task(factory, settings)
     v0 = active(factory, task_id)

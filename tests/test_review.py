@@ -20,7 +20,7 @@ from app.services.review import (
     rarity_boosts,
     value_of,
 )
-from conftest import WORDS
+from support import WORDS
 from test_api_tasks import LABELS, assert_problem, create_task, predict, table_counts, TABLES
 
 CLASSIFICATION = get_kind("classification")

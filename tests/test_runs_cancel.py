@@ -13,7 +13,7 @@ from app.db.tables import Task, TrainingRun
 from app.runs.lifecycle import cancel_run, enqueue_run
 from app.statuses import VersionStatus
 from app.worker import Worker
-from conftest import ADMIN
+from support import ADMIN
 from tests.learning_helpers import FAST_POLICY, add_examples, create_task, migrated, synthetic, versions
 from waiting import wait_until
 

@@ -25,7 +25,7 @@ from app.kinds.classification import Classification, build_zero_shot, predict_pr
 from app.model.store import save_version
 from app.serving.engine import prepare_for_inference
 from app.serving.served import ServedModels
-from conftest import ADMIN, make_settings
+from support import ADMIN, make_settings
 from waiting import wait_until
 from live import serve_in_thread
 
