@@ -15,11 +15,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 from support import (  # noqa: E402
     ADMIN_TOKEN, CHINESE_SAMPLE, WORDS, make_settings, pg_available, postgres_or_skip, scratch_pg_database,
+    truncate_all,
 )
 
 torch.set_num_threads(1)
@@ -85,16 +85,6 @@ def pg_database() -> Iterator[str | None]:
         yield url
 
 
-def _truncate_all(url: str) -> None:
-    from app.db.tables import Base
-
-    eng = create_engine(url)
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with eng.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    eng.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each test that takes this runs once on SQLite and once on the real PostgreSQL."""
@@ -103,7 +93,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     url = postgres_or_skip(request.getfixturevalue("pg_database"))
     yield url
-    _truncate_all(url)
+    truncate_all(url)
 
 
 @pytest.fixture

@@ -92,3 +92,14 @@ def make_settings(data_dir: Path, db_url: str, base_model: Path | str, **overrid
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def truncate_all(url: str) -> None:
+    """Empty every table of the test PostgreSQL database at `url` (ids restart)."""
+    from app.db.tables import Base
+
+    eng = create_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with eng.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    eng.dispose()

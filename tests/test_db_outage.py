@@ -33,9 +33,9 @@ def proxied(tmp_path: Path, pg_database: str | None, tiny_model_dir: Path) -> It
             yield base, proxy
     finally:
         proxy.close()
-        from support import _truncate_all
+        from support import truncate_all
 
-        _truncate_all(url.render_as_string(hide_password=False))
+        truncate_all(url.render_as_string(hide_password=False))
 
 
 def _load(base: str, key: str, stop: threading.Event, seen: Counter, bad: list[str]) -> None:

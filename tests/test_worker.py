@@ -483,7 +483,7 @@ def test_a_run_that_cannot_write_its_candidate_fails_cleanly(tmp_path: Path, pg_
     full disk: the run ends `failed` naming the write that failed, no candidate is registered,
     nothing half-written is left in the model store, and the active version is untouched.
     (PostgreSQL: the database server writes its own files, outside the limit.)"""
-    from support import _truncate_all, make_settings, postgres_or_skip
+    from support import truncate_all, make_settings, postgres_or_skip
 
     url = postgres_or_skip(pg_database)
     settings = make_settings(tmp_path / "data", url, tiny_model_dir)
@@ -510,7 +510,7 @@ def test_a_run_that_cannot_write_its_candidate_fails_cleanly(tmp_path: Path, pg_
         assert not list(settings.models_dir.rglob(".tmp-*"))
     finally:
         factory.kw["bind"].dispose()
-        _truncate_all(url)
+        truncate_all(url)
 
 
 def test_an_undecided_candidate_gets_a_second_look_on_the_rows_that_came_after_it(
