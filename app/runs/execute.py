@@ -32,13 +32,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.session import transaction
 from app.db.tables import ModelVersion, Task, TrainingRun, utcnow
-from app.db.training_rows import load_training_rows, trusted_client_ids
+from app.db.training_rows import TrainingRows, load_training_rows, trusted_client_ids
 from app.db.versions import activate, active_version, lock_task, next_version_number, register_version
 from app.kinds import TaskKind, TaskSpec, get_kind, load_version
 from app.model.store import CorruptVersion, verify_version
 from app.model.vocab import grow_vocabulary, unknown_chars
 from app.learning.dataset import TaskDataset, build_dataset
-from app.learning.noise import estimate_noise
+from app.learning.noise import NoiseReport, estimate_noise
 from app.learning.gate import MAX_LOOKS, Evaluation, Verdict, evaluate, judge as gate_judge, look_confidence
 from app.learning.trainer import TrainConfig, TrainingInterrupted, TrainResult, save, train
 from app.model.encoder import resolve_device
@@ -61,6 +61,18 @@ class RunError(Exception):
     """A run cannot proceed, for a reason worth showing the admin as is."""
 
 
+def scoped_noise(session: Session, task: Task, rows: TrainingRows) -> tuple[list[Any], NoiseReport]:
+    """The task's feedback with each signal about one part of an answer (a tagging span) labelled
+    with that part, and the noise model on it (the kind's `same`, the trusted keys)."""
+    spec = TaskSpec.of(task)
+    kind = get_kind(task.kind)
+    feedback = [replace(fb, shown=kind.scope_label(fb.shown, fb.span)) if fb.span is not None else fb
+                for fb in rows.feedback]
+    noise = estimate_noise(feedback=feedback, examples=rows.examples, trusted=trusted_client_ids(session),
+                           same=lambda a, b: kind.same(spec.labels, a, b))
+    return feedback, noise
+
+
 def gather_dataset(session: Session, task: Task, policy: Policy | None = None, holdout_salt: str = "",
                    max_rows: int | None = None) -> TaskDataset:
     """The task's training rows from the database (at most `max_rows`, the newest), built into a
@@ -68,13 +80,11 @@ def gather_dataset(session: Session, task: Task, policy: Policy | None = None, h
     spec = TaskSpec.of(task)
     kind = get_kind(task.kind)
     rows = load_training_rows(session, task.id, max_rows=max_rows)
-    # A signal about one part of an answer trains on that part: its label says which.
-    feedback = [replace(fb, shown=kind.scope_label(fb.shown, fb.span)) if fb.span is not None else fb
-                for fb in rows.feedback]
+    # A signal about one part of an answer trains on that part; how noisy each key is
+    # (app/learning/noise.py): its signals carry its flip rate into the losses and the gate, and
+    # a key that says the opposite on purpose is left out.
+    feedback, noise = scoped_noise(session, task, rows)
     same = lambda a, b: kind.same(spec.labels, a, b)  # noqa: E731
-    # How noisy each key is (app/learning/noise.py): its signals carry its flip rate into the
-    # losses and the gate, and a key that says the opposite on purpose is left out.
-    noise = estimate_noise(feedback=feedback, examples=rows.examples, trusted=trusted_client_ids(session), same=same)
     dataset = build_dataset(labels=spec.labels, examples=rows.examples, feedback=feedback,
                             watermark=rows.watermark, policy=policy or Policy.from_stored(task.policy),
                             target=lambda label: kind.target(spec, label), holdout_salt=holdout_salt,

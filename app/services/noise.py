@@ -3,29 +3,22 @@ run would read: the admin sees every client, a key with `read` scope only its ow
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import Client, Task
-from app.db.training_rows import TrainingRows, load_training_rows, trusted_client_ids
-from app.kinds import TaskSpec, get_kind
-from app.learning.noise import NoiseReport, estimate_noise
+from app.db.training_rows import TrainingRows, load_training_rows
+from app.learning.noise import NoiseReport
+from app.runs.execute import scoped_noise
 from app.services.clients import Caller, allow
 from app.services.tasks import load_task
 
 
 def noise_of_rows(session: Session, task: Task, rows: TrainingRows) -> NoiseReport:
-    """The noise model on a task's rows, with the task kind's `same` and its trusted keys; a signal
-    about one part of an answer (a tagging span) is judged on that part."""
-    spec = TaskSpec.of(task)
-    kind = get_kind(task.kind)
-    feedback = [replace(fb, shown=kind.scope_label(fb.shown, fb.span)) if fb.span is not None else fb
-                for fb in rows.feedback]
-    return estimate_noise(feedback=feedback, examples=rows.examples, trusted=trusted_client_ids(session),
-                          same=lambda a, b: kind.same(spec.labels, a, b))
+    """The noise model on a task's rows, as a training run sees it (`app.runs.execute.scoped_noise`)."""
+    return scoped_noise(session, task, rows)[1]
 
 
 def task_noise(sessions: sessionmaker[Session], *, task: str, caller: Caller, max_rows: int | None = None
