@@ -11,8 +11,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from app.config import Settings, get_settings
-from app.security import is_loopback
+from app.core.config import Settings, get_settings
+from app.core.security import is_loopback
 
 cli = typer.Typer(help="Flywheel: a self-hosted model server that learns from its users.", no_args_is_help=True,
                   add_completion=False)
@@ -71,7 +71,7 @@ def serve(
     port = port or settings.port
     check_bind(settings, host)
     _migrate(settings)
-    from app.supervisor import WorkerSupervisor
+    from app.process.supervisor import WorkerSupervisor
 
     supervisor: WorkerSupervisor | None = None
     if settings.embedded_worker if worker is None else worker:
@@ -102,8 +102,8 @@ def worker(
     """Run the training worker: retrain policy, run queue, heartbeats."""
     settings = get_settings()
     _logging(settings.log_level)
-    from app.runtime import configure_runtime
-    from app.worker import run_worker
+    from app.process.runtime import configure_runtime
+    from app.process.worker import run_worker
 
     configure_runtime(settings)
     _migrate(settings)
@@ -128,8 +128,8 @@ def retrain(
     """Queue a training run for TASK through the API (admin), optionally waiting for its verdict."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from app.client import ApiError, FlywheelClient
-    from app.statuses import FINAL_RUN_STATUSES
+    from app.tools.client import ApiError, FlywheelClient
+    from app.core.statuses import FINAL_RUN_STATUSES
 
     settings = get_settings()
     base = url or f"http://{settings.host}:{settings.port}"
@@ -163,13 +163,13 @@ def retrain(
         raise typer.Exit(1)
 
 
-from app.simulate.command import combine_results, simulate  # noqa: E402  (heavy imports wait until run)
+from app.tools.simulate.command import combine_results, simulate  # noqa: E402  (heavy imports wait until run)
 
 cli.command()(simulate)
 cli.command("simulate-combine")(combine_results)
 
 
-from app.bench.command import bench_app  # noqa: E402  (heavy imports wait until a benchmark runs)
+from app.tools.bench.command import bench_app  # noqa: E402  (heavy imports wait until a benchmark runs)
 
 cli.add_typer(bench_app, name="bench")
 
@@ -178,7 +178,7 @@ cli.add_typer(bench_app, name="bench")
 # more OpenMP threads than cores.  The moment anything else wants a core (the API's event loop,
 # a worker training beside it, another process) that spinning turns a forward or a training
 # step 3-10x slower; 100 spins (what libgomp itself uses once oversubscribed) does not.  Set
-# before torch loads, for every command; an explicit GOMP_SPINCOUNT wins.  See bench/README.md.
+# before torch loads, for every command; an explicit GOMP_SPINCOUNT wins.  See docs/bench.md.
 OPENMP_SPINCOUNT = "100"
 
 

@@ -20,15 +20,15 @@ from app.api.guards import BodyBudget, BodyLimit, LoopbackOnly
 from app.api.schemas import ExamplesRequest
 from app.api import (clients, examples, explain, feedback, health, noise, predict, problems, review, runs, tasks, users,
                      versions)
-from app.config import Settings, get_settings
+from app.core.config import Settings, get_settings
 from app.console import routes as console
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_sessionmaker
-from app.runtime import configure_runtime
-from app.serving.served import ServedModels
-from app.state import AppState
-from app.supervisor import WorkerSupervisor
-from app.telemetry import DiskCollector, Metrics, MonitoringCollector, RunsCollector, WorkerCollector
+from app.process.runtime import configure_runtime
+from app.serving.registry import ServedModels
+from app.process.state import AppState
+from app.process.supervisor import WorkerSupervisor
+from app.observability.metrics import DiskCollector, Metrics, MonitoringCollector, RunsCollector, WorkerCollector
 
 log = logging.getLogger("flywheel")
 
@@ -63,7 +63,7 @@ def build_state(settings: Settings, worker: WorkerSupervisor | None = None) -> A
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state: AppState = app.state.flywheel
+    state: AppState = app.process.state.flywheel
     settings = state.settings
     configure_runtime(settings)
     log.info("migrating %s", state.engine.url.render_as_string(hide_password=True))
@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | N
         description="A model server that learns from its users' feedback.",
         lifespan=lifespan,
     )
-    app.state.flywheel = build_state(settings, worker)
+    app.process.state.flywheel = build_state(settings, worker)
     problems.install(app)
     openapi.install(app, body_models=(ExamplesRequest,))
     for module in (health, tasks, predict, explain, feedback, review, noise, examples, runs, versions, clients,
@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | N
                        budget=BodyBudget(settings.max_buffered_bytes))
     if settings.admin_token is None:
         app.add_middleware(LoopbackOnly)
-    app.add_middleware(RequestTiming, metrics=app.state.flywheel.metrics)
+    app.add_middleware(RequestTiming, metrics=app.process.state.flywheel.metrics)
     # First of all: a trusted proxy's X-Forwarded-For/-Proto become the client's address (its
     # failed-authentication budget) and scheme (the console cookie's Secure flag), here rather
     # than in uvicorn, so the app behaves the same however it is served.

@@ -13,7 +13,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from app.config import get_settings
+    from app.core.config import get_settings
 
     return get_settings().db_url
 

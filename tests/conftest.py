@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from app.config import Settings  # noqa: E402
+from app.core.config import Settings  # noqa: E402
 from support import (  # noqa: E402
     ADMIN_TOKEN, CHINESE_SAMPLE, WORDS, make_settings, pg_available, postgres_or_skip, scratch_pg_database,
     truncate_all,

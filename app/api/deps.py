@@ -13,7 +13,7 @@ from fastapi import Depends, Path, Query, Request, Response
 from app.api.problems import Problem
 from app.services.clients import ADMIN, Caller, authenticate
 from app.services.paging import DEFAULT_PAGE, MAX_PAGE, Page
-from app.state import AppState
+from app.process.state import AppState
 
 
 async def get_state(request: Request) -> AppState:

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import AdminDep, StateDep, TaskName
 from app.api.problems import Problem, field_path
 from app.api.schemas import ExampleIn, ExamplesOut, ExamplesRequest
-from app.errors import Invalid, TooLarge
+from app.core.errors import Invalid, TooLarge
 from app.services.examples import Row, import_examples, parse_csv
 
 router = APIRouter(tags=["examples"])

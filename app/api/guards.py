@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import Problem, problem_response
-from app.security import is_loopback
+from app.core.security import is_loopback
 
 UPLOAD_PATH = re.compile(r"^/v1/tasks/[^/]+/examples/?$")
 BUSY_RETRY_AFTER_S = 1  # bodies are read in moments; a second is enough for budget to come free

@@ -13,11 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import StateDep
 from app.api.problems import Problem
-from app.errors import Unavailable
-from app.security import same_secret
+from app.core.errors import Unavailable
+from app.core.security import same_secret
 from app.services.health import readiness
-from app.state import AppState
-from app.telemetry import scrape
+from app.process.state import AppState
+from app.observability.metrics import scrape
 
 router = APIRouter(tags=["health"])
 

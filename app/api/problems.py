@@ -1,6 +1,6 @@
 """RFC 9457 problem+json for every error, with a stable `type` per kind of problem.
 
-The one place where domain errors (`app/errors.py`) become HTTP: each class has one status.
+The one place where domain errors (`app/core/errors.py`) become HTTP: each class has one status.
 `Problem` is for what only HTTP can get wrong (a missing header, an unsupported media type)."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, RetryLater, TooLarge,
+from app.core.errors import (Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, RetryLater, TooLarge,
                         Unavailable)
-from app.security import printable
+from app.core.security import printable
 from app.services.health import OUTAGE_ERRORS, database_outage
 
 log = logging.getLogger("flywheel.api")

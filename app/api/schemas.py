@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (the policy's own schema is `app.policy.Policy`)."""
+"""Request and response bodies of the HTTP API (the policy's own schema is `app.core.policy.Policy`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, f
 
 from app.kinds import KINDS
 from app.services.clients import SCOPES
-from app.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FeedbackLoss, Finetune, Policy
-from app.texts import storable
+from app.core.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FeedbackLoss, Finetune, Policy
+from app.core.texts import storable
 
 TASK_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 

@@ -27,7 +27,7 @@ from app.api.schemas import TaskCreate
 from app.console import charts
 from app.console.session import (LoginRequired, check_csrf, console_caller, csrf_for, dev_mode, end_session,
                                  remember_csrf, start_session)
-from app.errors import DomainError, Forbidden
+from app.core.errors import DomainError, Forbidden
 from app.services import console as pages
 from app.services.clients import (SCOPES, Caller, authenticate, create_client, list_clients, revoke_client,
                                   set_trusted, spend_request)

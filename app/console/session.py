@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 from fastapi import Request, Response
 
-from app.errors import Forbidden
-from app.security import derive_key, hash_api_key, mac, same_secret, sign, unsign
+from app.core.errors import Forbidden
+from app.core.security import derive_key, hash_api_key, mac, same_secret, sign, unsign
 from app.services.clients import ADMIN, Caller, caller_for_key_hash
-from app.state import AppState
+from app.process.state import AppState
 
 SESSION_COOKIE = "flywheel_session"
 CSRF_COOKIE = "flywheel_csrf"

@@ -24,7 +24,7 @@ def make_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Engin
 
     On SQLite, `durable` (the default) syncs the write-ahead log at every commit
     (`synchronous=FULL`): a 2xx survives a power cut, not only a crash.  `durable=False`
-    (`NORMAL`) is for benchmarks that measure what that costs (bench/durability.py)."""
+    (`NORMAL`) is for benchmarks that measure what that costs (scripts/durability.py)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

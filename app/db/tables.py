@@ -26,8 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from app.policy import DEFAULT_FEEDBACK_LOSS
-from app.statuses import RunStatus, Trigger, VersionStatus
+from app.core.policy import DEFAULT_FEEDBACK_LOSS
+from app.core.statuses import RunStatus, Trigger, VersionStatus
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -183,7 +183,7 @@ class Prediction(Base):
     __tablename__ = "predictions"
     __table_args__ = (Index("ix_predictions_task_created", "task_id", "created_at"),
                       # a version's predictions oldest or newest first: drift and −1 shares on every
-                      # console page and scrape (app/monitoring.py)
+                      # console page and scrape (app/observability/monitoring.py)
                       Index("ix_predictions_version_created", "model_version_id", "created_at", "id"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -245,6 +245,6 @@ class Erasure(Base):
     __tablename__ = "erasures"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_hash: Mapped[str] = mapped_column(String(64), index=True)  # the namespaced hash (app/security.py)
+    user_hash: Mapped[str] = mapped_column(String(64), index=True)  # the namespaced hash (app/core/security.py)
     client_id: Mapped[int | None] = mapped_column(Integer, default=None)  # whose user; None = the admin token's
     erased_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.db.pages import Page, cut, paged
+from app.db.paging import Page, cut, paged
 from app.db.session import is_postgres
 from app.db.tables import ModelVersion, Task, utcnow
-from app.statuses import VersionStatus
-from app.errors import Conflict
+from app.core.statuses import VersionStatus
+from app.core.errors import Conflict
 
 
 def lock_task(session: Session, task_id: int) -> None:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from app.errors import Invalid
+from app.core.errors import Invalid
 from app.model.encoder import Encoded, EncoderWithHead
 from app.model.store import VersionMeta
 
@@ -144,7 +144,7 @@ class TaskKind(ABC):
         """How unsure the model was of this answer, in [0, 1] (1: no idea): what makes a label from
         the user worth asking for."""
 
-    # -- input checks (raise app.errors.Invalid naming the field)
+    # -- input checks (raise app.core.errors.Invalid naming the field)
 
     @abstractmethod
     def canonical(self, spec: TaskSpec, value: Any, *, text: str, field: str) -> str:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.errors import Invalid
+from app.core.errors import Invalid
 from app.kinds.base import Answer, TaskKind, TaskSpec
 from app.model.encoder import Encoded, EncoderWithHead, load_base, tokenize
 from app.model.store import VersionMeta

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.errors import Invalid
+from app.core.errors import Invalid
 from app.kinds.base import Answer, TaskKind, TaskSpec
 from app.kinds.classification import label_prompt
 from app.model.encoder import Encoded, TokenTagger, load_base

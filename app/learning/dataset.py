@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
-from app.policy import Policy
-from app.texts import split_for, text_hash
+from app.core.policy import Policy
+from app.core.texts import split_for, text_hash
 
 
 class ExampleLike(Protocol):

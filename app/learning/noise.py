@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from app.learning.dataset import ExampleLike, FeedbackLike, Same
-from app.texts import text_hash
+from app.core.texts import text_hash
 
 # An answer the model gave at least this probability is an anchor: with a calibrated model it is
 # wrong at most 5 % of the time, so a −1 there is nearly always a flip (and the 5 % is corrected

@@ -23,7 +23,7 @@ from app.learning.dataset import Item
 from app.learning.losses import combined_loss, feedback_term
 from app.model.encoder import EncoderWithHead, encode_texts, resolve_device
 from app.model.store import VersionMeta, save_version
-from app.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FEEDBACK_LOSSES, Policy
+from app.core.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FEEDBACK_LOSSES, Policy
 
 ProgressFn = Callable[[int, int, int, float], None]  # (epoch, step, total_steps, mean train loss so far)
 EpochFn = Callable[[dict[str, Any]], None]  # one loss-curve entry

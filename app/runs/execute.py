@@ -29,7 +29,7 @@ import torch
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
+from app.core.config import Settings
 from app.db.session import transaction
 from app.db.tables import ModelVersion, Task, TrainingRun, utcnow
 from app.db.training_rows import TrainingRows, load_training_rows, trusted_client_ids
@@ -42,18 +42,18 @@ from app.learning.noise import NoiseReport, estimate_noise
 from app.learning.gate import MAX_LOOKS, Evaluation, Verdict, evaluate, judge as gate_judge, look_confidence
 from app.learning.trainer import TrainConfig, TrainingInterrupted, TrainResult, save, train
 from app.model.encoder import resolve_device
-from app.policy import Policy
-from app.runs import telemetry
-from app.runs.engines import engines_for, probe_texts
+from app.core.policy import Policy
+from app.observability import worker_metrics
+from app.runs.prepare import engines_for, probe_texts
 from app.runs.heartbeat import RunControl
 from app.runs.lifecycle import RunAbandoned, drop_candidate, fail_owned, owned, release_interrupted, update_owned
-from app.statuses import RunStatus, VersionStatus
+from app.core.statuses import RunStatus, VersionStatus
 
 log = logging.getLogger(__name__)
 
 
 # New embedding rows start at [UNK]'s plus noise of one standard deviation: on THUCNews the
-# characters then learn (bench/chinese_vocab.py, reports/chinese/); started identical they barely did.
+# characters then learn (scripts/chinese_vocab.py, reports/chinese/); started identical they barely did.
 GROWN_ROW_SPREAD = 1.0
 
 
@@ -136,7 +136,7 @@ def start(factory: sessionmaker[Session], ctx: RunContext) -> None:
         ctx.parent_sha256 = parent.sha256
     ctx.kind = get_kind(ctx.task.kind)
     ctx.policy = Policy.from_stored(ctx.task.policy)
-    telemetry.RUNS.labels(ctx.task_name, "started").inc()
+    worker_metrics.RUNS.labels(ctx.task_name, "started").inc()
 
 
 def gather(factory: sessionmaker[Session], ctx: RunContext, max_rows: int | None = None) -> TaskDataset:
@@ -301,7 +301,7 @@ def second_look(factory: sessionmaker[Session], settings: Settings, ctx: RunCont
 def prepare(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dataset: TaskDataset,
             path: Path | None = None) -> dict[str, Any]:
     """The inference engines of the version to be activated (by default the candidate), made
-    before it is activated so API processes swap straight to the fastest one (app/runs/engines.py)."""
+    before it is activated so API processes swap straight to the fastest one (app/runs/prepare.py)."""
     path = path or ctx.candidate_path
     assert path is not None
     update_owned(factory, ctx.run_id, ctx.worker_id, progress={"fraction": 1.0, "stage": "preparing engines"})
@@ -350,12 +350,12 @@ def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, data
                         "total_steps": result.steps, "fraction": 1.0, "best_epoch": result.best_epoch}
         status, duration = RunStatus(run.status), run.duration_s
     log.info("run %s (%s): %s — %s", ctx.run_id, ctx.task_name, status, verdict.reason)
-    telemetry.RUNS.labels(ctx.task_name, status).inc()
-    telemetry.RUN_SECONDS.labels(ctx.task_name).observe(duration)
-    telemetry.GATE_SCORE.labels(ctx.task_name, "candidate").set(verdict.candidate.get("score") or 0.0)
-    telemetry.GATE_SCORE.labels(ctx.task_name, "active").set(verdict.active.get("score") or 0.0)
-    telemetry.GATE_PROMOTED.labels(ctx.task_name).set(1.0 if verdict.promote else 0.0)
-    telemetry.GATE_DECISIONS.labels(ctx.task_name, verdict.decision).inc()
+    worker_metrics.RUNS.labels(ctx.task_name, status).inc()
+    worker_metrics.RUN_SECONDS.labels(ctx.task_name).observe(duration)
+    worker_metrics.GATE_SCORE.labels(ctx.task_name, "candidate").set(verdict.candidate.get("score") or 0.0)
+    worker_metrics.GATE_SCORE.labels(ctx.task_name, "active").set(verdict.active.get("score") or 0.0)
+    worker_metrics.GATE_PROMOTED.labels(ctx.task_name).set(1.0 if verdict.promote else 0.0)
+    worker_metrics.GATE_DECISIONS.labels(ctx.task_name, verdict.decision).inc()
     return status
 
 
@@ -410,13 +410,13 @@ def execute_run(
         if control.lost.is_set() or isinstance(exc, RunAbandoned):
             log.warning("run %s abandoned: %s", run_id, exc)
             drop_candidate(factory, ctx.candidate_id, ctx.candidate_path, "its run was taken away from this worker")
-            telemetry.RUNS.labels(ctx.task_name, "abandoned").inc()
+            worker_metrics.RUNS.labels(ctx.task_name, "abandoned").inc()
             return "abandoned"
         log.info("run %s interrupted by shutdown; requeued", run_id)
         drop_candidate(factory, ctx.candidate_id, ctx.candidate_path, "its run was interrupted")
         if not release_interrupted(factory, run_id, worker_id):
             return "abandoned"
-        telemetry.RUNS.labels(ctx.task_name, "requeued").inc()
+        worker_metrics.RUNS.labels(ctx.task_name, "requeued").inc()
         return RunStatus.QUEUED
     except Exception as exc:
         log.exception("run %s failed", run_id)
@@ -425,8 +425,8 @@ def execute_run(
         duration = time.monotonic() - ctx.started
         if not fail_owned(factory, run_id, worker_id, error=error, duration_s=duration):
             return "abandoned"
-        telemetry.RUNS.labels(ctx.task_name, "failed").inc()
-        telemetry.RUN_SECONDS.labels(ctx.task_name).observe(duration)
+        worker_metrics.RUNS.labels(ctx.task_name, "failed").inc()
+        worker_metrics.RUN_SECONDS.labels(ctx.task_name).observe(duration)
         return RunStatus.FAILED
     finally:
         if torch.cuda.is_available():

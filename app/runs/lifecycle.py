@@ -19,13 +19,13 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.pages import Page, cut, paged
+from app.db.paging import Page, cut, paged
 from app.db.session import is_postgres, transaction
 from app.db.tables import ModelVersion, Task, TrainingRun, utcnow
 from app.db.versions import lock_task, path_in_use
-from app.errors import Conflict, NotFound
-from app.runs import telemetry
-from app.statuses import OPEN_RUN_STATUSES, RunStatus, Trigger, VersionStatus
+from app.core.errors import Conflict, NotFound
+from app.observability import worker_metrics
+from app.core.statuses import OPEN_RUN_STATUSES, RunStatus, Trigger, VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def reap_stale_runs(factory: sessionmaker[Session], *, timeout_s: float, now: da
                 run.error += f"; not requeued: {run.attempts} attempts made"
             reaped.append(run.id)
             task_name = s.scalar(select(Task.name).where(Task.id == run.task_id))
-            telemetry.REAPED.labels(task_name).inc()
+            worker_metrics.REAPED.labels(task_name).inc()
             log.warning("run %s: %s", run.id, run.error)
     return reaped
 

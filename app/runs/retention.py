@@ -34,7 +34,7 @@ from app.db.tables import Feedback, ModelVersion, Prediction, Task, utcnow
 from app.db.versions import lock_task
 from app.db.workers import forget_silent
 from app.model.store import META_FILE, dir_bytes
-from app.statuses import VersionStatus
+from app.core.statuses import VersionStatus
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.session import transaction
 from app.db.tables import Task, TrainingRun, utcnow
 from app.db.training_rows import new_signals_since
-from app.policy import Policy
+from app.core.policy import Policy
 from app.runs.lifecycle import enqueue_run
-from app.statuses import JUDGED_RUN_STATUSES, OPEN_RUN_STATUSES, Trigger
+from app.core.statuses import JUDGED_RUN_STATUSES, OPEN_RUN_STATUSES, Trigger
 
 log = logging.getLogger(__name__)
 

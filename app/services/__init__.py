@@ -1,2 +1,2 @@
 """The domain services, one module per noun.  They take plain arguments, return plain values,
-raise `app.errors` and know nothing of HTTP; each public function is its own unit of work."""
+raise `app.core.errors` and know nothing of HTTP; each public function is its own unit of work."""

@@ -23,13 +23,13 @@ from typing import Any
 from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.pages import Page, cut, paged
+from app.db.paging import Page, cut, paged
 from app.db.session import transaction
 from app.db.tables import Client, ClientTask, Feedback, Task, utcnow
 from app.db.threads import in_db_thread
-from app.errors import Forbidden, Invalid, NotFound, RateLimited
-from app.security import hash_api_key, new_api_key, same_secret
-from app.state import AppState
+from app.core.errors import Forbidden, Invalid, NotFound, RateLimited
+from app.core.security import hash_api_key, new_api_key, same_secret
+from app.process.state import AppState
 
 # What a client key may do on its tasks: predict; give feedback on its own predictions; read the
 # task's description and its review queue.  Everything else (tasks, examples, runs, versions,

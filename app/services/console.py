@@ -10,19 +10,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db.pages import Page
+from app.core.config import Settings
+from app.db.paging import Page
 from app.db.tables import ModelVersion, Prediction, Task, TrainingRun
 from app.db.threads import in_db_thread
-from app.errors import Invalid
+from app.core.errors import Invalid
 from app.kinds import TaskSpec, get_kind
-from app.monitoring import daily_counts, watch_task, workers
+from app.observability.monitoring import daily_counts, watch_task, workers
 from app.runs import lifecycle
 from app.services.clients import Caller, allow
 from app.services.feedback import give_feedback, unknown_prediction
 from app.services.review import review_queue
 from app.services.tasks import describe, list_tasks, load_task
-from app.state import AppState
+from app.process.state import AppState
 
 RUNS_SHOWN = 20
 RECENT_RUNS = 5

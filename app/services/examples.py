@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.session import transaction
 from app.db.tables import Example, Task
-from app.errors import Invalid
+from app.core.errors import Invalid
 from app.kinds import TaskKind, TaskSpec, get_kind
 from app.services.tasks import load_task
-from app.texts import split_for, storable, text_hash
+from app.core.texts import split_for, storable, text_hash
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import ModelVersion, Prediction, Task
 from app.db.threads import in_db_thread
-from app.errors import Invalid, Overloaded, RateLimited, Unavailable
+from app.core.errors import Invalid, Overloaded, RateLimited, Unavailable
 from app.serving.explain import ExplainerBusy
 from app.services.clients import Caller, allow
 from app.services.feedback import unknown_prediction
 from app.services.predictions import check_texts, served_model
-from app.state import AppState
+from app.process.state import AppState
 
 
 def _spend_budget(state: AppState, caller: Caller) -> None:

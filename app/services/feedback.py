@@ -1,4 +1,4 @@
-"""Recording signals about predictions: small writes, committed in groups (app/db/group.py),
+"""Recording signals about predictions: small writes, committed in groups (app/db/group_commit.py),
 with no model work.  Each request still answers only once its own row is committed, and a
 request that is wrong (an unknown prediction, someone else's, a bad correction) fails alone."""
 
@@ -13,15 +13,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.erasures import erased, lock_users, refused
-from app.db.group import GroupCommit
+from app.db.group_commit import GroupCommit
 from app.db.session import is_postgres, transaction
 from app.db.tables import Feedback, Prediction, Task, utcnow
-from app.errors import Forbidden, NotFound
+from app.core.errors import Forbidden, NotFound
 from app.kinds import TaskSpec, get_kind
-from app.security import hash_user_id, user_namespace
+from app.core.security import hash_user_id, user_namespace
 from app.services.clients import Caller, allow
 from app.services.users import user_erased
-from app.state import AppState
+from app.process.state import AppState
 
 Recorded = tuple[dict[str, Any], str]  # (the feedback as the API shows it, the task's name)
 

@@ -7,8 +7,8 @@ from sqlalchemy import text
 from app.db.session import OUTAGE_ERRORS
 from app.db.threads import in_db_thread
 from app.db.versions import active_rows
-from app.errors import DatabaseUnavailable, Unavailable
-from app.state import AppState
+from app.core.errors import DatabaseUnavailable, Unavailable
+from app.process.state import AppState
 
 OUTAGE_RETRY_AFTER_S = 5
 

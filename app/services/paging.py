@@ -1,5 +1,5 @@
-"""How list endpoints are paged (keyset: `limit` rows after a cursor); see app/db/pages.py."""
+"""How list endpoints are paged (keyset: `limit` rows after a cursor); see app/db/paging.py."""
 
-from app.db.pages import DEFAULT_PAGE, MAX_PAGE, Page
+from app.db.paging import DEFAULT_PAGE, MAX_PAGE, Page
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Page"]

@@ -15,15 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.erasures import erased, lock_users, refused
 from app.db.tables import Prediction, new_id, utcnow
 from app.db.threads import in_db_thread
-from app.errors import Invalid, Overloaded, RateLimited, Unavailable
-from app.security import hash_user_id, user_namespace
+from app.core.errors import Invalid, Overloaded, RateLimited, Unavailable
+from app.core.security import hash_user_id, user_namespace
 from app.serving.batcher import BatcherClosed, MicroBatcher, OwnerQueueFull, Pending, QueueFull
-from app.serving.engine import LoadedModel, Scored
+from app.serving.scoring import LoadedModel, Scored
 from app.services.clients import Caller, allow
 from app.services.review import Asking
 from app.services.tasks import load_task
 from app.services.users import user_erased
-from app.state import AppState
+from app.process.state import AppState
 
 
 @dataclass(frozen=True)

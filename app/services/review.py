@@ -30,9 +30,9 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.tables import Example, Feedback, Prediction, Task
-from app.errors import Invalid
+from app.core.errors import Invalid
 from app.kinds import Answer, TaskKind, get_kind
-from app.policy import Policy
+from app.core.policy import Policy
 from app.services.clients import Caller, allow
 from app.services.tasks import load_task
 

@@ -6,11 +6,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.pages import Page
+from app.db.paging import Page
 from app.db.tables import TrainingRun
 from app.runs import lifecycle
 from app.services.tasks import load_task
-from app.statuses import Trigger
+from app.core.statuses import Trigger
 
 
 def _view(run: TrainingRun, task_name: str) -> dict[str, Any]:

@@ -10,17 +10,17 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db.pages import Page, cut, paged
+from app.core.config import Settings
+from app.db.paging import Page, cut, paged
 from app.db.session import transaction
 from app.db.tables import Example, Feedback, Prediction, Task
 from app.db.versions import active_version, path_in_use, register_version
-from app.errors import Conflict, NotFound
+from app.core.errors import Conflict, NotFound
 from app.kinds import TaskSpec, get_kind
 from app.model.store import VersionMeta, save_version
-from app.policy import Policy
+from app.core.policy import Policy
 from app.services.clients import ADMIN, Caller, allow
-from app.statuses import VersionStatus
+from app.core.statuses import VersionStatus
 
 
 def load_task(session: Session, name: str) -> Task:

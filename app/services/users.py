@@ -18,9 +18,9 @@ from app.db.erasures import CLOCK_SKEW_S, lock_users, record_erasure
 from app.db.session import transaction
 from app.db.tables import Client, Feedback, Prediction
 from app.db.threads import in_db_thread
-from app.errors import Conflict, NotFound
-from app.security import hash_user_id, user_namespace
-from app.state import AppState
+from app.core.errors import Conflict, NotFound
+from app.core.security import hash_user_id, user_namespace
+from app.process.state import AppState
 
 
 def _delete_user_rows(sessions: sessionmaker[Session], *, user_id: str, client_id: int | None,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.pages import Page
+from app.db.paging import Page
 from app.db.session import transaction
 from app.db.tables import ModelVersion
 from app.db.versions import activate, get_version, list_versions
-from app.errors import NotFound
+from app.core.errors import NotFound
 from app.services.tasks import load_task
 
 

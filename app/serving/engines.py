@@ -30,7 +30,7 @@ from app.db.versions import ActiveRow
 from app.kinds import TaskKind, get_kind, load_version
 from app.kinds.base import Answer
 from app.model.store import ENGINES_DIR, CorruptVersion, read_meta, verify_version
-from app.serving.engine import LoadedModel, prepare_for_inference, score_texts
+from app.serving.scoring import LoadedModel, prepare_for_inference, score_texts
 from app.serving.onnx import OrtModel, cuda_available, export_onnx, quantize_onnx
 
 log = logging.getLogger("flywheel.engines")

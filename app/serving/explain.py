@@ -20,7 +20,7 @@ import torch
 from captum.attr import LayerIntegratedGradients
 
 from app.model.encoder import encode_texts
-from app.serving.engine import LoadedModel, score_texts
+from app.serving.scoring import LoadedModel, score_texts
 from app.serving.priority import lower_priority
 
 log = logging.getLogger("flywheel.explain")

@@ -1,0 +1,381 @@
+"""One arm end to end against a real service, and all arms in turn.
+
+Per arm: start a fresh service, create the task (zero-shot version 0) with a policy under
+which the worker never retrains on its own, create the users' clients and an evaluator
+client, and score version 0 on the test set.  Then, each round: the users predict their
+slice of the traffic and send their signals; the simulator asks for a retrain, waits for the
+gate's verdict and for the API to serve the active version, and scores it on the test set.
+The evaluator's predictions never get feedback.
+
+With several seeds every arm runs once per seed (seed, seed+1, …), each against a fresh
+service; the traffic and test texts stay the same, the seed varies the users' draws, the
+adversary's texts and training's seed.  `app.tools.simulate.seeds` turns the runs into the arm's entry.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from app.tools.client import FlywheelClient
+from app.kinds import get_kind
+from app.kinds.classification import label_metrics
+from app.kinds.rating import score_metrics
+from app.kinds.tagging import entity_metrics
+from app.core.policy import Policy
+from app.tools.simulate.arms import SIM_EPOCHS, Arm, distinct
+from app.tools.simulate.data import Example, Scenario
+from app.tools.simulate.seeds import aggregate
+from app.tools.simulate.server import Service, ServiceConfig
+from app.tools.simulate.users import ADVERSARY, TRUSTED, Draws, assign_clients, client_name, decide, decide_spans
+from app.core.statuses import RunStatus
+
+TASK = "sim"
+REQUEST_TEXTS = 64  # texts per predict request; the server's default FLYWHEEL_MAX_TEXTS_PER_REQUEST
+
+
+@dataclass
+class Options:
+    rounds: int
+    traffic_per_round: int
+    seed: int = 0  # the first seed; seed + k for the k-th of `seeds` runs per arm
+    seeds: int = 1
+    honest_users: int = 3
+    training: Policy = field(default_factory=lambda: Policy(epochs=SIM_EPOCHS))  # the task's policy
+    base_model: str | None = None
+    torch_threads: int = 0
+    max_seq_len: int | None = None
+    run_timeout_s: float = 3600.0
+    score_rejected: bool = True  # also score a rejected candidate (activated briefly, then rolled back)
+    keep_data: Path | None = None  # keep each arm's data directory under this folder
+    anchors: dict[str, str] = field(default_factory=dict)  # a rating task's anchors (value -> text)
+
+    def policy(self) -> dict[str, Any]:
+        """The task's policy: the training and gate knobs given, and retraining only when the
+        simulator asks for it."""
+        return {**self.training.to_dict(), "min_new_signals": 1_000_000_000, "min_interval_s": 0,
+                "max_interval_s": None}
+
+
+Status = Callable[[str], None]
+RoundDone = Callable[[dict[str, Any]], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class Score:
+    """The served version on the test set.  Classification: accuracy and macro-F1.  Tagging:
+    `accuracy` is the entity F1 (exact span and label), `macro_f1` the share of texts whose spans
+    are exactly right.  Rating:
+    `accuracy` is the share of scores within the tolerance (10% of the range) of the truth, the
+    same test a simulated user applies, `macro_f1` holds Spearman's rank correlation, and `mae`
+    the mean absolute error on the scale."""
+
+    version: int
+    accuracy: float
+    macro_f1: float
+    mae: float | None = None
+
+
+def score(api: FlywheelClient, key: str, test: Sequence[Example], expect_version: int,
+          value_range: tuple[float, float] | None = None, kind: str = "classification") -> Score:
+    """The served version's metrics on the test set, from the API's answers (a rating's when
+    `value_range` is given).  All answers must come from `expect_version` (a swap half way would
+    mix two models)."""
+    versions, answers = api.predict(TASK, [e.text for e in test], key=key, batch=REQUEST_TEXTS)
+    if set(versions) != {expect_version}:
+        raise RuntimeError(f"test set scored by versions {sorted(set(versions))}, expected {expect_version}")
+    if kind == "tagging":
+        truth = [[(s["start"], s["end"], s["label"]) for s in json.loads(e.label)] for e in test]
+        found = [[(s["start"], s["end"], s["label"]) for s in json.loads(a.label)] for a in answers]
+        m = entity_metrics(truth, found)
+        return Score(expect_version, m["f1"], m["exact_rows"])
+    if value_range is not None:
+        lo, hi = value_range
+        truth = [(float(e.label) - lo) / (hi - lo) for e in test]
+        pred = [(float(a.label) - lo) / (hi - lo) for a in answers]
+        m = score_metrics(truth, pred, hi - lo)
+        return Score(expect_version, m["within_tolerance"], m["spearman"] or 0.0, m["mae"])
+    gold, labels = [e.label for e in test], [a.label for a in answers]
+    m = label_metrics(gold, labels)
+    return Score(expect_version, m["accuracy"], m["macro_f1"])
+
+
+def gate_summary(run: dict[str, Any]) -> dict[str, Any]:
+    gate = run.get("gate") or {}
+    cand, act = gate.get("candidate") or {}, gate.get("active") or {}
+    return {
+        "run_id": run["id"],
+        "status": run["status"],
+        "verdict": gate.get("verdict"),
+        "reason": gate.get("reason") or run.get("error"),
+        "candidate_score": cand.get("score"),
+        "active_score": act.get("score"),
+        "validation_rows": cand.get("n"),
+        # an earlier undecided candidate judged again in this run: its version, look and decision
+        "second_look": {k: (gate.get("second_look") or {}).get(k) for k in ("version", "look", "decision")}
+        if gate.get("second_look") else None,
+    }
+
+
+@dataclass
+class ArmRecord:
+    """What one arm measured; `to_json` is its entry in the result file."""
+
+    name: str
+    description: str
+    conditions: dict[str, Any]
+    seed: int = 0
+    zero_shot: Score | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    data_dir: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.rounds
+        mae = {} if self.zero_shot is None or self.zero_shot.mae is None else {
+            "zero_shot_mae": self.zero_shot.mae, "mae_by_round": [x["mae"] for x in r]}
+        return {
+            **mae,
+            "description": self.description,
+            "conditions": self.conditions,
+            "seed": self.seed,
+            "zero_shot_accuracy": self.zero_shot.accuracy if self.zero_shot else None,
+            "zero_shot_macro_f1": self.zero_shot.macro_f1 if self.zero_shot else None,
+            "accuracy_by_round": [x["accuracy"] for x in r],
+            "macro_f1_by_round": [x["macro_f1"] for x in r],
+            "signals_by_round": [x["signals_total"] for x in r],
+            "signals_used_by_round": [x["signals_used"] for x in r],
+            "corrections_by_round": [x["sent"]["corrections"] for x in r],  # sent in that round, not so far
+            "asked_by_round": [x["sent"]["asked"] for x in r],  # answers with feedback_wanted in that round
+            "gate_by_round": [x["gate"] for x in r],
+            "version_by_round": [x["version"] for x in r],
+            "traffic_accuracy_by_round": [x["traffic_accuracy"] for x in r],
+            "candidate_accuracy_by_round": [x["candidate_accuracy"] for x in r],
+            "rounds": r,
+            "seconds": round(self.seconds, 1),
+            "data_dir": self.data_dir,
+        }
+
+
+class ArmRun:
+    """The state of one arm while it runs against its service."""
+
+    def __init__(self, api: FlywheelClient, scenario: Scenario, arm: Arm, options: Options, status: Status) -> None:
+        self.api, self.scenario, self.arm, self.options, self.status = api, scenario, arm, options, status
+        c = arm.conditions
+        self.owners = assign_clients(len(scenario.traffic), honest=options.honest_users,
+                                     adversarial_share=c.adversarial_share, careless_share=c.careless_share,
+                                     trusted_share=c.trusted_share, seed=options.seed)
+        self.keys: dict[int, str] = {}
+        self.eval_key = ""
+        self.signals_total = 0
+        self.kind = get_kind(scenario.kind)
+        self.labels = list(scenario.labels)  # the task's labels (a rating's scale points, once created)
+
+    def test_score(self, version: int) -> Score:
+        return score(self.api, self.eval_key, self.scenario.test, version, self.scenario.value_range,
+                     self.scenario.kind)
+
+    def setup(self) -> Score:
+        c, o = self.arm.conditions, self.options
+        self.status("creating the task (zero-shot version 0)")
+        what: dict[str, Any] = {"kind": self.scenario.kind, "labels": self.scenario.labels}
+        if self.scenario.kind == "rating":
+            what = {"kind": "rating", "range": list(self.scenario.value_range or ()), "anchors": o.anchors}
+        created = self.api.create_task({
+            "name": TASK, **what, "lambda": c.lambda_data,
+            "feedback_loss": c.feedback_loss, "finetune": c.finetune,
+            "policy": {**o.policy(), "feedback_budget": c.feedback_budget},
+        })
+        self.labels = list(created["labels"])
+        for owner in sorted(set(self.owners)):
+            self.keys[owner] = self.api.create_client(client_name(owner), [TASK], trusted=owner == TRUSTED)
+        self.eval_key = self.api.create_client("evaluator", [TASK])
+        self.api.wait_served(TASK, 0)
+        self.status("scoring zero-shot")
+        return self.test_score(0)
+
+    def send_traffic(self, start: int, stop: int) -> dict[str, Any]:
+        """Round's users predict their texts and give feedback; counts of what they sent."""
+        labels, c, seed = self.labels, self.arm.conditions, self.options.seed
+        # corrections: feedback that carries the right label (with a +1 or a -1); asked: answers
+        # that came with feedback_wanted: true, whatever the user did with them
+        counts = {"positive": 0, "negative": 0, "corrections": 0, "not_sent": 0, "from_adversary": 0, "asked": 0}
+        right = 0
+        by_owner: dict[int, list[int]] = {}
+        for i in range(start, stop):
+            by_owner.setdefault(self.owners[i], []).append(i)
+        for owner, idx in sorted(by_owner.items()):
+            self.status(f"{client_name(owner)} predicting {len(idx)} texts")
+            _, answers = self.api.predict(TASK, [self.scenario.traffic[i].text for i in idx], key=self.keys[owner],
+                                          batch=REQUEST_TEXTS)
+            self.status(f"{client_name(owner)} giving feedback")
+            for i, answer in zip(idx, answers):
+                gold = self.scenario.traffic[i].label
+                right += self.kind.is_right(labels, answer.label, gold)
+                counts["asked"] += answer.feedback_wanted
+                draws = Draws.for_text(seed, i)
+                if self.scenario.kind == "tagging":
+                    sigs = decide_spans(answer.label, gold, behaviour=c.behaviour, draws=draws, owner=owner,
+                                        wanted=answer.feedback_wanted)
+                else:
+                    sig = decide(answer.label, gold, behaviour=c.behaviour, labels=labels, kind=self.kind,
+                                 draws=draws, owner=owner, wanted=answer.feedback_wanted)
+                    sigs = [] if sig is None else [sig]
+                if not sigs:
+                    counts["not_sent"] += 1
+                for sig in sigs:
+                    self.api.feedback(answer.id, sig.body(), key=self.keys[owner])
+                    counts["corrections" if sig.correction is not None else
+                           "positive" if sig.signal > 0 else "negative"] += 1
+                    counts["from_adversary"] += owner == ADVERSARY
+        sent = counts["positive"] + counts["negative"] + counts["corrections"]
+        self.signals_total += sent
+        return {"sent": counts, "traffic_accuracy": right / max(stop - start, 1)}
+
+    def retrain(self) -> dict[str, Any]:
+        run_id, _ = self.api.retrain(TASK)  # joins a run already open
+
+        def on_poll(run: dict[str, Any]) -> None:
+            p = run.get("progress") or {}
+            loss = p.get("loss")
+            where = f" epoch {p.get('epoch')}/{p.get('epochs')} step {p.get('step')}/{p.get('total_steps')}" if p else ""
+            self.status(f"run {run_id} {run['status']}{where}" + (f" loss {loss:.4f}" if loss is not None else ""))
+
+        return self.api.wait_run(run_id, timeout_s=self.options.run_timeout_s, on_poll=on_poll)
+
+    def score_version(self, version: int) -> Score:
+        self.status(f"waiting for the API to serve version {version}")
+        self.api.wait_served(TASK, version)
+        self.status(f"scoring version {version}")
+        return self.test_score(version)
+
+    def score_rejected(self, run: dict[str, Any], active: int) -> Score | None:
+        """What the gate kept out: activate the rejected candidate, score it, roll back to `active`.
+        The candidate ends up `retired` rather than `rejected` in the registry; nothing else changes."""
+        version_id = run.get("candidate_version_id")
+        number = next((v["version"] for v in self.api.versions(TASK) if v["id"] == version_id), None)
+        if number is None:
+            return None
+        self.api.activate(TASK, number)
+        try:
+            return self.score_version(number)
+        finally:
+            self.api.activate(TASK, active)
+
+    def round(self, r: int) -> dict[str, Any]:
+        T = self.options.traffic_per_round
+        started = time.monotonic()
+        traffic = self.send_traffic((r - 1) * T, r * T)
+        run = self.retrain()
+        active = self.api.task(TASK)["active_version"]["version"]
+        rejected = None
+        if run["status"] == RunStatus.REJECTED and self.options.score_rejected:
+            rejected = self.score_rejected(run, active)
+        s = self.score_version(active)
+        candidate = s if run["status"] == RunStatus.PROMOTED else rejected
+        counts = run.get("data_counts") or {}
+        return {
+            "round": r,
+            "accuracy": s.accuracy,
+            "macro_f1": s.macro_f1,
+            "mae": s.mae,
+            "candidate_accuracy": candidate.accuracy if candidate else None,
+            "candidate_mae": candidate.mae if candidate else None,  # a rating's candidate, promoted or kept out
+            "version": s.version,
+            "signals_total": self.signals_total,
+            "signals_used": sum(int(counts.get(k, 0)) for k in ("positive", "negative", "corrections")),
+            "gate": gate_summary(run),
+            "traffic_accuracy": traffic["traffic_accuracy"],
+            "sent": traffic["sent"],
+            "run": {k: run.get(k) for k in ("id", "status", "duration_s", "data_counts", "loss_curve", "error",
+                                             "candidate_version_id")},
+            "seconds": round(time.monotonic() - started, 1),
+        }
+
+
+def run_arm(scenario: Scenario, arm: Arm, options: Options, *, status: Status = _quiet,
+            on_round: RoundDone | None = None, data_name: str | None = None) -> ArmRecord:
+    """Run one arm with `options.seed` against a fresh service; the service is stopped (and its
+    data removed unless `options.keep_data`; then it is kept in `data_name`, default the arm's
+    name, under it) whatever happens.  `on_round` gets each finished round's record."""
+    record = ArmRecord(arm.name, arm.describe(), {**asdict(arm.conditions)}, seed=options.seed)
+    started = time.monotonic()
+    if options.keep_data is not None:
+        data_dir = Path(options.keep_data) / (data_name or arm.name.replace("+", "-plus-"))
+        shutil.rmtree(data_dir, ignore_errors=True)
+        record.data_dir = str(data_dir)
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"flywheel-sim-{arm.name.replace('+', '-')}-"))
+    config = ServiceConfig(data_dir=data_dir, base_model=options.base_model, torch_threads=options.torch_threads,
+                           max_seq_len=options.max_seq_len, seed=options.seed)
+    try:
+        status("starting the service")
+        with Service(config) as service:
+            with FlywheelClient(service.url, service.admin_token, timeout_s=600.0) as api:
+                state = ArmRun(api, scenario, arm, options, status)
+                record.zero_shot = state.setup()
+                for r in range(1, options.rounds + 1):
+                    service.check_alive()
+                    record.rounds.append(state.round(r))
+                    if on_round is not None:
+                        on_round(record.rounds[-1])
+    finally:
+        if options.keep_data is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        record.seconds = time.monotonic() - started
+    return record
+
+
+def seed_label(arm: str, seed: int, seeds: int) -> str:
+    """How progress names one run: the arm, and its seed when there are several."""
+    return f"{arm} seed {seed}" if seeds > 1 else arm
+
+
+def run_all(scenario: Scenario, arms: list[Arm], options: Options, *,
+            status: Callable[[str, str], None] | None = None,
+            on_round: Callable[[str, dict[str, Any] | None], None] | None = None,
+            on_arm: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Every arm in turn, each once per seed (one at a time: training takes all cores); arms with
+    the same conditions as an earlier one are not run again but point at it with `same_as`.
+
+    `status(label, text)` sees every step and `on_round(label, record)` every finished round
+    (record None: a round of an arm not run again), where the label names the arm (and the seed
+    when there are several).  `on_arm` gets the results so far after each arm (to save partial
+    results)."""
+    same = distinct(arms)
+    seeds = max(1, options.seeds)
+    results: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        if same[arm.name] != arm.name:
+            results[arm.name] = {**results[same[arm.name]], "description": arm.describe(), "same_as": same[arm.name]}
+            if status is not None:
+                status(arm.name, f"same conditions as {same[arm.name]}: not run again")
+            for _ in range(options.rounds * seeds):
+                if on_round is not None:
+                    on_round(arm.name, None)
+            continue
+        per_seed = []
+        for k in range(seeds):
+            seed = options.seed + k
+            label = seed_label(arm.name, seed, seeds)
+            folder = arm.name.replace("+", "-plus-")
+            record = run_arm(
+                scenario, arm, replace(options, seed=seed, seeds=1),
+                on_round=(lambda rnd, label=label: on_round(label, rnd)) if on_round else None,
+                status=(lambda text, label=label: status(label, text)) if status else _quiet,
+                data_name=f"{folder}/seed-{seed}" if seeds > 1 else folder)
+            per_seed.append(record.to_json())
+        results[arm.name] = aggregate(per_seed)
+        if on_arm is not None:
+            on_arm(results)
+    return results
