@@ -63,7 +63,7 @@ def build_state(settings: Settings, worker: WorkerSupervisor | None = None) -> A
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state: AppState = app.process.state.flywheel
+    state: AppState = app.state.flywheel
     settings = state.settings
     configure_runtime(settings)
     log.info("migrating %s", state.engine.url.render_as_string(hide_password=True))
@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | N
         description="A model server that learns from its users' feedback.",
         lifespan=lifespan,
     )
-    app.process.state.flywheel = build_state(settings, worker)
+    app.state.flywheel = build_state(settings, worker)
     problems.install(app)
     openapi.install(app, body_models=(ExamplesRequest,))
     for module in (health, tasks, predict, explain, feedback, review, noise, examples, runs, versions, clients,
@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None, *, worker: WorkerSupervisor | N
                        budget=BodyBudget(settings.max_buffered_bytes))
     if settings.admin_token is None:
         app.add_middleware(LoopbackOnly)
-    app.add_middleware(RequestTiming, metrics=app.process.state.flywheel.metrics)
+    app.add_middleware(RequestTiming, metrics=app.state.flywheel.metrics)
     # First of all: a trusted proxy's X-Forwarded-For/-Proto become the client's address (its
     # failed-authentication budget) and scheme (the console cookie's Secure flag), here rather
     # than in uvicorn, so the app behaves the same however it is served.

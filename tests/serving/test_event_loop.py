@@ -32,7 +32,7 @@ def _log_in(browser: httpx.Client, page: str) -> str:
 
 def test_healthz_answers_while_a_review_waits_for_a_database_connection(settings: Settings) -> None:
     app = create_app(settings)
-    state = app.process.state.flywheel
+    state = app.state.flywheel
     with serve_in_thread(app) as base, \
             httpx.Client(base_url=base, headers=ADMIN, timeout=WAIT_S) as api, \
             httpx.Client(base_url=base, timeout=WAIT_S) as browser:
