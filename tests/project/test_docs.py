@@ -1,5 +1,5 @@
 """The docs must match the code: the settings table, the command list, the README's test command,
-and every relative link in the README and docs/ must lead to a file that exists."""
+and every relative link in the README, docs/, reports/README.md and scripts/README.md must lead to a file that exists."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def broken_links(page: Path) -> list[str]:
 
 
 def test_every_relative_link_in_the_readme_and_docs_leads_somewhere() -> None:
-    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md")), ROOT / "reports" / "README.md", ROOT / "scripts" / "README.md"]
     assert len(pages) > 5
     broken = {p.relative_to(ROOT).as_posix(): b for p in pages if (b := broken_links(p))}
     assert not broken, broken
