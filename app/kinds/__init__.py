@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from app.kinds.base import Answer, TaskKind, TaskSpec
+from app.kinds.base import Answer, KindAnswers, KindMetrics, KindModel, KindUser, TaskKind, TaskSpec
 from app.kinds.classification import Classification
 from app.kinds.rating import Rating
 from app.kinds.tagging import Tagging
@@ -40,4 +40,5 @@ def _build_for_its_kind(encoder: torch.nn.Module, meta: VersionMeta) -> EncoderW
     return get_kind(meta.kind).build_model(encoder, meta)
 
 
-__all__ = ["KINDS", "Answer", "TaskKind", "TaskSpec", "get_kind", "load_version"]
+__all__ = ["KINDS", "Answer", "KindAnswers", "KindMetrics", "KindModel", "KindUser", "TaskKind", "TaskSpec",
+           "get_kind", "load_version"]

@@ -2,19 +2,24 @@
 tagging, and nothing else.
 
 Everything around a kind is shared and kind-agnostic: the micro-batcher, the served-model
-cache and hot swap, training runs and their lifecycle, the gate's procedure, storage and the
-HTTP plumbing.  They call a kind through these methods:
+cache and hot swap, training runs and their lifecycle, the gate's procedure, storage, the
+HTTP plumbing, the console, the simulator and the bench.  They ask a kind through four small
+protocols, one per concern; `TaskKind` is all four, and each kind module implements it:
 
-- architecture: `build_model` (encoder + this kind's head) and `build_zero_shot` (version 0);
-- training: `target` (a stored label -> what the loss compares with), `target_tensor`,
-  `data_losses` and `feedback_losses` (per-row; `app/learning/losses.py` mixes them by λ);
-- serving: `decode` (a batch of head outputs -> one `Answer` per text, what is stored and sent);
-- input: `canonical` (an example's or correction's value -> the label string stored; `value_field`
-  names it in requests), `same` (do two stored labels say the same) and `check_feedback`;
-- the gate: `predicted_targets`, `outcome` (right, wrong or unknown per validation row; the
-  gate's paired test runs on these) and `gate_metrics` (a `score` in [0, 1] for display, plus
-  whatever the kind can report; a per-class `recall`/`support` under `examples` is guarded);
-- the simulator: `is_right` (does a shown answer match the gold one).
+- `KindModel`, model and losses: `build_model` (encoder + this kind's head) and
+  `build_zero_shot` (version 0); `target` (a stored label -> what the loss compares with),
+  `align`, `target_tensor`, `data_losses` and `feedback_losses` (per-row;
+  `app/learning/losses.py` mixes them by λ), `right_log_probs`; `decode` (a batch of head
+  outputs -> one `Answer` per text, what is stored and sent) and `uncertainty`;
+- `KindAnswers`, answers, their schema and validation: `define` and `describe` (a task's
+  fields), `canonical` (an example's or correction's value -> the label string stored;
+  `value_field` names it in requests), `answer_value`, `category`, `same` (do two stored labels
+  say the same), `answer_gap`, `check_feedback` and `scope_label`;
+- `KindMetrics`, the gate's view: `predicted_targets`, `outcome` (right, wrong or unknown per
+  validation row; the gate's paired test runs on these), `confidence`, `gate_metrics` (a
+  `score` in [0, 1] for display, plus whatever the kind can report; a per-class
+  `recall`/`support` under `examples` is guarded), `ratio_terms` and `known_score`;
+- `KindUser`, the simulated user: `is_right` (does a shown answer match the gold one).
 """
 
 from __future__ import annotations
@@ -56,39 +61,14 @@ class Answer:
     body: dict[str, Any]
 
 
-class TaskKind(ABC):
+class KindModel(ABC):
+    """Model and losses: the head a kind puts on the encoder, what it trains towards and how it
+    reads the head's outputs back into answers.  The trainer, the served model and the engines
+    need only this."""
+
     name: ClassVar[str]
-    value_field: ClassVar[str] = "label"  # what an example or a correction calls its answer in requests
     token_level: ClassVar[bool] = False  # the head answers per token: decoding needs the tokens' offsets
     explainable: ClassVar[bool] = False  # one label per text, which attributions can be computed towards
-    min_labels: ClassVar[int] = 2
-    ratio_name: ClassVar[str] = "ratio"  # what the gate calls the metric `ratio_terms` gives
-    # `confidence` is the model's belief, to be calibrated on the outcomes the gate knows (False:
-    # it is already a probability from what the row allows, and calibrating it on the few rows
-    # whose outcome a moved score leaves known would only add noise)
-    calibrate_confidence: ClassVar[bool] = True
-
-    # -- the task
-
-    def define(self, *, labels: list[str], descriptions: dict[str, str], value_range: list[float] | None,
-               anchors: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
-        """A new task's stored (labels, descriptions) from what was asked for; Invalid naming the
-        field that does not fit this kind.  By default: named labels, no range, no anchors."""
-        for name, value in (("range", value_range), ("anchors", anchors)):
-            if value is not None:
-                raise Invalid(name, f"a {self.name} task takes no '{name}' (that is for rating tasks).",
-                              slug="field-not-for-kind")
-        if len(labels) < self.min_labels:
-            raise Invalid("labels", f"a {self.name} task needs at least {self.min_labels} label"
-                                    f"{'s' if self.min_labels > 1 else ''}, got {len(labels)}.")
-        unknown = sorted(set(descriptions) - set(labels))
-        if unknown:
-            raise Invalid("descriptions", f"descriptions name unknown labels: {', '.join(unknown)}.")
-        return labels, descriptions
-
-    def describe(self, spec: TaskSpec) -> dict[str, Any]:
-        """Fields of this kind's tasks the API shows besides labels and descriptions."""
-        return {}
 
     # -- architecture
 
@@ -144,7 +124,39 @@ class TaskKind(ABC):
         """How unsure the model was of this answer, in [0, 1] (1: no idea): what makes a label from
         the user worth asking for."""
 
-    # -- input checks (raise app.core.errors.Invalid naming the field)
+
+class KindAnswers(ABC):
+    """Answers: what a task of this kind is made of and what an answer to it may be — the task's
+    fields, the stored label string, how the API shows it, and the checks on what clients send
+    (each raises `app.core.errors.Invalid` naming the field)."""
+
+    name: ClassVar[str]
+    value_field: ClassVar[str] = "label"  # what an example or a correction calls its answer in requests
+    min_labels: ClassVar[int] = 2
+
+    # -- the task
+
+    def define(self, *, labels: list[str], descriptions: dict[str, str], value_range: list[float] | None,
+               anchors: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
+        """A new task's stored (labels, descriptions) from what was asked for; Invalid naming the
+        field that does not fit this kind.  By default: named labels, no range, no anchors."""
+        for name, value in (("range", value_range), ("anchors", anchors)):
+            if value is not None:
+                raise Invalid(name, f"a {self.name} task takes no '{name}' (that is for rating tasks).",
+                              slug="field-not-for-kind")
+        if len(labels) < self.min_labels:
+            raise Invalid("labels", f"a {self.name} task needs at least {self.min_labels} label"
+                                    f"{'s' if self.min_labels > 1 else ''}, got {len(labels)}.")
+        unknown = sorted(set(descriptions) - set(labels))
+        if unknown:
+            raise Invalid("descriptions", f"descriptions name unknown labels: {', '.join(unknown)}.")
+        return labels, descriptions
+
+    def describe(self, spec: TaskSpec) -> dict[str, Any]:
+        """Fields of this kind's tasks the API shows besides labels and descriptions."""
+        return {}
+
+    # -- answers and the checks on them
 
     @abstractmethod
     def canonical(self, spec: TaskSpec, value: Any, *, text: str, field: str) -> str:
@@ -182,7 +194,16 @@ class TaskKind(ABC):
         naming `span` for a kind whose answers have no parts."""
         raise Invalid("span", f"a {self.name} answer has no parts to give feedback on.", slug="field-not-for-kind")
 
-    # -- the gate
+
+class KindMetrics(ABC):
+    """Metrics: how the gate judges a model of this kind on validation rows — each row's outcome,
+    the model's confidence in it, and the metrics shown beside the decision."""
+
+    ratio_name: ClassVar[str] = "ratio"  # what the gate calls the metric `ratio_terms` gives
+    # `confidence` is the model's belief, to be calibrated on the outcomes the gate knows (False:
+    # it is already a probability from what the row allows, and calibrating it on the few rows
+    # whose outcome a moved score leaves known would only add noise)
+    calibrate_confidence: ClassVar[bool] = True
 
     @abstractmethod
     def predicted_targets(self, outputs: Sequence[torch.Tensor], encoded: Sequence[Encoded] = ()) -> list[Any]:
@@ -218,8 +239,22 @@ class TaskKind(ABC):
         total = sum(w for _, w in known)
         return {"known_rows": len(known), "score": sum(o * w for o, w in known) / total if known and total > 0 else None}
 
-    # -- the simulator
+
+class KindUser(ABC):
+    """The simulated user: how a person using a task of this kind answers and judges what they
+    are shown, for the simulator (`app/tools/simulate/`) and the bench (`app/tools/bench/`)."""
 
     @abstractmethod
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         """Would a truthful user say +1 to `shown` when the right answer is `gold`?"""
+
+    # -- the simulator's and the bench's other questions to a kind go here (how a simulated user
+    #    answers, which metrics a run reports): a default where one answer fits every kind,
+    #    abstract where it cannot.
+
+
+class TaskKind(KindModel, KindAnswers, KindMetrics, KindUser):
+    """A task kind: all four concerns, which each kind module implements in one class and
+    registers in `app.kinds.KINDS`.  Code that needs one concern only takes that protocol."""
+
+    name: ClassVar[str]

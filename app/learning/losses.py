@@ -1,6 +1,6 @@
 """The combined loss  L = λ·L_data + (1−λ)·L_feedback,  as plain functions on tensors.
 
-The per-row terms are the task kind's (`TaskKind.data_losses`, `TaskKind.feedback_losses`;
+The per-row terms are the task kind's (`KindModel.data_losses`, `KindModel.feedback_losses`;
 classification's are in `app/kinds/classification.py`); here they are weighted and mixed.
 Shapes: outputs (N, …); targets / shown (N, …); signals (N,) in {+1, −1}; weights (N,) float,
 or None for all ones; flips (N,) each row's client's flip rate ρ (`app/learning/noise.py`), or
@@ -9,7 +9,7 @@ coefficient) contributes exactly 0, never NaN.
 
 Noisy feedback.  A ±1 is an observation of one binary fact, "the shown answer was right", made
 through a channel that flips it with probability ρ.  Two variants learn through that channel
-rather than around it, from the kind's log P(shown right) (`TaskKind.right_log_probs`):
+rather than around it, from the kind's log P(shown right) (`KindModel.right_log_probs`):
 
   corrected  forward correction (Patrini et al. 2017, for this binary fact): the model's
              probability of *observing* the signal, q = (1 − ρ)·p + ρ·(1 − p) for a +1 (and 1 − q
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from app.kinds.base import TaskKind
+from app.kinds.base import KindModel
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -45,7 +45,7 @@ def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None = None) -> 
 NOISY_VARIANTS = ("corrected", "unbiased")
 
 
-def feedback_term(kind: TaskKind, outputs: torch.Tensor, shown: torch.Tensor, signals: torch.Tensor,
+def feedback_term(kind: KindModel, outputs: torch.Tensor, shown: torch.Tensor, signals: torch.Tensor,
                   variant: str, flips: torch.Tensor | None = None) -> torch.Tensor:
     """Per-row feedback loss: the kind's own variants, or one of the noise-aware ones above."""
     if variant not in NOISY_VARIANTS:
@@ -68,7 +68,7 @@ def feedback_term(kind: TaskKind, outputs: torch.Tensor, shown: torch.Tensor, si
 
 
 def combined_loss(
-    kind: TaskKind,
+    kind: KindModel,
     outputs_data: torch.Tensor,
     targets: torch.Tensor,
     outputs_fb: torch.Tensor,

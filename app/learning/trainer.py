@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from app.kinds.base import TaskKind
+from app.kinds.base import KindModel
 from app.learning.dataset import Item
 from app.learning.losses import combined_loss, feedback_term
 from app.model.encoder import EncoderWithHead, encode_texts, resolve_device
@@ -133,7 +133,7 @@ class Batch:
                      move(self.weights), self.n_data, None if self.flips is None else move(self.flips))
 
 
-def encode(tokenizer: Any, items: Sequence[Item], max_len: int, kind: TaskKind) -> list[Row]:
+def encode(tokenizer: Any, items: Sequence[Item], max_len: int, kind: KindModel) -> list[Row]:
     """Tokenise once, unpadded (each batch pads to its own longest row); the kind aligns each
     target with its tokens (character spans -> token tags for a token-level kind)."""
     if not items:
@@ -142,7 +142,7 @@ def encode(tokenizer: Any, items: Sequence[Item], max_len: int, kind: TaskKind) 
     return [Row(e.ids, kind.align(it.label, e), it.signal, it.weight, it.flip) for e, it in zip(encoded, items)]
 
 
-def collate(rows: Sequence[Row], pad_id: int, kind: TaskKind) -> Batch:
+def collate(rows: Sequence[Row], pad_id: int, kind: KindModel) -> Batch:
     rows = sorted(rows, key=lambda r: r.signal != 0)  # labelled first (stable: order kept otherwise)
     width = max(len(r.ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -181,14 +181,14 @@ def batch_order(rows: Sequence[Row], batch_size: int, rng: random.Random | None 
     return chunks
 
 
-def iter_batches(rows: Sequence[Row], batch_size: int, pad_id: int, kind: TaskKind,
+def iter_batches(rows: Sequence[Row], batch_size: int, pad_id: int, kind: KindModel,
                  rng: random.Random | None = None) -> Iterator[Batch]:
     """Batches built as they are needed: on CUDA the CPU pads the next one while the GPU runs."""
     for chunk in batch_order(rows, batch_size, rng):
         yield collate([rows[i] for i in chunk], pad_id, kind)
 
 
-def make_batches(rows: Sequence[Row], batch_size: int, pad_id: int, kind: TaskKind,
+def make_batches(rows: Sequence[Row], batch_size: int, pad_id: int, kind: KindModel,
                  rng: random.Random | None = None) -> list[Batch]:
     """All of an epoch's batches at once (validation, benchmarks)."""
     return list(iter_batches(rows, batch_size, pad_id, kind, rng))
@@ -199,7 +199,7 @@ def make_batches(rows: Sequence[Row], batch_size: int, pad_id: int, kind: TaskKi
 
 @dataclass
 class TrainState:
-    kind: TaskKind
+    kind: KindModel
     model: EncoderWithHead
     tokenizer: Any
     config: TrainConfig
@@ -224,7 +224,7 @@ def _live(items: Sequence[Item], lam: float) -> list[Item]:
 
 
 def setup(
-    kind: TaskKind, model: EncoderWithHead, tokenizer: Any, train_items: Sequence[Item],
+    kind: KindModel, model: EncoderWithHead, tokenizer: Any, train_items: Sequence[Item],
     validation_items: Sequence[Item], config: TrainConfig,
 ) -> TrainState:
     """Seed, pick the device, wrap LoRA adapters or unfreeze everything, tokenise, build the optimiser."""
@@ -432,7 +432,7 @@ def fit(
 
 
 def train(
-    kind: TaskKind,
+    kind: KindModel,
     model: EncoderWithHead,
     tokenizer: Any,
     train_items: Sequence[Item],
