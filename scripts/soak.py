@@ -40,8 +40,8 @@ import httpx
 import psutil
 
 from app import __version__
-from app.tools.bench.driving import TASK, drive_until_stopped, pct, ratio
-from app.tools.bench.serving import machine_info, versions, wait_served_engine
+from app.tools.bench.driving import TASK, drive_until_stopped, pct, ratio, wait_served_engine
+from app.tools.bench.machine import machine_info, versions
 from app.tools.bench.store import active_row, db_sessions
 from app.tools.client import Answer, ApiError, FlywheelClient
 from app.process.launch import LocalService

@@ -319,7 +319,7 @@ def test_bench_load_generator_drives_a_live_server_and_reads_versions(
 
 
 def test_bench_targets_are_judged_from_the_measured_ratios() -> None:
-    from app.tools.bench.serving import derive
+    from app.tools.bench.targets import derive
 
     d = derive({
         "ceiling_texts_per_s": {"1": 50.0, "32": 100.0, "64": 120.0},

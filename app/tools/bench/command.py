@@ -32,7 +32,8 @@ def serving(
         "(default postgresql+psycopg://postgres@127.0.0.1:5432/postgres; 'none' skips it)."),
 ) -> None:
     """Ceiling forward, HTTP at c=1/8/32/64, naive baseline, feedback ingest, hot swap, int8, trainer."""
-    from app.tools.bench.serving import DEFAULT_PG_ADMIN, PARTS, BenchConfig, default_csv, run_bench, write_json
+    from app.tools.bench.parts import PART_NAMES
+    from app.tools.bench.serving import DEFAULT_PG_ADMIN, BenchConfig, default_csv, run_bench, write_json
     from app.process.runtime import configure_runtime
     from app.core.config import get_settings
 
@@ -41,10 +42,10 @@ def serving(
         console.print("[red]No CSV: pass --csv PATH (columns text,label); SST-2 dev was not found beside the "
                       "project.[/red]")
         raise typer.Exit(2)
-    chosen = PARTS if parts.strip() == "all" else tuple(p.strip() for p in parts.split(",") if p.strip())
-    unknown = sorted(set(chosen) - set(PARTS))
+    chosen = PART_NAMES if parts.strip() == "all" else tuple(p.strip() for p in parts.split(",") if p.strip())
+    unknown = sorted(set(chosen) - set(PART_NAMES))
     if unknown:
-        console.print(f"[red]Unknown part(s): {', '.join(unknown)}; choose from {', '.join(PARTS)}.[/red]")
+        console.print(f"[red]Unknown part(s): {', '.join(unknown)}; choose from {', '.join(PART_NAMES)}.[/red]")
         raise typer.Exit(2)
     configure_runtime(get_settings())
     pg = None if (postgres or "").lower() == "none" else (postgres or DEFAULT_PG_ADMIN)

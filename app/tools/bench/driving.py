@@ -1,5 +1,6 @@
-"""Driving a running Flywheel from outside: the load generator's runs, their statistics,
-and the task setup and batch statistics the benchmark reads (over app.tools.client)."""
+"""Driving a running Flywheel from outside: the load generator's runs, their statistics, the
+child server the benchmark starts, and the task setup and batch statistics it reads (over
+app.tools.client)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from app.process.launch import LocalService
 from app.tools.client import FlywheelClient
 
 TASK = "bench"
@@ -95,9 +98,31 @@ def _spec_file(url: str, items, concurrency, count, warmup, headers) -> Iterator
 # ---------------------------------------------------------------- the service
 
 
+def wait_served_engine(api: FlywheelClient, record: dict[str, Any], timeout_s: float = 120.0) -> str | None:
+    """The engine the server's watcher moves the task to once the record is stored."""
+    want = record.get("chosen")
+    deadline = time.monotonic() + timeout_s
+    engine = None
+    while time.monotonic() < deadline:
+        engine = api.http.get("/readyz").json().get("engines", {}).get(TASK)
+        if want is None or engine == want:
+            break
+        time.sleep(0.2)
+    return engine
+
+
+def server(data_dir: Path, env: dict[str, str]) -> LocalService:
+    """`flywheel serve --no-worker` on a free loopback port with its own data directory.  Every
+    FLYWHEEL_* variable of the caller is dropped (app.process.launch does), so the numbers come from the
+    defaults plus what the benchmark sets on purpose."""
+    return LocalService(data_dir, env={"FLYWHEEL_LOG_LEVEL": "warning", **env}, startup_timeout_s=300.0,
+                        stop_timeout_s=60.0)
+
+
 def setup_task(api: FlywheelClient, body: dict[str, Any]) -> tuple[str, list[str]]:
     """Create the task (zero-shot version 0; `body` says its kind and labels or range) and a
-    client; (the client's key, the task's labels: a rating's are its scale's points)."""
+    client; (the client's key, the task's labels as the server stored them: for a kind that
+    answers on a scale, its points)."""
     created = api.create_task({"name": TASK, **body})
     return api.create_client("bench", [TASK]), list(created["labels"])
 

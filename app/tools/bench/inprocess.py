@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from app.tools.datasets import Record
+
 BATCH_SIZES = (1, 8, 32, 64)
 
 
@@ -50,21 +52,21 @@ def one_forward_ms(loaded, texts: list[str], n: int) -> float:  # noqa: ANN001
     return statistics.median(times)
 
 
-def accuracy(loaded, rows: list[tuple[str, str]], bs: int = 64) -> tuple[float, float]:  # noqa: ANN001
-    """(accuracy in points, texts/s) of zero-shot predictions against the CSV's labels."""
+def accuracy(loaded, rows: list[Record], bs: int = 64) -> tuple[float, float]:  # noqa: ANN001
+    """(accuracy in points, texts/s) of zero-shot predictions against the file's labels."""
     from app.serving.scoring import score_texts
 
-    texts = [t for t, _ in rows]
+    texts = [r.text for r in rows]
     score_texts(loaded, texts[:bs], chunk=bs)
     started = time.perf_counter()
     got = []
     for i in range(0, len(texts), bs):
         got += [s.answer.label for s in score_texts(loaded, texts[i:i + bs], chunk=bs)]
     speed = len(texts) / (time.perf_counter() - started)
-    return 100.0 * sum(g == lab for g, (_, lab) in zip(got, rows)) / len(rows), speed
+    return 100.0 * sum(g == r.value for g, r in zip(got, rows)) / len(rows), speed
 
 
-def model_parts(row, rows: list[tuple[str, str]], want: set[str], log: Callable[[str], None]) -> dict[str, Any]:  # noqa: ANN001
+def model_parts(row, rows: list[Record], want: set[str], log: Callable[[str], None]) -> dict[str, Any]:  # noqa: ANN001
     """Every engine's in-process forward (the best one's is the ceiling: wall and CPU time per
     text, one forward) and accuracy, and torch int8 against fp32, in this process."""
     from dataclasses import replace
@@ -78,7 +80,7 @@ def model_parts(row, rows: list[tuple[str, str]], want: set[str], log: Callable[
     # The server's device (its FLYWHEEL_DEVICE is the default): CUDA where present.  The engine
     # record was prepared there too, so its parity verdicts are this device's.  int8 stays on CPU.
     dev = resolve_device(setting_default("device"))
-    texts = [t for t, _ in rows]
+    texts = [r.text for r in rows]
     out: dict[str, Any] = {}
     # Load (and warm) here, forward on a single inference thread, exactly as the server does.
     # It matters on CPU: libgomp spins 300,000 times at every barrier while a process has no
@@ -127,7 +129,7 @@ def model_parts(row, rows: list[tuple[str, str]], want: set[str], log: Callable[
     return out
 
 
-def trainer_vs_bare(path: Path, rows: list[tuple[str, str]], labels: list[str], reps: int) -> dict[str, Any]:
+def trainer_vs_bare(path: Path, rows: list[Record], labels: list[str], reps: int) -> dict[str, Any]:
     """texts/s of `trainer.fit` (one epoch) and of a bare PyTorch loop over the same batches."""
     import torch
     import torch.nn.functional as F
@@ -142,7 +144,7 @@ def trainer_vs_bare(path: Path, rows: list[tuple[str, str]], labels: list[str], 
     # The trainer autocasts on CUDA (bf16 where supported); the bare loop does the same, so the
     # ratio measures the trainer's overhead, not mixed precision.
     amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    items = [Item(text=t, label=labels.index(lab)) for t, lab in rows]
+    items = [Item(text=r.text, label=labels.index(r.value)) for r in rows]
     kind = get_kind("classification")
     cfg = tr.TrainConfig(policy=Policy(epochs=1, batch_size=16), lambda_data=1.0, device=dev.type, max_len=128,
                          progress_every_s=3600.0, seed=0, amp=amp is not None)
