@@ -49,3 +49,11 @@ class VersionStatus(StrEnum):
     REJECTED = "rejected"
     RETIRED = "retired"
     PRUNED = "pruned"
+
+
+class GateDecision(StrEnum):
+    """The gate's verdict on a candidate: promote it, reject it, or keep collecting rows."""
+
+    PROMOTE = "promote"
+    REJECT = "reject"
+    INCONCLUSIVE = "inconclusive"

@@ -47,7 +47,7 @@ from app.observability import worker_metrics
 from app.runs.prepare import engines_for, probe_texts
 from app.runs.heartbeat import RunControl
 from app.runs.lifecycle import RunAbandoned, drop_candidate, fail_owned, owned, release_interrupted, update_owned
-from app.core.statuses import RunStatus, VersionStatus
+from app.core.statuses import GateDecision, RunStatus, VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, data
         current = active_version(s, ctx.task_id)
         moved = current is None or current.id != ctx.parent_id
         if verdict.promote and moved:
-            verdict = Verdict("inconclusive", "the active version changed while this run trained; the candidate "
+            verdict = Verdict(GateDecision.INCONCLUSIVE, "the active version changed while this run trained; the candidate "
                               "was compared with its parent, not with the current active", verdict.candidate,
                               verdict.active, verdict.tolerance, verdict.max_recall_drop, verdict.comparison)
         gate = {**verdict.to_json(), "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
@@ -337,7 +337,7 @@ def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, data
             activate(s, version=version)
         else:
             version.status = VersionStatus.REJECTED
-            version.reason = verdict.reason if verdict.decision == "reject" else f"inconclusive: {verdict.reason}"
+            version.reason = verdict.reason if verdict.decision == GateDecision.REJECT else f"inconclusive: {verdict.reason}"
         run.status = RunStatus.PROMOTED if verdict.promote else RunStatus.REJECTED
         run.gate = gate
         run.loss_curve = result.loss_curve
@@ -374,7 +374,7 @@ def _record_second_look(s: Session, second: SecondLook, *, promote: bool, engine
         activate(s, version=earlier)
         earlier.reason = None
         log.info("v%s promoted on look %d: %s", second.version, second.look, second.verdict.reason)
-    elif second.verdict.decision == "reject":
+    elif second.verdict.decision == GateDecision.REJECT:
         earlier.reason = f"rejected on look {second.look}: {second.verdict.reason}"
 
 
