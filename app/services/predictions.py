@@ -1,7 +1,7 @@
 """Predicting: check the texts, queue them on the task's micro-batcher, and commit every
 answer (one insert per batch) before any caller hears it.  Each answer says whether a label
 from the user is wanted (`feedback_wanted`, within the task's feedback budget:
-`app/services/review.py`)."""
+`app/services/asking.py`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from app.core.security import hash_user_id, user_namespace
 from app.serving.batcher import BatcherClosed, MicroBatcher, OwnerQueueFull, Pending, QueueFull
 from app.serving.scoring import LoadedModel, Scored
 from app.services.clients import Caller, allow
-from app.services.review import Asking
+from app.services.asking import Asking
 from app.services.tasks import load_task
 from app.services.users import user_erased
 from app.process.state import AppState

@@ -11,15 +11,9 @@ import re
 import pytest
 
 from app.kinds import Answer, get_kind
-from app.services.review import (
-    RARE,
-    REFUTED,
-    REVIEW_MAX_LIMIT,
-    UNCERTAIN,
-    AskBudget,
-    rarity_boosts,
-    value_of,
-)
+from app.learning.value import rarity_boosts, value_of
+from app.services.asking import AskBudget
+from app.services.review import RARE, REFUTED, REVIEW_MAX_LIMIT, UNCERTAIN
 from support import WORDS
 from test_api_tasks import LABELS, assert_problem, create_task, predict, table_counts, TABLES
 
