@@ -12,7 +12,6 @@ that differ; and times texts/s in batches of 32 against one text at a time.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 import time
@@ -28,8 +27,9 @@ from app.model.store import read_meta
 from app.services.tasks import build_version_zero
 from app.serving.scoring import LoadedModel, forward_ids
 from app.serving.engines import build, candidates_for, prepare_engines
+from app.tools.datasets import find_shared, read_records
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sst2" / "dev.csv"
+DATA = find_shared("sst2", "dev.csv")
 
 
 def scores(loaded: LoadedModel, texts: list[str], batch: int) -> list[list[float]]:
@@ -50,8 +50,9 @@ def main() -> None:
     p.add_argument("--texts", type=int, default=872)
     p.add_argument("--batch", type=int, default=32)
     args = p.parse_args()
-    with DATA.open() as fh:
-        texts = [row["text"] for row in csv.DictReader(fh)][:args.texts]
+    if DATA is None:
+        p.error("SST-2 dev (../shared/data/sst2/dev.csv) was not found beside the project")
+    texts = [r.text for r in read_records(DATA)][:args.texts]
     torch.set_num_threads(2)
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:

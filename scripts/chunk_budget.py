@@ -9,7 +9,6 @@ batches of 32 under several budgets, for PyTorch fp32 and ONNX Runtime int8 (bes
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from app.kinds import TaskSpec, get_kind
 from app.model.store import VersionMeta, save_version
 from app.serving.scoring import score_texts
 from app.serving.engines import load_engine, prepare_engines
+from app.tools.datasets import read_records
 
 BUDGETS = (128, 256, 512, 1024, None)
 
@@ -31,10 +31,9 @@ def main() -> None:
     p.add_argument("csv", type=Path)
     p.add_argument("--texts", type=int, default=512)
     args = p.parse_args()
-    with args.csv.open(encoding="utf-8", newline="") as fh:
-        rows = [(r["text"], r["label"]) for r in csv.DictReader(fh)][: args.texts]
-    labels = sorted({lab for _, lab in rows})
-    texts = [t for t, _ in rows]
+    rows = read_records(args.csv)[: args.texts]
+    labels = sorted({r.value for r in rows})
+    texts = [r.text for r in rows]
     cpu = torch.device("cpu")
     spec = TaskSpec(name="bench", kind="classification", labels=labels, descriptions={})
     model, tok = get_kind("classification").build_zero_shot(default_base_model(), spec)

@@ -10,7 +10,6 @@ model is the zero-shot version 0 the API would serve for a task over the CSV's l
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import statistics
@@ -22,6 +21,7 @@ from app.core.config import default_base_model
 from app.kinds import TaskSpec, get_kind
 from app.serving.scoring import LoadedModel, score_texts
 from app.serving.explain import explain
+from app.tools.datasets import read_records
 
 
 def without(text: str, spans: list[dict]) -> str:
@@ -40,10 +40,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
-    with args.csv.open(encoding="utf-8", newline="") as fh:
-        rows = [(r["text"], r["label"]) for r in csv.DictReader(fh)]
+    rows = read_records(args.csv)
     rng = random.Random(args.seed)
-    labels = sorted({lab for _, lab in rows})
+    labels = sorted({r.value for r in rows})
     rng.shuffle(rows)
     kind = get_kind("classification")
     model, tok = kind.build_zero_shot(default_base_model(), TaskSpec(name="x", kind="classification",
@@ -56,7 +55,7 @@ def main() -> None:
 
     top_drops, random_drops, wins, ms = [], [], 0, []
     used = 0
-    for text, _ in rows:
+    for text in (r.text for r in rows):
         if used == args.texts:
             break
         answer = explain(loaded, text)

@@ -19,7 +19,6 @@ Talks only to 127.0.0.1 (the server it starts, PostgreSQL); stops everything it 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -44,6 +43,7 @@ from app.tools.bench.driving import TASK, drive_until_stopped, pct, ratio, wait_
 from app.tools.bench.machine import machine_info, versions
 from app.tools.bench.store import active_row, db_sessions
 from app.tools.client import Answer, ApiError, FlywheelClient
+from app.tools.datasets import find_shared, read_records
 from app.process.launch import LocalService
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,14 +74,13 @@ class Data:
 
 def load_data() -> Data:
     """CLINC150 (4 intents) from the shared data folder beside the project, else built-in sentences."""
-    for root in (ROOT.parent / "shared" / "data", ROOT / "data"):
-        folder = root / "clinc150"
-        if (folder / "train.csv").is_file() and (folder / "test.csv").is_file():
-            train = clinc_rows(folder / "train.csv")
-            random.Random(0).shuffle(train)
-            return Data(dict(CLINC_LABELS), train[:120], train[120:],
-                        clinc_rows(folder / "test.csv") + clinc_rows(folder / "val.csv"),
-                        f"{folder} ({', '.join(CLINC_LABELS)})")
+    folder = find_shared("clinc150")
+    if folder is not None and (folder / "train.csv").is_file() and (folder / "test.csv").is_file():
+        train = clinc_rows(folder / "train.csv")
+        random.Random(0).shuffle(train)
+        return Data(dict(CLINC_LABELS), train[:120], train[120:],
+                    clinc_rows(folder / "test.csv") + clinc_rows(folder / "val.csv"),
+                    f"{folder} ({', '.join(CLINC_LABELS)})")
     subjects = {"billing": ["my bill", "the invoice", "this payment", "the fee", "my refund"],
                 "weather": ["the weather", "the forecast", "rain tomorrow", "snow today", "the wind"],
                 "card": ["my credit card", "my card", "the stolen card", "my wallet", "the bank card"]}
@@ -93,8 +92,7 @@ def load_data() -> Data:
 
 
 def clinc_rows(path: Path) -> list[tuple[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [(r["text"].strip(), r["label"]) for r in csv.DictReader(fh) if r["label"] in CLINC_LABELS]
+    return [(r.text, r.value) for r in read_records(path) if r.value in CLINC_LABELS]
 
 
 def tiny_model(root: Path) -> Path:

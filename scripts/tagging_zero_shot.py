@@ -10,7 +10,6 @@ Version 0 tags a token when its state is closer to a label name's embedding than
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from app.core.config import Settings
 from app.kinds.tagging import ZERO_SHOT_SCALE, Tagging, build_zero_shot, entity_metrics
 from app.model.encoder import encode_texts
 from app.learning.gate import model_outputs
+from app.tools.datasets import read_records
 
 
 def main() -> None:
@@ -27,13 +27,12 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=300)
     parser.add_argument("--thresholds", default="0.2,0.3,0.35,0.4,0.45,0.5")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in args.jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = rows[: args.texts]
-    labels = sorted({s["label"] for r in rows for s in r["spans"]})
+    rows = read_records(args.jsonl)[: args.texts]
+    labels = sorted({s["label"] for r in rows for s in r.value})
     model, tok = build_zero_shot(Settings().base_model, labels, {})
-    texts = [r["text"] for r in rows]
+    texts = [r.text for r in rows]
     encoded = encode_texts(tok, texts, 128, offsets=True)
-    truth = [[(s["start"], s["end"], labels.index(s["label"])) for s in r["spans"]] for r in rows]
+    truth = [[(s["start"], s["end"], labels.index(s["label"])) for s in r.value] for r in rows]
     kind = Tagging()
     print(f"{len(rows)} texts, {sum(map(len, truth))} entities, labels {labels}")
     print("threshold  precision  recall     F1  spans predicted")
