@@ -30,6 +30,15 @@ def get_kind(name: str) -> TaskKind:
         raise ValueError(f"unknown task kind {name!r}; known: {', '.join(KINDS)}") from None
 
 
+def kind_for_data(shape: str) -> TaskKind:
+    """The kind whose tasks a data file of this shape (`app.tools.datasets.shape_of`) makes: the
+    first in the registry that reads it."""
+    for kind in KINDS.values():
+        if kind.data_shape == shape:
+            return kind
+    raise ValueError(f"no task kind reads a data file of shape {shape!r}")
+
+
 def load_version(path: Path, *, device: torch.device, trainable_lora: bool = False
                  ) -> tuple[EncoderWithHead, Any, VersionMeta]:
     """A stored version rebuilt with the head of the kind its metadata records (read once, by the store)."""
@@ -41,4 +50,4 @@ def _build_for_its_kind(encoder: torch.nn.Module, meta: VersionMeta) -> EncoderW
 
 
 __all__ = ["KINDS", "Answer", "KindAnswers", "KindMetrics", "KindModel", "KindUser", "TaskKind", "TaskSpec",
-           "get_kind", "load_version"]
+           "get_kind", "kind_for_data", "load_version"]

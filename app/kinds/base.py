@@ -252,6 +252,23 @@ class KindUser(ABC):
     #    answers, which metrics a run reports): a default where one answer fits every kind,
     #    abstract where it cannot.
 
+    # -- data files (`app/tools/datasets.py`): which shape of file holds this kind's texts and
+    #    answers ("label", "score" or "spans"; None: none of them), so a tool given a file can ask
+    #    the registry for the kind (`app.kinds.kind_for_data`) and the kind for the task
+    data_shape: ClassVar[str | None] = None
+    # every answer is one of the task's labels: answers can be counted right against a file's
+    # labels by equality (accuracy), as the bench's int8 and trainer comparisons do
+    answers_are_labels: ClassVar[bool] = False
+    # every one of the task's labels is itself an answer, so a correction that names one fits any
+    # text (what the bench's feedback load sends)
+    labels_are_answers: ClassVar[bool] = True
+
+    def task_from_data(self, answers: Sequence[Any]) -> dict[str, Any]:
+        """The create-task fields besides `name` and `kind` (labels, or this kind's options) that
+        a data file's answers imply, as `app.tools.datasets` reads them.  By default none: a kind
+        with no `data_shape` is not made from such a file."""
+        raise ValueError(f"{type(self).__name__} reads no data file of texts and answers")
+
 
 class TaskKind(KindModel, KindAnswers, KindMetrics, KindUser):
     """A task kind: all four concerns, which each kind module implements in one class and

@@ -267,3 +267,12 @@ class Classification(TaskKind):
 
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         return shown == gold
+
+    # -- data files: text,label CSV
+
+    data_shape = "label"
+    answers_are_labels = True
+
+    def task_from_data(self, answers: Sequence[Any]) -> dict[str, Any]:
+        """The labels the file uses."""
+        return {"labels": sorted(set(answers))}

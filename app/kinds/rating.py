@@ -408,3 +408,12 @@ class Rating(TaskKind):
 
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         return abs(to_fraction(labels, float(shown)) - to_fraction(labels, float(gold))) <= TOLERANCE
+
+    # -- data files: text,score CSV
+
+    data_shape = "score"
+
+    def task_from_data(self, answers: Sequence[Any]) -> dict[str, Any]:
+        """The range: the whole numbers around the file's scores."""
+        scores = [float(a) for a in answers]
+        return {"range": [math.floor(min(scores)), math.ceil(max(scores))]}

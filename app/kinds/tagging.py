@@ -373,3 +373,12 @@ class Tagging(TaskKind):
 
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         return shown == gold
+
+    # -- data files: JSON lines of {text, spans}
+
+    data_shape = "spans"
+    labels_are_answers = False  # a label names an entity type; an answer is a list of spans
+
+    def task_from_data(self, answers: Sequence[Any]) -> dict[str, Any]:
+        """The entity types the file's spans use."""
+        return {"labels": sorted({str(s["label"]) for spans in answers for s in spans})}

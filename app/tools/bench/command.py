@@ -17,9 +17,10 @@ console = Console(stderr=True)
 @bench_app.command("serving")
 def serving(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every number to this JSON file."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Texts: columns text,label (a classification, "
-                                            "zero-shot on the label names), text,score (a rating), or .jsonl "
-                                            "{text, spans} (a tagging). Default: SST-2 dev from the shared data folder."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Texts and answers: a text,label CSV, a "
+                                            "text,score CSV or .jsonl {text, spans}; the task's kind is the one that "
+                                            "reads the file's shape, zero-shot. Default: SST-2 dev from the shared "
+                                            "data folder."),
     requests: Optional[int] = typer.Option(None, "--requests", min=10,
                                            help="Requests per HTTP run (default 2000, quick 200)."),
     quick: bool = typer.Option(False, "--quick", help="Small sizes: a smoke run of a few minutes."),

@@ -8,9 +8,12 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from app.tools.datasets import Record
+
+if TYPE_CHECKING:
+    from app.kinds import KindModel
 
 BATCH_SIZES = (1, 8, 32, 64)
 
@@ -103,7 +106,7 @@ def model_parts(row, rows: list[Record], want: set[str], log: Callable[[str], No
             wall, _ = infer.submit(ceiling, lm, texts, (1, 32), bs1_texts=min(len(texts), 200)).result()
             entry = {"texts_per_s_bs1": wall[1], "texts_per_s_bs32": wall[32], "parity_ok": name in passed,
                      "one_forward_ms": infer.submit(one_forward_ms, lm, texts, min(len(texts), 100)).result()}
-            if "int8" in want:  # a classification: the CSV's labels are answers to score
+            if "int8" in want:  # the kind's answers are labels: the file's are answers to score
                 entry["accuracy"] = infer.submit(accuracy, lm, rows).result()[0]
             engines[name] = entry
         out["engines"] = engines
@@ -129,13 +132,14 @@ def model_parts(row, rows: list[Record], want: set[str], log: Callable[[str], No
     return out
 
 
-def trainer_vs_bare(path: Path, rows: list[Record], labels: list[str], reps: int) -> dict[str, Any]:
-    """texts/s of `trainer.fit` (one epoch) and of a bare PyTorch loop over the same batches."""
+def trainer_vs_bare(path: Path, rows: list[Record], labels: list[str], reps: int, kind: KindModel) -> dict[str, Any]:
+    """texts/s of `trainer.fit` (one epoch) and of a bare PyTorch loop over the same batches
+    (the kind's data loss, backward, clip, AdamW).  `rows` hold labels of the task: answers the
+    kind's `target` takes as they are."""
     import torch
-    import torch.nn.functional as F
 
     from app.learning import trainer as tr
-    from app.kinds import get_kind, load_version
+    from app.kinds import TaskSpec, load_version
     from app.learning.dataset import Item
     from app.model.encoder import resolve_device
     from app.core.policy import Policy
@@ -144,8 +148,8 @@ def trainer_vs_bare(path: Path, rows: list[Record], labels: list[str], reps: int
     # The trainer autocasts on CUDA (bf16 where supported); the bare loop does the same, so the
     # ratio measures the trainer's overhead, not mixed precision.
     amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    items = [Item(text=r.text, label=labels.index(r.value)) for r in rows]
-    kind = get_kind("classification")
+    spec = TaskSpec(name="bench", kind=kind.name, labels=labels)
+    items = [Item(text=r.text, label=kind.target(spec, r.value)) for r in rows]
     cfg = tr.TrainConfig(policy=Policy(epochs=1, batch_size=16), lambda_data=1.0, device=dev.type, max_len=128,
                          progress_every_s=3600.0, seed=0, amp=amp is not None)
 
@@ -176,7 +180,7 @@ def trainer_vs_bare(path: Path, rows: list[Record], labels: list[str], reps: int
             b = b.to(dev)
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
                 logits = model(b.input_ids, b.attention_mask)
-            loss = F.cross_entropy(logits.float(), b.labels)
+            loss = kind.data_losses(logits, b.labels).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or 1.0)

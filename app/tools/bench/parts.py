@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from app.kinds import TaskKind
 from app.process.launch import LocalService
 from app.tools.bench.driving import TASK, batch_stats, drive, drive_until_stopped, ratio, server, setup_task, summarise
 from app.tools.bench.inprocess import model_parts, trainer_vs_bare
@@ -31,6 +32,7 @@ class Run:
     server's, its bench client's key, the task's labels as it stored them and its active
     version; they stay valid (as values) after that server stopped."""
 
+    kind: TaskKind  # the task's kind, which the data file's shape chose
     records: list[Record]  # in arrival order, the same for every part
     items: list[list[str]]  # one predict request per record: (path, JSON body) for the load generator
     task: dict[str, Any]  # the create-task body
@@ -124,7 +126,7 @@ def trainer(run: Run, want: set[str]) -> dict[str, Any]:
     run.log(f"trainer vs bare PyTorch loop: {min(run.trainer_texts, len(run.records))} texts, best of {run.trainer_reps}")
     try:
         return {"trainer": trainer_vs_bare(Path(run.row.path), run.records[: run.trainer_texts], run.labels,
-                                           run.trainer_reps)}
+                                           run.trainer_reps, run.kind)}
     except ImportError as exc:
         return {"trainer": {"skipped": f"app.learning.trainer not available: {exc}"}}
 
@@ -146,6 +148,21 @@ PARTS: tuple[Part, ...] = (
     Part(("trainer",), trainer, main_server=False),
 )
 PART_NAMES: tuple[str, ...] = tuple(name for part in PARTS for name in part.names)
+
+# What a part needs of the task's kind, and what is missing when the kind lacks it; a part not
+# named here runs for every kind.
+_LABEL_ANSWERS = (lambda kind: kind.answers_are_labels, "its answers are not counted right against labels")
+_LABEL_CORRECTIONS = (lambda kind: kind.labels_are_answers, "its labels are not answers to send as corrections")
+NEEDS: dict[str, tuple[Callable[[TaskKind], bool], str]] = {
+    "int8": _LABEL_ANSWERS, "trainer": _LABEL_ANSWERS,
+    "feedback": _LABEL_CORRECTIONS, "postgres": _LABEL_CORRECTIONS,
+}
+
+
+def parts_for(kind: TaskKind, want: set[str]) -> tuple[set[str], dict[str, str]]:
+    """(the parts of `want` that a task of this kind can run, why each other one cannot)."""
+    skipped = {name: NEEDS[name][1] for name in want if name in NEEDS and not NEEDS[name][0](kind)}
+    return want - set(skipped), skipped
 
 
 # ---------------------------------------------------------------- what the parts measure with

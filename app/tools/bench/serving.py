@@ -18,9 +18,7 @@ the targets are reported, never assumed.
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import random
 import secrets
 import shutil
@@ -33,11 +31,12 @@ from typing import Any, Callable
 from app.tools.bench.driving import TASK, server, setup_task, wait_served_engine
 from app.tools.bench.inprocess import setting_default
 from app.tools.bench.machine import loadavg, machine_info, versions
-from app.tools.bench.parts import PART_NAMES, PARTS, Run
+from app.kinds import kind_for_data
+from app.tools.bench.parts import PART_NAMES, PARTS, Run, parts_for
 from app.tools.bench.store import active_row, prepare_active_engines
 from app.tools.bench.targets import derive
 from app.tools.client import FlywheelClient
-from app.tools.datasets import Record, find_shared, read_records
+from app.tools.datasets import find_shared, read_records, shape_of
 
 DEFAULT_PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -73,27 +72,10 @@ def default_csv() -> Path | None:
     return find_shared("sst2", "dev.csv")
 
 
-def task_body(path: Path, rows: list[Record]) -> dict[str, Any]:
-    """What the benchmark's task is: a classification over the CSV's labels, a rating on the
-    whole numbers around a `score` column's values, or a tagging over a JSON lines file's labels."""
-    if path.suffix == ".jsonl":
-        return {"kind": "tagging", "labels": sorted({s["label"] for r in rows for s in r.value})}
-    with path.open(newline="", encoding="utf-8") as fh:
-        names = next(csv.reader(fh), [])
-    if "label" in names:
-        return {"labels": sorted({r.value for r in rows})}
-    scores = [float(r.value) for r in rows]
-    return {"kind": "rating", "range": [math.floor(min(scores)), math.ceil(max(scores))]}
-
-
-# The parts that do not score labels (int8 and trainer do), per kind besides classification.
-KIND_PARTS = {"rating": ("ceiling", "http", "naive", "swap", "feedback", "postgres"),
-              "tagging": ("ceiling", "http", "naive", "swap")}
-
-
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Every part asked for (and that the task's kind allows), in the order of `PARTS`; the
-    result with the derived ratios and the verdict on each target."""
+    result with the derived ratios and the verdict on each target.  The data file's shape picks
+    the kind, and the kind says what task its answers make."""
     import torch
 
     from app import __version__
@@ -106,12 +88,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     random.Random(0).shuffle(records)  # arrival order; the same for every part
     if cfg.max_texts:
         records = records[: cfg.max_texts]
-    task = task_body(cfg.csv, records)
-    want = set(cfg.parts)
-    allowed = set(KIND_PARTS.get(task.get("kind", "classification"), want))
-    if want - allowed:
-        log(f"a {task['kind']} task: skipping {', '.join(sorted(want - allowed))} (they need class labels)")
-        want &= allowed
+    kind = kind_for_data(shape_of(cfg.csv))
+    task = {"kind": kind.name, **kind.task_from_data([r.value for r in records])}
+    want, skipped = parts_for(kind, set(cfg.parts))
+    if skipped:
+        log(f"a {kind.name} task: skipping {', '.join(sorted(skipped))} "
+            f"({'; '.join(sorted(set(skipped.values())))})")
     res: dict[str, Any] = {
         "machine": machine_info(),
         "threads": threads,
@@ -124,8 +106,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     # Rate limits off: one client key drives thousands of requests a second on purpose.
     server_env = {"FLYWHEEL_ADMIN_TOKEN": admin_token, "FLYWHEEL_TORCH_THREADS": str(threads),
                   "FLYWHEEL_BASE_MODEL": _base_model(), "FLYWHEEL_RATE_LIMIT_PER_S": "0"}
-    run = Run(records=records, items=[[f"/v1/tasks/{TASK}/predict", json.dumps({"text": r.text})] for r in records],
-              task=task, server_env=server_env, admin_token=admin_token,
+    items = [[f"/v1/tasks/{TASK}/predict", json.dumps({"text": r.text})] for r in records]
+    run = Run(kind=kind, records=records, items=items, task=task, server_env=server_env, admin_token=admin_token,
               tmp=Path(tempfile.mkdtemp(prefix="flywheel-bench-")), requests=cfg.requests,
               feedback_requests=cfg.feedback_requests, swap_steady_s=cfg.swap_steady_s, trainer_texts=cfg.trainer_texts,
               trainer_reps=cfg.trainer_reps, postgres_admin_url=cfg.postgres_admin_url, log=log,
