@@ -1,14 +1,17 @@
-"""Request and response bodies of the HTTP API (the policy's own schema is `app.core.policy.Policy`)."""
+"""Request and response bodies of the HTTP API (the policy's own schema is `app.core.policy.Policy`).
+A task's fields that only some kinds have come from the kinds (`TaskKind.options`), and what the
+kinds' labels and answers are from their declarations: no kind is named here."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, create_model, field_validator,
+                      model_validator)
 
-from app.kinds import KINDS
+from app.kinds import DEFAULT_KIND, KINDS, options_of_every_kind
 from app.services.clients import SCOPES
 from app.core.policy import DEFAULT_FEEDBACK_LOSS, DEFAULT_FINETUNE, DEFAULT_LAMBDA, FeedbackLoss, Finetune, Policy
 from app.core.texts import storable
@@ -17,18 +20,29 @@ TASK_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 Text = Annotated[str, AfterValidator(storable)]
 
+KIND_OPTIONS = options_of_every_kind()  # a task's fields only some kinds have: (option, the kinds that have it)
 
-class TaskCreate(BaseModel):
+
+def _kind_fields() -> dict[str, Any]:
+    """The kinds' options as optional pydantic fields, each described with the kinds that have it."""
+    return {name: (Optional[option.annotation], Field(None, description=f"{', '.join(owners)}: {option.description}"))
+            for name, (option, owners) in KIND_OPTIONS.items()}
+
+
+LABELS_MEANING = "; ".join(f"{k.name}: {k.labels_meaning} (at least {k.min_labels})"
+                           for k in KINDS.values() if k.labels_meaning is not None) + "."
+ANSWER_SHAPES = "; ".join(f"{k.name}: {k.answer_shape}" for k in KINDS.values())
+
+
+class TaskCreateFields(BaseModel):
+    """The fields every task has; `TaskCreate` adds the kinds' options."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=TASK_NAME, description="Lowercase letters, digits, '-' and '_'.")
-    kind: Literal[tuple(KINDS)] = "classification"  # type: ignore[valid-type]
-    labels: list[Text] = Field(default_factory=list, max_length=1000,
-                               description="classification, tagging: the labels (at least 2 to classify).")
+    kind: Literal[tuple(KINDS)] = DEFAULT_KIND  # type: ignore[valid-type]
+    labels: list[Text] = Field(default_factory=list, max_length=1000, description=LABELS_MEANING)
     descriptions: dict[str, Text] = Field(default_factory=dict, description="Optional text per label.")
-    range: list[float] | None = Field(None, description="rating: [lowest, highest] of the scale.")
-    anchors: dict[str, Text] | None = Field(None, description="rating: texts describing points of the scale, "
-                                                              'e.g. {"-4": "terrible", "4": "wonderful"}.')
     lambda_data: float = Field(DEFAULT_LAMBDA, ge=0, le=1, alias="lambda",
                                description="λ in L = λ·L_data + (1−λ)·L_feedback")
     feedback_loss: FeedbackLoss = DEFAULT_FEEDBACK_LOSS
@@ -48,6 +62,16 @@ class TaskCreate(BaseModel):
             raise ValueError(f"labels must be unique; repeated: {', '.join(dupes)}")
         return cleaned
 
+    def options(self) -> dict[str, Any]:
+        """The kinds' options as given (None: not given), for the chosen kind to take or refuse."""
+        return {name: getattr(self, name, None) for name in KIND_OPTIONS}
+
+
+if TYPE_CHECKING:
+    TaskCreate = TaskCreateFields
+else:
+    TaskCreate = create_model("TaskCreate", __base__=TaskCreateFields, **_kind_fields())
+
 
 class VersionOut(BaseModel):
     id: int
@@ -66,13 +90,14 @@ class VersionOut(BaseModel):
     activated_at: datetime | None
 
 
-class TaskOut(BaseModel):
+class TaskOutFields(BaseModel):
+    """The fields every task shows; `TaskOut` adds the kinds' options (null for a kind without)."""
+
     name: str
     kind: str
-    labels: list[str] = Field(description="rating: the points of the scale (its ends and the anchors' values).")
+    labels: list[str] = Field(description="The task's labels as its kind stores them: the names given, or for a "
+                                          "kind that scores on a scale, its points (the ends and the anchors' values).")
     descriptions: dict[str, str]
-    range: list[float] | None = None
-    anchors: dict[str, str] | None = None
     lambda_: float = Field(serialization_alias="lambda")
     feedback_loss: str
     finetune: str
@@ -81,6 +106,12 @@ class TaskOut(BaseModel):
     active_version: VersionOut | None
     counts: dict[str, Any]
     created_at: datetime
+
+
+if TYPE_CHECKING:
+    TaskOut = TaskOutFields
+else:
+    TaskOut = create_model("TaskOut", __base__=TaskOutFields, **_kind_fields())
 
 
 class PredictRequest(BaseModel):
@@ -142,10 +173,9 @@ class FeedbackRequest(BaseModel):
 
     signal: Literal[1, -1] = Field(description="1: the answer was right; -1: it was wrong.")
     correction: Text | float | list[SpanIn] | None = Field(
-        None, description="The right answer, when known: a label (classification), a number inside the range "
-                          "(rating), or the full list of spans (tagging).")
-    span: int | None = Field(None, ge=0, description="tagging: the signal is about this span of the answer "
-                                                     "(its index in `spans`), not the whole answer.")
+        None, description=f"The right answer, when known, as the task's kind takes it ({ANSWER_SHAPES}).")
+    span: int | None = Field(None, ge=0, description="For a kind whose answers have parts: the signal is about "
+                                                     "this part of the answer (its index), not the whole answer.")
     user_id: Text | None = Field(None, min_length=1, max_length=256)
 
     @field_validator("signal", mode="before")
@@ -174,13 +204,13 @@ class FeedbackOut(BaseModel):
     prediction_id: str
     signal: int
     correction: str | float | list[dict[str, Any]] | None = Field(
-        description="The correction as stored: a label, a rating's number, a tagging's spans.")
+        description=f"The correction as stored, as the task's kind shows it ({ANSWER_SHAPES}).")
     span: int | None = None
     created_at: datetime
 
 
 class ExampleIn(BaseModel):
-    """One labelled text: `label` (classification), `score` (rating) or `spans` (tagging)."""
+    """One labelled text and its answer, under the name the task's kind gives it (`label`, `score` or `spans`)."""
 
     model_config = ConfigDict(extra="forbid")
 

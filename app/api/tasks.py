@@ -17,9 +17,8 @@ async def create(body: TaskCreate, _: AdminDep, state: StateDep) -> TaskOut:
     """Create a task and its zero-shot version 0 (built from the label names), ready to predict."""
     created = await run_in_threadpool(
         tasks.create_task, state.sessions, state.settings, name=body.name, kind=body.kind, labels=body.labels,
-        descriptions=body.descriptions, value_range=body.range, anchors=body.anchors, lambda_data=body.lambda_data,
-        feedback_loss=body.feedback_loss,
-        finetune=body.finetune, quantize=body.quantize, policy=body.policy)
+        descriptions=body.descriptions, options=body.options(), lambda_data=body.lambda_data,
+        feedback_loss=body.feedback_loss, finetune=body.finetune, quantize=body.quantize, policy=body.policy)
     await state.served.ensure(body.name)
     return TaskOut.model_validate(created, from_attributes=True)
 

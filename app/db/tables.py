@@ -67,7 +67,7 @@ class Task(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    kind: Mapped[str] = mapped_column(String(32), default="classification")
+    kind: Mapped[str] = mapped_column(String(32))  # the name of its kind (`app.kinds`); every creator gives it
     labels: Mapped[list[Any]] = mapped_column(JSON)
     descriptions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Learning settings: λ in L = λ·L_data + (1-λ)·L_feedback, loss variant, fine-tuning mode.
@@ -208,7 +208,7 @@ class Feedback(Base):
     user_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     signal: Mapped[int] = mapped_column(SmallInteger)  # +1 right, -1 wrong
     correction: Mapped[str | None] = mapped_column(Text, default=None)  # the right answer, as the kind stores it
-    span: Mapped[int | None] = mapped_column(Integer, default=None)  # the signal is about this span (tagging)
+    span: Mapped[int | None] = mapped_column(Integer, default=None)  # the signal is about this part of the answer
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import torch
 
@@ -49,6 +49,15 @@ class TaskSpec:
         """From anything with a task's fields (a `Task` row), without importing the database."""
         return cls(name=task.name, kind=task.kind, labels=[str(lab) for lab in task.labels],
                    descriptions=dict(task.descriptions or {}))
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """A field of a task that only some kinds have (a scale's range): given when the task is
+    created, shown when it is read.  The API's task schemas are assembled from the kinds' options."""
+
+    annotation: Any  # its type, as pydantic validates it (the API adds `| None`: it is optional)
+    description: str  # what it is, for the API's schema (prefixed with the kinds that have it)
 
 
 @dataclass(frozen=True)
@@ -131,19 +140,25 @@ class KindAnswers(ABC):
     (each raises `app.core.errors.Invalid` naming the field)."""
 
     name: ClassVar[str]
-    value_field: ClassVar[str] = "label"  # what an example or a correction calls its answer in requests
+    summary: ClassVar[str]  # one line for a person choosing a kind: what a task of this kind answers
+    # what a task's `labels` are when it is created, for the API's schema and the console's form;
+    # None: this kind takes no labels (`define` derives the stored ones from its options)
+    labels_meaning: ClassVar[str | None] = "the labels"
     min_labels: ClassVar[int] = 2
+    options: ClassVar[Mapping[str, TaskOption]] = {}  # the task's fields only this kind has, by name
+    value_field: ClassVar[str] = "label"  # what an example or a correction calls its answer in requests
+    answer_shape: ClassVar[str] = "a label"  # what an answer is, in a few words, for the API's schema
+    # how a person writes an answer in a form field or a CSV cell: one of the task's labels, a
+    # number, or JSON (a structure, which a CSV cell does not take); the console picks its input by it
+    answer_input: ClassVar[Literal["label", "number", "json"]] = "label"
 
     # -- the task
 
-    def define(self, *, labels: list[str], descriptions: dict[str, str], value_range: list[float] | None,
-               anchors: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
-        """A new task's stored (labels, descriptions) from what was asked for; Invalid naming the
-        field that does not fit this kind.  By default: named labels, no range, no anchors."""
-        for name, value in (("range", value_range), ("anchors", anchors)):
-            if value is not None:
-                raise Invalid(name, f"a {self.name} task takes no '{name}' (that is for rating tasks).",
-                              slug="field-not-for-kind")
+    def define(self, *, labels: list[str], descriptions: dict[str, str], options: Mapping[str, Any]
+               ) -> tuple[list[str], dict[str, str]]:
+        """A new task's stored (labels, descriptions) from what was asked for and the values of this
+        kind's `options` (None where not given); Invalid naming the field that does not fit this
+        kind.  By default: named labels, at least `min_labels` of them."""
         if len(labels) < self.min_labels:
             raise Invalid("labels", f"a {self.name} task needs at least {self.min_labels} label"
                                     f"{'s' if self.min_labels > 1 else ''}, got {len(labels)}.")
@@ -153,7 +168,8 @@ class KindAnswers(ABC):
         return labels, descriptions
 
     def describe(self, spec: TaskSpec) -> dict[str, Any]:
-        """Fields of this kind's tasks the API shows besides labels and descriptions."""
+        """The values of this kind's `options` for a task, which the API shows besides its labels
+        and descriptions."""
         return {}
 
     # -- answers and the checks on them
@@ -162,6 +178,12 @@ class KindAnswers(ABC):
     def canonical(self, spec: TaskSpec, value: Any, *, text: str, field: str) -> str:
         """An example's or a correction's answer for `text`, as the label string stored (the same
         answer always gives the same string); Invalid naming `field` for one the task cannot learn."""
+
+    def read_answer(self, raw: str, *, field: str) -> Any:
+        """A person's answer typed in a form field (stripped, not empty; see `answer_input`) as a
+        request would carry it, for `canonical` to judge; Invalid naming `field` when it cannot be
+        read.  By default the text itself: a label."""
+        return raw
 
     def answer_value(self, label: str) -> Any:
         """A stored label as the API shows it (a label; a rating's number; a tagging's spans)."""

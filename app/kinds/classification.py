@@ -163,6 +163,7 @@ def _weighted_rate(hits: Sequence[bool], weights: Sequence[float]) -> float:
 
 class Classification(TaskKind):
     name = "classification"
+    summary = "one label per text"
     explainable = True
 
     def build_model(self, encoder: nn.Module, meta: VersionMeta) -> EncoderWithHead:

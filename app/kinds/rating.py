@@ -55,14 +55,16 @@ The side a −1 moves to is only ever this prior's.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Annotated, Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator
 from torch import nn
 
 from app.core.errors import Invalid
-from app.kinds.base import Answer, TaskKind, TaskSpec
+from app.core.texts import storable
+from app.kinds.base import Answer, TaskKind, TaskOption, TaskSpec
 from app.model.encoder import Encoded, EncoderWithHead, load_base
 from app.model.store import VersionMeta
 
@@ -272,13 +274,24 @@ def score_metrics(truth: Sequence[float], pred: Sequence[float], width: float) -
 
 class Rating(TaskKind):
     name = "rating"
+    summary = "a score on a scale"
+    labels_meaning = None  # the scale's points come from `range` and `anchors`
+    options = {
+        "range": TaskOption(list[float], "[lowest, highest] of the scale."),
+        "anchors": TaskOption(dict[str, Annotated[str, AfterValidator(storable)]],
+                              'texts describing points of the scale, e.g. {"-4": "terrible", "4": "wonderful"}.'),
+    }
     value_field = "score"
+    answer_shape = "a number inside the range"
+    answer_input = "number"
     calibrate_confidence = False  # feedback rows' confidence is a prior over what the signal allows
 
-    def define(self, *, labels: list[str], descriptions: dict[str, str], value_range: list[float] | None,
-               anchors: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
+    def define(self, *, labels: list[str], descriptions: dict[str, str], options: Mapping[str, Any]
+               ) -> tuple[list[str], dict[str, str]]:
         """labels: the scale's points (the range's ends and the anchors' values); descriptions: the
         anchors, keyed by their canonical point."""
+        value_range: list[float] | None = options.get("range")
+        anchors: dict[str, str] | None = options.get("anchors")
         if labels or descriptions:
             field = "labels" if labels else "descriptions"
             raise Invalid(field, f"a rating task takes 'range' and 'anchors', not '{field}'.",
@@ -338,6 +351,12 @@ class Rating(TaskKind):
 
     def canonical(self, spec: TaskSpec, value: Any, *, text: str, field: str) -> str:
         return point(parse_score(spec.labels, value, field=field))
+
+    def read_answer(self, raw: str, *, field: str) -> float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise Invalid(field, f"A rating is a number; got {raw!r}.", slug="invalid-score") from None
 
     def answer_value(self, label: str) -> float:
         return float(label)

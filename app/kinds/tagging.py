@@ -240,7 +240,11 @@ def entity_metrics(truth: Sequence[Sequence[Span]], pred: Sequence[Sequence[Span
 
 class Tagging(TaskKind):
     name = "tagging"
+    summary = "entity spans in the text"
+    labels_meaning = "the entity types"
     value_field = "spans"
+    answer_shape = "the full list of spans, each {start, end, label}"
+    answer_input = "json"
     token_level = True
     min_labels = 1  # one entity type is a real tagging task
     ratio_name = "entity F1 (labelled and confirmed rows)"
@@ -309,6 +313,13 @@ class Tagging(TaskKind):
         if signal == -1 and correction == shown:
             raise Invalid("correction", "signal -1 says the spans shown were wrong, but the correction repeats "
                                         "them.", slug="contradictory-feedback")
+
+    def read_answer(self, raw: str, *, field: str) -> Any:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise Invalid(field, f"Spans are a JSON list of {{start, end, label}}: {exc.msg} at character "
+                                 f"{exc.pos}.", slug="invalid-spans") from None
 
     def answer_value(self, label: str) -> list[dict[str, Any]]:
         return json.loads(label)

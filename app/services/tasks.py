@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +16,7 @@ from app.db.session import transaction
 from app.db.tables import Example, Feedback, Prediction, Task
 from app.db.versions import active_version, path_in_use, register_version
 from app.core.errors import Conflict, NotFound
-from app.kinds import TaskSpec, get_kind
+from app.kinds import TaskSpec, define_task, get_kind
 from app.model.store import VersionMeta, save_version
 from app.core.policy import Policy
 from app.services.clients import ADMIN, Caller, allow
@@ -52,8 +52,7 @@ def create_task(
     kind: str,
     labels: list[str],
     descriptions: dict[str, str],
-    value_range: list[float] | None = None,
-    anchors: dict[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
     lambda_data: float,
     feedback_loss: str,
     finetune: str,
@@ -61,9 +60,8 @@ def create_task(
     policy: Policy,
 ) -> dict[str, Any]:
     """Build version 0 first (slow, no transaction open), then insert task + version at once.
-    What the labels are (names; a rating's scale points from its range and anchors) is the kind's."""
-    labels, descriptions = get_kind(kind).define(labels=labels, descriptions=descriptions,
-                                                 value_range=value_range, anchors=anchors)
+    What the labels are (names, or points a kind derives from its own `options`) is the kind's."""
+    labels, descriptions = define_task(kind, labels=labels, descriptions=descriptions, options=options or {})
     with sessions() as s:
         if s.scalar(select(Task.id).where(Task.name == name)) is not None:
             raise _duplicate(name)

@@ -61,6 +61,7 @@ def synthetic(n: int, seed: int = 0, labels: Sequence[str] = LABELS) -> list[tup
 
 def create_task(factory: sessionmaker[Session], settings: Settings, name: str = "intent", **fields: Any) -> int:
     """A task and its zero-shot version 0 (active), the way the API makes them."""
+    fields.setdefault("kind", "classification")
     fields.setdefault("labels", list(LABELS))
     fields.setdefault("descriptions", {})
     with transaction(factory) as s:
