@@ -4,7 +4,6 @@ through the same code as the API's."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import select
@@ -15,7 +14,7 @@ from app.db.paging import Page
 from app.db.tables import ModelVersion, Prediction, Task, TrainingRun
 from app.db.threads import in_db_thread
 from app.core.errors import Invalid
-from app.kinds import TaskSpec, get_kind
+from app.kinds import KINDS, KindAnswers, TaskSpec, get_kind
 from app.observability.monitoring import daily_counts, watch_task, workers
 from app.runs import lifecycle
 from app.services.clients import Caller, allow
@@ -123,23 +122,12 @@ def review_page(sessions: sessionmaker[Session], *, caller: Caller, task: str, l
     return {"task": info, "items": queue["items"]}
 
 
-def _parse_answer(kind_name: str, raw: str) -> Any:
-    """A person's answer from a form field: a label, a number for a rating, a JSON span list for tagging."""
+def _parse_answer(kind: KindAnswers, raw: str) -> Any:
+    """A person's answer from a form field, as the task's kind reads what a person types."""
     raw = raw.strip()
     if not raw:
         raise Invalid("answer", "Pick or type the right answer first.", slug="empty-answer")
-    if kind_name == "rating":
-        try:
-            return float(raw)
-        except ValueError:
-            raise Invalid("answer", f"A rating is a number; got {raw!r}.", slug="invalid-score") from None
-    if kind_name == "tagging":
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise Invalid("answer", f"Spans are a JSON list of {{start, end, label}}: {exc.msg} at character "
-                                    f"{exc.pos}.", slug="invalid-spans") from None
-    return raw
+    return kind.read_answer(raw, field="answer")
 
 
 def _reviewed(sessions: sessionmaker[Session], prediction_id: str) -> Any:
@@ -159,7 +147,7 @@ async def correct(state: AppState, *, caller: Caller, prediction_id: str, answer
     if row is None or not caller.sees(row.name):
         raise unknown_prediction(prediction_id)
     kind = get_kind(row.kind)
-    value = _parse_answer(row.kind, answer)
+    value = _parse_answer(kind, answer)
     spec = TaskSpec(name=row.name, kind=row.kind, labels=[str(x) for x in row.labels],
                     descriptions=dict(row.descriptions or {}))
     stored = kind.canonical(spec, value, text=row.text, field="answer")
@@ -170,4 +158,6 @@ async def correct(state: AppState, *, caller: Caller, prediction_id: str, answer
                                user_id=None)
 
 
-__all__ = ["correct", "overview", "review_page", "run_status", "runs_page", "task_detail", "task_info", "task_names"]
+# KINDS: the kinds by name, which the console's templates ask how to offer a kind and take an answer
+__all__ = ["KINDS", "correct", "overview", "review_page", "run_status", "runs_page", "task_detail", "task_info",
+           "task_names"]

@@ -1,5 +1,5 @@
 """Labelled examples from JSON or CSV: all rows valid or nothing imported.  What an example's
-answer is called (`label`, `score`) and what it may be is the task kind's business."""
+answer is called (the kind's `value_field`) and what it may be is the task kind's business."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.session import transaction
 from app.db.tables import Example, Task
 from app.core.errors import Invalid
-from app.kinds import TaskKind, TaskSpec, get_kind
+from app.kinds import KINDS, TaskKind, TaskSpec, get_kind
 from app.services.tasks import load_task
 from app.core.texts import split_for, storable, text_hash
 
@@ -27,12 +27,14 @@ class Row:
     field: str | None = "label"  # what the request called the answer (None: it gave none)
 
 
-VALUE_COLUMNS = ("label", "score")  # what a CSV may call the answer (classification, rating)
+# what a CSV may call the answer: the value field of each kind whose answer fits a cell (not JSON)
+VALUE_COLUMNS = tuple(dict.fromkeys(k.value_field for k in KINDS.values() if k.answer_input != "json"))
+HEADERS = f"'text,{VALUE_COLUMNS[0]}'" + "".join(f" (or 'text,{c}')" for c in VALUE_COLUMNS[1:])  # for errors
 
 
 def parse_csv(data: bytes) -> list[Row]:
-    """Rows of a CSV with a `text` column and an answer column (`label`, or `score` for a
-    rating); other columns are ignored.  The task's kind judges the answers."""
+    """Rows of a CSV with a `text` column and an answer column (one of `VALUE_COLUMNS`, the first
+    where the header has none); other columns are ignored.  The task's kind judges the answers."""
     try:
         content = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -41,16 +43,16 @@ def parse_csv(data: bytes) -> list[Row]:
     try:
         header = next(reader)
     except StopIteration:
-        raise Invalid("file", "The CSV is empty; expected a 'text,label' (or 'text,score') header.",
+        raise Invalid("file", f"The CSV is empty; expected a {HEADERS} header.",
                       slug="bad-csv", title="Invalid CSV")
     except csv.Error as exc:
         raise Invalid("file", f"row 1: {exc}", slug="bad-csv", title="Invalid CSV", row=1)
     names = [h.strip().lower() for h in header]
-    value_field = next((c for c in VALUE_COLUMNS if c in names), "label")
+    value_field = next((c for c in VALUE_COLUMNS if c in names), VALUE_COLUMNS[0])
     missing = [c for c in ("text", value_field) if c not in names]
     if missing:
-        raise Invalid("file", f"The header lacks column(s) {', '.join(missing)}; "
-                      "expected 'text,label' (or 'text,score').", slug="bad-csv", title="Invalid CSV", row=1)
+        raise Invalid("file", f"The header lacks column(s) {', '.join(missing)}; expected {HEADERS}.",
+                      slug="bad-csv", title="Invalid CSV", row=1)
     ti, li = names.index("text"), names.index(value_field)
     rows: list[Row] = []
     line = 1

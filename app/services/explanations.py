@@ -14,11 +14,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.tables import ModelVersion, Prediction, Task
 from app.db.threads import in_db_thread
 from app.core.errors import Invalid, Overloaded, RateLimited, Unavailable
+from app.kinds import KINDS
 from app.serving.explain import ExplainerBusy
 from app.services.clients import Caller, allow
 from app.services.feedback import unknown_prediction
 from app.services.predictions import check_texts, served_model
 from app.process.state import AppState
+
+EXPLAINABLE = " or ".join(k.name for k in KINDS.values() if k.explainable)  # the kinds an explanation is for
 
 
 def _spend_budget(state: AppState, caller: Caller) -> None:
@@ -35,8 +38,8 @@ def _spend_budget(state: AppState, caller: Caller) -> None:
 async def _explain(state: AppState, task: str, text: str, caller: Caller) -> dict[str, Any]:
     served = await served_model(state, task)
     if not served.kind.explainable:
-        raise Invalid("task", f"Explanations are for classification tasks; {task!r} is a {served.kind.name} "
-                              "task.", slug="not-explainable")
+        raise Invalid("task", f"Explanations are for {EXPLAINABLE} tasks; {task!r} is a {served.kind.name} task.",
+                      slug="not-explainable")
     _spend_budget(state, caller)
     try:
         model, answer = await state.explainer.explain(task, text)
@@ -51,8 +54,8 @@ async def _explain(state: AppState, task: str, text: str, caller: Caller) -> dic
 
 
 async def explain_text(state: AppState, *, task: str, text: str, caller: Caller) -> dict[str, Any]:
-    """The served version's answer to `text` and each token's attribution towards it; classification
-    tasks (a rating's score and a tagging's spans are not one label to attribute)."""
+    """The served version's answer to `text` and each token's attribution towards it; for a kind
+    that is `explainable` (one label per text: a score or a set of spans is not one label to attribute)."""
     allow(caller, "predict", task)
     check_texts([text], single=True, max_chars=state.settings.max_text_chars, max_texts=1)
     return await _explain(state, task, text, caller)
