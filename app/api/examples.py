@@ -64,7 +64,7 @@ JSON_LINES = ("application/jsonl", "application/x-ndjson", "application/x-jsonli
 
 
 def parse_json_lines(body: bytes) -> list[Row]:
-    """One example object per line (the format of the shared tagging data: {"text", "spans"});
+    """One example object per line (the format of the shared data sets, e.g. {"text", "spans"});
     blank lines skipped; the first bad line is named."""
     rows: list[Row] = []
     for n, line in enumerate(body.splitlines(), start=1):

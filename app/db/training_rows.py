@@ -32,7 +32,7 @@ class FeedbackRow:
     text: str  # the text of the prediction the signal is about
     shown: str  # the label that prediction showed
     propensity: float | None = None  # the probability the model gave the shown label then
-    span: int | None = None  # the signal is about this part of the answer (a tagging span), not all of it
+    span: int | None = None  # the signal is about this part of the answer (one span of a set), not all of it
 
 
 @dataclass(frozen=True)

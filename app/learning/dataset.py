@@ -39,7 +39,7 @@ class Item:
 
     signal 0: a labelled row (example or correction), `label` is the right answer's target.
     signal ±1: feedback on the answer that was shown, `label` is that shown answer's target.
-    The target is whatever the task's kind trains on (a class index for classification).
+    The target is whatever the task's kind trains on (a class index for one label per text).
     """
 
     text: str
@@ -251,7 +251,7 @@ def build_dataset(
     (KeyError/ValueError) is counted as dropped.  `holdout_salt` picks which slice of the
     feedback is held out: a run passes its own, so over runs every signal both trains and
     validates, but never in the same run.  `same` says when two labels agree (votes on a
-    rating agree when their scores are close, not only when equal).  `flip_rates`: each client's
+    score on a scale agree when they are close, not only when equal).  `flip_rates`: each client's
     estimated flip rate (the noise model's), carried on its signals for the losses and the gate;
     `excluded_clients`: clients whose every word is left out (the noise model found them
     adversarial), counted in `excluded_rows`.
@@ -281,7 +281,7 @@ def build_dataset(
         counts["examples"] += 1
 
     # Each client's latest word on each text (on each part of its answer, for signals about one
-    # part: a tagging span) is its one vote there.
+    # part: one span of a set) is its one vote there.
     latest: dict[tuple[str, int | None, int | None], Vote] = {}
     excluded = set(excluded_clients)
     for fb in feedback:

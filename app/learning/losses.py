@@ -1,7 +1,7 @@
 """The combined loss  L = λ·L_data + (1−λ)·L_feedback,  as plain functions on tensors.
 
 The per-row terms are the task kind's (`KindModel.data_losses`, `KindModel.feedback_losses`;
-classification's are in `app/kinds/classification.py`); here they are weighted and mixed.
+each in its kind's module under `app/kinds/`); here they are weighted and mixed.
 Shapes: outputs (N, …); targets / shown (N, …); signals (N,) in {+1, −1}; weights (N,) float,
 or None for all ones; flips (N,) each row's client's flip rate ρ (`app/learning/noise.py`), or
 None for all 0.  Every term is a weighted mean over its rows, and a term with no rows (or a zero
@@ -21,7 +21,7 @@ rather than around it, from the kind's log P(shown right) (`KindModel.right_log_
              expectation over the flips is the clean loss, each row weighted by (1 − 2ρ)² (the
              inverse of the variance the division adds), so a client at ρ = ½ weighs nothing.
              It is unbounded below.
-A kind without `right_log_probs` (tagging) trains its bounded loss with each row weighted by
+A kind without `right_log_probs` (one whose answer is a set of spans) trains its bounded loss with each row weighted by
 1 − 2ρ, the share of its signal that survives the flips.
 """
 

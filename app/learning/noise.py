@@ -2,7 +2,7 @@
 the shown answer was wrong, or "wrong" when it was right), estimated from plain rows with a 90 %
 interval.  No database here; `app/services/noise.py` gathers the rows.
 
-Every vote a client gave (its latest ±1 on a text, or on one part of a tagging answer) is compared
+Every vote a client gave (its latest ±1 on a text, or on one part of an answer with parts) is compared
 with the best reference the data has for "was the shown answer right", and each reference has its
 own chance e of being wrong itself:
 
@@ -134,7 +134,7 @@ def _says(vote: _Vote, shown: str, same: Same) -> bool | None:
 
 
 def _votes(feedback: Iterable[FeedbackLike]) -> list[_Vote]:
-    """Each client's latest word on each text (each part of a tagging answer)."""
+    """Each client's latest word on each text (each part of an answer with parts)."""
     latest: dict[tuple[str, int | None, int | None], _Vote] = {}
     for fb in sorted(feedback, key=lambda f: f.id):
         key = (text_hash(fb.text), getattr(fb, "span", None))
@@ -254,7 +254,7 @@ def estimate_noise(*, feedback: Iterable[FeedbackLike], examples: Iterable[Examp
     """Every client's flip rate, shrunk toward the pooled rate of the untrusted clients.
 
     `feedback`: the task's signals with the shown answer and its propensity (a signal about one
-    part of a tagging answer carries `span`, and `shown` is that part's label); `examples`: its
+    part of an answer with parts carries `span`, and `shown` is that part's label); `examples`: its
     labelled texts; `trusted`: the keys an admin marked trusted (their votes are known truth for
     everyone else, and are judged themselves against the rest); `same`: the task kind's "do two
     stored labels say the same".

@@ -62,7 +62,7 @@ class RunError(Exception):
 
 
 def scoped_noise(session: Session, task: Task, rows: TrainingRows) -> tuple[list[Any], NoiseReport]:
-    """The task's feedback with each signal about one part of an answer (a tagging span) labelled
+    """The task's feedback with each signal about one part of an answer (one span of a set) labelled
     with that part, and the noise model on it (the kind's `same`, the trusted keys)."""
     spec = TaskSpec.of(task)
     kind = get_kind(task.kind)

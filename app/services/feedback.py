@@ -29,7 +29,7 @@ Recorded = tuple[dict[str, Any], str]  # (the feedback as the API shows it, the 
 @dataclass(frozen=True)
 class Signal:
     """One feedback request: `correction` as sent (the kind makes it the stored label); `span`
-    names the one part of the answer it is about (a tagging span); `accepted_at`: when the request
+    names the one part of the answer it is about (one span of a set); `accepted_at`: when the request
     came in (its user erased after that, it stores nothing)."""
 
     prediction_id: str

@@ -39,10 +39,10 @@ ONNX_FP32, ONNX_INT8 = "onnx-fp32", "onnx-int8"
 ONNX_FILES = {ONNX_FP32: "model.onnx", ONNX_INT8: "model-int8.onnx"}
 
 # Parity with PyTorch fp32 on the probe texts.  An engine passes when, on the rows the reference
-# is sure of (the kind's uncertainty at most CONFIDENT_UNCERTAINTY: for classification a margin of
-# at least 0.2 between the two likeliest labels), at least MIN_CONFIDENT_AGREEMENT of its answers
-# are the reference's, and its scores differ by at most MAX_MEAN_GAP on average (probabilities for
-# classification, the score as a share of the range for ratings; tagging: 0 or 1 per text).
+# is sure of (the kind's uncertainty at most CONFIDENT_UNCERTAINTY: for one label per text, a margin
+# of at least 0.2 between the two likeliest labels), at least MIN_CONFIDENT_AGREEMENT of its answers
+# are the reference's, and its scores differ by at most MAX_MEAN_GAP on average (the kind's
+# `answer_gap`: the labels' probabilities, a score as a share of its scale, 0 or 1 per text).
 # Rows near a tie may flip under int8 rounding without the model being any worse.
 CONFIDENT_UNCERTAINTY = 0.8
 MIN_CONFIDENT_AGREEMENT = 0.98

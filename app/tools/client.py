@@ -46,15 +46,15 @@ class Answer:
     send the key)."""
 
     id: str
-    label: str  # the answer as text: the label, a rating's score ("2.5"), a tagging's spans as JSON
+    label: str  # the answer as text: the label, a score on a scale ("2.5"), a set of spans as JSON
     scores: Mapping[str, float]
     feedback_wanted: bool = False
-    score: float | None = None  # a rating's score
+    score: float | None = None  # the score, for a kind that scores on a scale
 
     @classmethod
     def from_json(cls, p: Mapping[str, Any]) -> Answer:
-        """One entry of a predict answer's `predictions` (a classification's label and scores, or
-        a rating's score)."""
+        """One entry of a predict answer's `predictions` (a label and its scores, a score on a
+        scale, or a set of spans)."""
         if "spans" in p:  # the stored form: spans without text or score, in order, compact
             spans = sorted(({"start": x["start"], "end": x["end"], "label": x["label"]} for x in p["spans"]),
                            key=lambda x: (x["start"], x["end"]))
