@@ -11,10 +11,12 @@ protocols, one per concern; `TaskKind` is all four, and each kind module impleme
   `align`, `target_tensor`, `data_losses` and `feedback_losses` (per-row;
   `app/learning/losses.py` mixes them by λ), `right_log_probs`; `decode` (a batch of head
   outputs -> one `Answer` per text, what is stored and sent) and `uncertainty`;
-- `KindAnswers`, answers, their schema and validation: `define` and `describe` (a task's
-  fields), `canonical` (an example's or correction's value -> the label string stored;
-  `value_field` names it in requests), `answer_value`, `category`, `same` (do two stored labels
-  say the same), `answer_gap`, `check_feedback` and `scope_label`;
+- `KindAnswers`, answers, their schema and validation: what the API's schemas and the console's
+  forms say of the kind (`summary`, `labels_meaning`, `options`: the task's own fields,
+  `answer_shape`, `answer_input`), `define` and `describe` (a task's fields), `canonical` (an
+  example's or correction's value -> the label string stored; `value_field` names it in
+  requests), `read_answer` (what a person typed in a form), `answer_value`, `category`, `same`
+  (do two stored labels say the same), `answer_gap`, `check_feedback` and `scope_label`;
 - `KindMetrics`, the gate's view: `predicted_targets`, `outcome` (right, wrong or unknown per
   validation row; the gate's paired test runs on these), `confidence`, `gate_metrics` (a
   `score` in [0, 1] for display, plus whatever the kind can report; a per-class
