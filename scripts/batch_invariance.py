@@ -22,12 +22,12 @@ import torch
 from transformers import AutoTokenizer
 
 from app.core.config import default_base_model
-from app.kinds import get_kind
+from app.kinds import get_kind, kind_for_data
 from app.model.store import read_meta
 from app.services.tasks import build_version_zero
 from app.serving.scoring import LoadedModel, forward_ids
 from app.serving.engines import build, candidates_for, prepare_engines
-from app.tools.datasets import find_shared, read_records
+from app.tools.datasets import find_shared, read_records, shape_of
 
 DATA = find_shared("sst2", "dev.csv")
 
@@ -52,11 +52,13 @@ def main() -> None:
     args = p.parse_args()
     if DATA is None:
         p.error("SST-2 dev (../shared/data/sst2/dev.csv) was not found beside the project")
-    texts = [r.text for r in read_records(DATA)][:args.texts]
+    records = read_records(DATA)
+    texts = [r.text for r in records][:args.texts]
+    kind = kind_for_data(shape_of(DATA))
     torch.set_num_threads(2)
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        task = SimpleNamespace(name="sst2", kind="classification", labels=["negative", "positive"],
+        task = SimpleNamespace(name="sst2", kind=kind.name, labels=kind.task_from_data([r.value for r in records])["labels"],
                                descriptions={}, value_range=None, anchors=None, policy={})
         path, _ = build_version_zero(task, base_model=default_base_model(), models_dir=Path(tmp), max_seq_len=128)
         prepare_engines(path, texts=texts[:64], device=device, max_len=128)

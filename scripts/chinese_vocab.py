@@ -1,8 +1,9 @@
 """Does a growing vocabulary help the bundled all-MiniLM-L6-v2 on Chinese?  For one data set
-(a text,label CSV: classification; JSON lines of {text, spans}: tagging), train the same model
-on the same examples twice, with the tokenizer as it is and with every [UNK] character of the
-training texts made a token of its own (app/model/vocab.py), and score both on held-out texts
-(accuracy; entity F1 for tagging), beside the zero-shot model they start from.  Arms:
+(a folder with train and test files, a text,label CSV or JSON lines of {text, spans}; the kind
+that reads the shape makes the task), train the same model on the same examples twice, with the
+tokenizer as it is and with every [UNK] character of the training texts made a token of its own
+(app/model/vocab.py), and score both on held-out texts (entity F1 where the kind reports one,
+else the share of right answers), beside the zero-shot model they start from.  Arms:
 `as-is`, `grow` (new rows start as [UNK]'s), `grow-spread` (plus noise of one standard
 deviation: what runs do).
 
@@ -13,7 +14,6 @@ deviation: what runs do).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import time
@@ -22,34 +22,31 @@ from pathlib import Path
 import torch
 
 from app.core.config import default_base_model
-from app.kinds import TaskSpec, get_kind
+from app.kinds import TaskSpec, kind_for_data
 from app.learning import trainer as tr
 from app.learning.dataset import Item
 from app.learning.gate import evaluate
 from app.model.vocab import grow_vocabulary, unknown_chars
 from app.core.policy import Policy
+from app.tools.datasets import Record, read_records, shape_of
 
 
-def read(folder: Path, split: str) -> tuple[str, list[tuple[str, object]]]:
-    """(kind, rows): text,label CSV rows or (text, spans) JSON lines rows."""
-    if (folder / f"{split}.csv").exists():
-        with (folder / f"{split}.csv").open(encoding="utf-8", newline="") as fh:
-            return "classification", [(r["text"], r["label"]) for r in csv.DictReader(fh)]
-    rows = [json.loads(line) for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    return "tagging", [(r["text"], r["spans"]) for r in rows]
+def read(folder: Path, split: str) -> tuple[str, list[Record]]:
+    """(the file's shape, its rows): `<split>.csv`, else `<split>.jsonl`."""
+    path = folder / f"{split}.csv"
+    if not path.exists():
+        path = folder / f"{split}.jsonl"
+    return shape_of(path), read_records(path)
 
 
-def score(kind_name: str, metrics: dict) -> float:
-    """Accuracy for a classification; entity F1 (exact span and label) for a tagging."""
-    return metrics["score"] if kind_name == "classification" else metrics["examples"]["f1"]
+def score(metrics: dict) -> float:
+    """Entity F1 (exact span and label) where the kind reports one, else the share of right answers."""
+    return metrics.get("examples", {}).get("f1", metrics["score"])
 
 
-def items_of(kind, spec: TaskSpec, rows) -> list[Item]:  # noqa: ANN001
-    out = []
-    for text, answer in rows:
-        label = answer if isinstance(answer, str) else kind.canonical(spec, answer, text=text, field="spans")
-        out.append(Item(text, kind.target(spec, label)))
-    return out
+def items_of(kind, spec: TaskSpec, rows: list[Record]) -> list[Item]:  # noqa: ANN001
+    return [Item(r.text, kind.target(spec, kind.canonical(spec, r.value, text=r.text, field=kind.value_field)))
+            for r in rows]
 
 
 def main() -> None:
@@ -63,25 +60,22 @@ def main() -> None:
     p.add_argument("--arms", default="as-is,grow,grow-spread",
                    help="as-is; grow (new rows start as [UNK]'s); grow-spread (plus noise of one standard deviation)")
     args = p.parse_args()
-    kind_name, train_rows = read(args.folder, "train")
+    shape, train_rows = read(args.folder, "train")
     _, test_rows = read(args.folder, "test")
     rng = random.Random(args.seed)
     rng.shuffle(train_rows)
     rng.shuffle(test_rows)
     train_rows, test_rows = train_rows[: args.train], test_rows[: args.test]
-    if kind_name == "classification":
-        labels = sorted({lab for _, lab in train_rows})
-    else:
-        labels = sorted({s["label"] for _, spans in train_rows for s in spans})
-    kind = get_kind(kind_name)
-    spec = TaskSpec(name="zh", kind=kind_name, labels=labels, descriptions={})
+    kind = kind_for_data(shape)
+    labels = kind.task_from_data([r.value for r in train_rows])["labels"]
+    spec = TaskSpec(name="zh", kind=kind.name, labels=labels, descriptions={})
     base, cpu = default_base_model(), torch.device("cpu")
     train_items, test_items = items_of(kind, spec, train_rows), items_of(kind, spec, test_rows)
-    result: dict = {"data": str(args.folder), "kind": kind_name, "labels": labels, "train": len(train_items),
+    result: dict = {"data": str(args.folder), "kind": kind.name, "labels": labels, "train": len(train_items),
                     "test": len(test_items), "epochs": args.epochs, "base_model": base, "arms": {}}
     for arm in args.arms.split(","):
         model, tok = kind.build_zero_shot(base, spec)
-        zero = score(kind_name, evaluate(kind, model, tok, test_items, labels, device=cpu, max_len=128).metrics)
+        zero = score(evaluate(kind, model, tok, test_items, labels, device=cpu, max_len=128).metrics)
         texts = [it.text for it in train_items]
         unk_share = sum(t == tok.unk_token for text in texts[:500] for t in tok.tokenize(text)) / max(
             1, sum(len(tok.tokenize(text)) for text in texts[:500]))
@@ -93,7 +87,7 @@ def main() -> None:
         state = tr.setup(kind, model, tok, train_items, test_items[:200], cfg)
         tr.fit(state)
         seconds = time.perf_counter() - started
-        after = score(kind_name, evaluate(kind, state.model, tok, test_items, labels, device=cpu, max_len=128).metrics)
+        after = score(evaluate(kind, state.model, tok, test_items, labels, device=cpu, max_len=128).metrics)
         result["arms"][arm] = {"zero_shot": zero, "trained": after, "tokens_added": added,
                                "unk_share_of_tokens_before": round(unk_share, 4), "train_seconds": round(seconds, 1)}
         print(f"{arm:6} zero-shot {zero:.4f}  trained {after:.4f}  tokens added {added}  "

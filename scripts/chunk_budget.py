@@ -17,11 +17,11 @@ import torch
 
 from app.core.config import default_base_model
 from app.db.versions import ActiveRow
-from app.kinds import TaskSpec, get_kind
+from app.kinds import TaskSpec, kind_for_data
 from app.model.store import VersionMeta, save_version
 from app.serving.scoring import score_texts
 from app.serving.engines import load_engine, prepare_engines
-from app.tools.datasets import read_records
+from app.tools.datasets import read_records, shape_of
 
 BUDGETS = (128, 256, 512, 1024, None)
 
@@ -32,13 +32,14 @@ def main() -> None:
     p.add_argument("--texts", type=int, default=512)
     args = p.parse_args()
     rows = read_records(args.csv)[: args.texts]
-    labels = sorted({r.value for r in rows})
+    kind = kind_for_data(shape_of(args.csv))
+    labels = kind.task_from_data([r.value for r in rows])["labels"]
     texts = [r.text for r in rows]
     cpu = torch.device("cpu")
-    spec = TaskSpec(name="bench", kind="classification", labels=labels, descriptions={})
-    model, tok = get_kind("classification").build_zero_shot(default_base_model(), spec)
+    spec = TaskSpec(name="bench", kind=kind.name, labels=labels, descriptions={})
+    model, tok = kind.build_zero_shot(default_base_model(), spec)
     with tempfile.TemporaryDirectory() as tmp:
-        meta = VersionMeta(task="bench", kind="classification", labels=labels, encoder={"kind": "full"},
+        meta = VersionMeta(task="bench", kind=kind.name, labels=labels, encoder={"kind": "full"},
                            base_model=default_base_model())
         path, sha = save_version(model, tok, meta, Path(tmp), "v0")
         record = prepare_engines(path, texts=texts[:64], device=cpu, max_len=128)

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from app.core.config import default_base_model
-from app.kinds import TaskSpec, get_kind
+from app.kinds import TaskSpec, kind_for_data
 from app.serving.scoring import LoadedModel, score_texts
 from app.serving.explain import explain
-from app.tools.datasets import read_records
+from app.tools.datasets import read_records, shape_of
 
 
 def without(text: str, spans: list[dict]) -> str:
@@ -41,11 +41,13 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     rows = read_records(args.csv)
+    kind = kind_for_data(shape_of(args.csv))
+    if not kind.explainable:
+        p.error(f"{args.csv}: a {kind.name} task has no explanations (a text,label CSV makes one that has)")
     rng = random.Random(args.seed)
-    labels = sorted({r.value for r in rows})
+    labels = kind.task_from_data([r.value for r in rows])["labels"]
     rng.shuffle(rows)
-    kind = get_kind("classification")
-    model, tok = kind.build_zero_shot(default_base_model(), TaskSpec(name="x", kind="classification",
+    model, tok = kind.build_zero_shot(default_base_model(), TaskSpec(name="x", kind=kind.name,
                                                                       labels=labels, descriptions={}))
     loaded = LoadedModel(task_id=0, task="x", version_id=0, version=0, kind=kind, labels=labels, model=model.eval(),
                          tokenizer=tok, device=torch.device("cpu"), max_len=128)
