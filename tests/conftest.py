@@ -120,3 +120,10 @@ def client(settings: Settings) -> Iterator["TestClient"]:  # noqa: F821
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--screenshots", default=None, metavar="DIR",
                      help="test_console_browser.py saves a PNG of each console page into DIR")
+
+
+@pytest.fixture
+def browser(client):
+    """The test client without the API's Authorization header: a person with a browser."""
+    del client.headers["Authorization"]
+    return client

@@ -19,7 +19,7 @@ from app.core.config import Settings
 from app.db.tables import Client, Prediction
 from app.main import create_app
 from support import ADMIN_TOKEN, make_settings
-from test_api_tasks import assert_problem, create_task, predict, rows, table_counts
+from support.api import assert_problem, create_task, predict, rows, table_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from app.core.config import Settings
 from app.db.tables import Example
 from app.core.texts import normalize_text, split_for, text_hash
 from support import make_settings
-from test_api_tasks import LABELS, assert_problem, create_task, rows, table_counts
+from support.api import LABELS, assert_problem, create_task, rows, table_counts
 
 MAX_CHARS = 50
 MAX_UPLOAD = 4096

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import inspect
 
 from app.db.tables import Feedback, Prediction
-from test_api_tasks import LABELS, assert_problem, create_task, predict, rows, table_counts
+from support.api import LABELS, assert_problem, create_task, predict, rows, table_counts
 
 
 def _bearer(key: str) -> dict[str, str]:

@@ -22,8 +22,8 @@ from app.process.launch import LOOPBACK, LocalService
 from app.main import create_app
 from support import ADMIN, ADMIN_TOKEN, make_settings
 from support.live import STARTUP_S, serve_in_thread
-from test_api_tasks import assert_problem, create_task, rows, table_counts
-from waiting import wait_until
+from support.api import assert_problem, create_task, rows, table_counts
+from support.waiting import wait_until
 
 LIMIT = 4096
 UPLOAD_LIMIT = 20_000

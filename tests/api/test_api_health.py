@@ -3,7 +3,7 @@ and problem documents for routes and methods that do not exist."""
 
 from __future__ import annotations
 
-import re
+
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,23 +11,11 @@ from sqlalchemy.orm import sessionmaker
 
 from app.main import create_app
 from support import ADMIN, make_settings
-from test_api_tasks import assert_problem, create_task, predict, table_counts
+from support.api import assert_problem, create_task, metric, predict, table_counts
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef-0123"
 
 
-def _metric(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in a Prometheus text exposition, or None."""
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        if all(got.get(k) == v for k, v in labels.items()):
-            return float(m.group(3))
-    return None
 
 
 # ---------------------------------------------------------------- health
@@ -70,7 +58,7 @@ def test_metrics_and_readyz_details_need_the_metrics_or_admin_token(guarded) -> 
     assert guarded.get("/healthz").json() == {"status": "ok"}
     for token in (METRICS_TOKEN, ADMIN["Authorization"].removeprefix("Bearer ")):
         r = guarded.get("/metrics", headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 200 and _metric(r.text, "flywheel_active_version", task="tickets") == 0
+        assert r.status_code == 200 and metric(r.text, "flywheel_active_version", task="tickets") == 0
         assert guarded.get("/readyz", headers={"Authorization": f"Bearer {token}"}).json()["models"] == {"tickets": 0}
 
 
@@ -97,7 +85,7 @@ def test_metrics_are_open_when_the_operator_says_so_or_in_development_mode(how, 
         assert c.post("/v1/tasks", json={"name": "tickets", "labels": ["a", "b"]}).status_code == 201
         c.headers.pop("Authorization", None)
         r = c.get("/metrics")
-        assert r.status_code == 200 and _metric(r.text, "flywheel_active_version", task="tickets") == 0
+        assert r.status_code == 200 and metric(r.text, "flywheel_active_version", task="tickets") == 0
         assert c.get("/readyz").json()["models"] == {"tickets": 0}
 
 
@@ -143,11 +131,11 @@ def test_metrics_exposes_flywheel_metrics(client) -> None:
                  "flywheel_predictions_total", "flywheel_feedback_total", "flywheel_model_version",
                  "flywheel_model_swaps_total", "flywheel_training_runs", "flywheel_active_version"):
         assert f"# HELP {name}" in text, name
-    assert _metric(text, "flywheel_predictions_total", task="tickets") == 3
-    assert _metric(text, "flywheel_model_version", task="tickets") == 0
-    assert _metric(text, "flywheel_active_version", task="tickets") == 0
-    assert _metric(text, "flywheel_batch_texts_count", task="tickets") >= 1
-    assert _metric(text, "flywheel_request_seconds_count", method="POST", route="/v1/tasks/{task}/predict",
+    assert metric(text, "flywheel_predictions_total", task="tickets") == 3
+    assert metric(text, "flywheel_model_version", task="tickets") == 0
+    assert metric(text, "flywheel_active_version", task="tickets") == 0
+    assert metric(text, "flywheel_batch_texts_count", task="tickets") >= 1
+    assert metric(text, "flywheel_request_seconds_count", method="POST", route="/v1/tasks/{task}/predict",
                    status="200") == 1
 
 
@@ -157,7 +145,7 @@ def test_feedback_counter_increments_per_signal(client) -> None:
     shown = predict(client, text="d")["predictions"][0]
 
     def count(signal: str) -> float:
-        return _metric(client.get("/metrics").text, "flywheel_feedback_total", task="tickets", signal=signal) or 0.0
+        return metric(client.get("/metrics").text, "flywheel_feedback_total", task="tickets", signal=signal) or 0.0
 
     assert count("1") == 0
     assert client.post(f"/v1/predictions/{ids[0]}/feedback", json={"signal": 1}).status_code == 201

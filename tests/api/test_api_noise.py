@@ -3,7 +3,7 @@ rate with its interval and evidence; the admin sees every key, a key only itself
 
 from __future__ import annotations
 
-from test_api_tasks import assert_problem, create_task, predict
+from support.api import assert_problem, create_task, predict
 
 
 def _key(client, name: str, **extra) -> tuple[dict[str, str], int]:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from test_api_tasks import assert_problem, create_task
+from support.api import assert_problem, create_task
 
 
 def _follow(client, path: str, headers: dict | None = None) -> tuple[list[dict], int]:

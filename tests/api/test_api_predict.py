@@ -13,7 +13,7 @@ import pytest
 from app.core.config import Settings
 from app.db.tables import ModelVersion, Prediction
 from support import make_settings
-from test_api_tasks import LABELS, assert_problem, create_task, predict, rows, table_counts
+from support.api import LABELS, assert_problem, create_task, predict, rows, table_counts
 
 MAX_CHARS = 50
 MAX_TEXTS = 3

@@ -1,69 +1,16 @@
 """POST/GET /v1/tasks and GET /v1/tasks/{task}: creation with a zero-shot version 0, the
 description with its counts, and every way a task definition can be wrong.
 
-The small helpers at the top (`create_task`, `predict`, `assert_problem`, `table_counts`,
-`rows`) are shared by the other tests/test_api_*.py modules."""
+The helpers the HTTP tests share (`create_task`, `predict`, `assert_problem`, `table_counts`,
+`rows`) are in tests/support/api.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import func, select
-
-from app.api.problems import TYPE_BASE
-from app.db.tables import Client, ClientTask, Example, Feedback, ModelVersion, Prediction, Task, TrainingRun
 from app.core.texts import split_for
-
-LABELS = ["billing", "card_lost", "weather"]
-PROBLEM_JSON = "application/problem+json"
-
-
-# ---------------------------------------------------------------- helpers shared by the API tests
-
-
-def create_task(client, name: str = "tickets", labels: list[str] | None = None, **extra: Any) -> dict:
-    r = client.post("/v1/tasks", json={"name": name, "labels": labels or LABELS, **extra})
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def predict(client, task: str = "tickets", headers: dict | None = None, **body: Any) -> dict:
-    r = client.post(f"/v1/tasks/{task}/predict", json=body, headers=headers)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def assert_problem(r, status: int, slug: str, field: str | None, *, mentions: tuple[str, ...] = ()) -> dict:
-    """An RFC 9457 problem document with a stable type, the status, the field at fault and a
-    detail a person can act on (it names what is wrong: `mentions`)."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM_JSON), r.headers["content-type"]
-    body = r.json()
-    assert body["type"] == TYPE_BASE + slug, body
-    assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and len(body["detail"]) >= 10, body
-    if field is not None:
-        assert body.get("field") == field, body
-    for word in mentions:
-        assert word.lower() in body["detail"].lower(), (word, body["detail"])
-    return body
-
-
-TABLES = (Task, ModelVersion, Prediction, Feedback, Example, Client, ClientTask, TrainingRun)
-
-
-def table_counts(client) -> dict[str, int]:
-    """Rows per table, read through the app's own database connection."""
-    with client.app.state.flywheel.sessions() as s:
-        return {m.__tablename__: s.scalar(select(func.count()).select_from(m)) for m in TABLES}
-
-
-def rows(client, model, *where) -> list:  # noqa: ANN001
-    with client.app.state.flywheel.sessions() as s:
-        return list(s.scalars(select(model).where(*where)))
-
+from app.db.tables import ModelVersion
+from support.api import LABELS, TABLES, assert_problem, create_task, predict, rows, table_counts
 
 # ---------------------------------------------------------------- creating and describing
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from app.db.tables import Feedback, Prediction
-from test_api_tasks import assert_problem, create_task, predict, rows, table_counts
+from support.api import assert_problem, create_task, predict, rows, table_counts
 
 
 def _key(client, name: str, tasks: list[str], scopes: list[str] | None = None) -> dict[str, str]:

@@ -8,7 +8,7 @@ import pytest
 
 from app.process.worker import Worker
 from support.learning import FAST_POLICY, LABELS, WORDS, add_examples, create_task, migrated, synthetic
-from test_api_tasks import assert_problem, create_task as api_create_task
+from support.api import assert_problem, create_task as api_create_task
 
 
 def test_an_explanation_names_spans_of_the_text_with_weights(client) -> None:

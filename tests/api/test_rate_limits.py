@@ -14,7 +14,7 @@ from app.main import create_app
 from app.core.ratelimit import TokenBuckets
 from app.services import clients as clients_service
 from support import ADMIN, make_settings
-from test_api_tasks import assert_problem, create_task, table_counts
+from support.api import assert_problem, create_task, table_counts
 
 SLOW = 0.001  # tokens a second: none come back while a test runs
 

@@ -15,7 +15,7 @@ from app.learning.value import rarity_boosts, value_of
 from app.services.asking import AskBudget
 from app.services.review import RARE, REFUTED, REVIEW_MAX_LIMIT, UNCERTAIN
 from support import WORDS
-from test_api_tasks import LABELS, assert_problem, create_task, predict, table_counts, TABLES
+from support.api import LABELS, assert_problem, create_task, predict, table_counts, TABLES
 
 CLASSIFICATION = get_kind("classification")
 

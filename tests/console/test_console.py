@@ -12,32 +12,10 @@ from app.db.tables import ModelVersion, Task, TrainingRun
 from app.db.versions import activate, register_version
 from app.core.statuses import RunStatus
 from support import ADMIN_TOKEN, make_settings
-from test_api_tasks import predict
+from support.api import predict
+from support.console import csrf_of, log_in, problem_of
 
 EXTERNAL = re.compile(r'''(?:src|href|action)\s*=\s*["'](?:https?:)?//''', re.I)
-
-
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
-
-
-def problem_of(html: str) -> str:
-    return re.search(r'id="problem">([^<]+)', html).group(1)
-
-
-@pytest.fixture
-def browser(client):
-    """The test client without the API's Authorization header: a person with a browser."""
-    del client.headers["Authorization"]
-    return client
-
-
-def log_in(browser, token: str = ADMIN_TOKEN) -> str:
-    """Log in through the form; the CSRF token the pages' forms carry in that session."""
-    csrf = csrf_of(browser.get("/ui/login").text)
-    r = browser.post("/ui/login", data={"csrf": csrf, "token": token, "next": "/ui"}, follow_redirects=False)
-    assert r.status_code == 303, r.text
-    return csrf_of(browser.get("/ui/login").text)
 
 
 def test_pages_need_a_session_and_the_login_sets_a_strict_httponly_cookie(browser) -> None:

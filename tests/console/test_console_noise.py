@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 from support import ADMIN_TOKEN
-from test_api_tasks import predict
-from test_console import browser, log_in  # noqa: F401 - the fixture
+from support.api import predict
+from support.console import log_in
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

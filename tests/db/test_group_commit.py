@@ -14,7 +14,7 @@ from app.db.tables import Feedback
 from app.core.errors import Forbidden, NotFound
 from app.services.clients import ADMIN, Caller
 from app.services.feedback import Signal, record_signals
-from test_api_tasks import create_task, predict, rows
+from support.api import create_task, predict, rows
 
 
 def test_what_queues_during_a_commit_goes_into_the_next_one() -> None:

@@ -20,7 +20,7 @@ from app.kinds import load_version
 from app.model.store import read_meta, save_version
 from app.process.worker import Worker
 from support import ADMIN
-from waiting import wait_until
+from support.waiting import wait_until
 from support.learning import FAST_POLICY, LABELS, synthetic
 from support.live import serve_in_thread
 

@@ -24,7 +24,7 @@ from app.model.encoder import encode_texts
 from app.model.vocab import grow_vocabulary, unknown_chars
 from app.process.worker import Worker
 from support import ADMIN, make_settings
-from test_api_tasks import assert_problem
+from support.api import assert_problem
 
 SPORTS = list("比赛球队进球冠军足球篮球联赛教练球员胜利主场客场决赛")
 FINANCE = list("股市大涨投资信心增强银行利率基金经济增长央行降息上涨下跌公司利润市场价格")

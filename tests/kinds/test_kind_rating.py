@@ -17,9 +17,10 @@ from app.core.config import Settings
 from app.kinds.rating import TOLERANCE, Rating, feedback_losses, scale_points, score_metrics, spearman
 from app.process.worker import Worker
 from support import ADMIN
+from support.api import problem
 from support.learning import FAST_POLICY, WORDS, FILLER
 from support.live import serve_in_thread
-from waiting import wait_until
+from support.waiting import wait_until
 
 RANGE = [-4, 4]
 ANCHORS = {"-4": "lost stolen charged twice fee", "4": "sunny weather forecast"}
@@ -32,15 +33,6 @@ def http(settings: Settings):  # noqa: ANN201
         yield c
 
 
-def problem(r: httpx.Response, status: int, slug: str | None, field: str) -> dict:
-    """A problem+json answer with this status naming `field` (and, when given, of type `slug`)."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["field"] == field, body
-    if slug is not None:
-        assert body["type"].endswith(":" + slug), body
-    return body
 
 
 def scored_texts(n: int, seed: int) -> list[tuple[str, float]]:

@@ -20,8 +20,8 @@ from app.process.worker import Worker
 from support import ADMIN
 from support.learning import FAST_POLICY, FILLER
 from support.live import serve_in_thread
-from test_kind_rating import problem
-from waiting import wait_until
+from support.api import problem
+from support.waiting import wait_until
 
 POLICY = {**FAST_POLICY, "epochs": 10, "patience": 10, "gate_tolerance": 1.0, "max_recall_drop": 1.0}
 PLACES = "london paris berlin tokyo madrid".split()

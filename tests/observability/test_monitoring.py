@@ -18,8 +18,8 @@ from app.db.tables import ModelVersion, Prediction, Task, utcnow
 from app.observability.monitoring import MIN_DRIFT_ROWS, psi
 from app.core.statuses import VersionStatus
 from app.process.worker import Worker
-from test_api_health import _metric as metric
-from test_api_tasks import create_task, predict
+from support.api import metric
+from support.api import create_task, predict
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus"

@@ -15,7 +15,7 @@ import pytest
 
 from app.process.launch import flywheel_command, free_port, wait_until_up
 from support import ADMIN, ADMIN_TOKEN
-from waiting import wait_until
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 

@@ -22,7 +22,7 @@ from app.runs.retention import apply_retention, remove_crash_leftovers
 from app.core.statuses import VersionStatus
 from app.process.worker import Worker
 from support.learning import active, create_task, migrated, versions
-from waiting import wait_until
+from support.waiting import wait_until
 
 GIVE_UP_S = 60.0
 

@@ -15,7 +15,7 @@ from app.core.statuses import VersionStatus
 from app.process.worker import Worker
 from support import ADMIN
 from support.learning import FAST_POLICY, add_examples, create_task, migrated, synthetic, versions
-from waiting import wait_until
+from support.waiting import wait_until
 
 NEVER = {"min_new_signals": 1_000_000, "max_interval_s": None}
 

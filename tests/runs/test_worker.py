@@ -39,7 +39,7 @@ from support.learning import (
     synthetic,
     versions,
 )
-from waiting import wait_until
+from support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_CMD = (

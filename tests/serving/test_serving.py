@@ -26,7 +26,7 @@ from app.model.store import save_version
 from app.serving.scoring import prepare_for_inference
 from app.serving.registry import ServedModels
 from support import ADMIN, make_settings
-from waiting import wait_until
+from support.waiting import wait_until
 from support.live import serve_in_thread
 
 LABELS = ["billing", "card_lost", "weather"]

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.session import make_sessionmaker
-from waiting import wait_until
+from support.waiting import wait_until
 
 GIVE_UP_S = 60.0
 APP_NAME = "flywheel-racing"  # the racing party's PostgreSQL connections, to see them wait
