@@ -24,7 +24,7 @@ from app.tools.simulate.data import DataError, build_scenario
 from app.kinds.classification import Classification, label_metrics
 from app.tools.simulate.progress import PlainProgress, SimulationProgress, make_progress
 from app.tools.simulate.report import write_report
-from app.tools.simulate.seeds import aggregate, fmt, gate_spread, round_std, runs
+from app.tools.simulate.result import GateOutcome, SeedRun, SimulationResult, aggregate, fmt
 from app.tools.simulate.users import ADVERSARY, CARELESS, TRUSTED, Behaviour, Draws, Signal, assign_clients, decide
 
 LABELS = ["bank", "movie", "weather"]
@@ -294,19 +294,22 @@ def fake_arm(acc: list[float], gate: str, *, noise: float = 0.0, loss: str = "bo
             "round": r, "accuracy": a, "macro_f1": a - 0.01, "candidate_accuracy": c,
             "version": r, "signals_total": 10 * r,
             "signals_used": 10 * r, "traffic_accuracy": a,
+            "mae": None, "candidate_mae": None,
             "gate": {"run_id": r, "status": status, "verdict": verdict, "reason": "x", "candidate_score": 0.5,
-                     "active_score": 0.4, "validation_rows": 3},
+                     "active_score": 0.4, "validation_rows": 3, "second_look": None},
             "sent": {"positive": 6, "negative": 4, "corrections": corrections[r - 1], "not_sent": 0,
                      "from_adversary": 0, "asked": corrections[r - 1] if asked else 0},
             "run": {"id": r, "status": status, "duration_s": 1.0, "data_counts": {}, "error": None,
-                    "loss_curve": [{"epoch": 1, "train_loss": 0.5 - r, "val_loss": 0.4}]},
+                    "loss_curve": [{"epoch": 1, "train_loss": 0.5 - r, "val_loss": 0.4}],
+                    "candidate_version_id": None},
             "seconds": 2.0,
         })
     return {
         "description": "fake", "seconds": 10.0, "data_dir": None, "seed": seed,
         "conditions": {"behaviour": {"correction_rate": 0.0, "oracle": oracle, "send_negatives": send_negatives,
                                      "noise": noise, "label_when_asked": asked, "label_share": share},
-                       "adversarial_share": adversarial, "lambda_data": lam, "feedback_loss": loss,
+                       "adversarial_share": adversarial, "careless_share": 0.0, "trusted_share": 0.0,
+                       "lambda_data": lam, "feedback_loss": loss,
                        "finetune": "full", "feedback_budget": budget},
         "corrections_by_round": corrections, "asked_by_round": [x["sent"]["asked"] for x in rounds],
         "zero_shot_accuracy": 0.5, "zero_shot_macro_f1": 0.45,
@@ -317,6 +320,15 @@ def fake_arm(acc: list[float], gate: str, *, noise: float = 0.0, loss: str = "bo
         "traffic_accuracy_by_round": acc, "candidate_accuracy_by_round": [x["candidate_accuracy"] for x in rounds],
         "rounds": rounds,
     }
+
+
+def seed_run(acc: list[float], gate: str, **kw: Any) -> SeedRun:
+    """`fake_arm`'s run, as the simulator holds it."""
+    return SeedRun.from_json(fake_arm(acc, gate, **kw))
+
+
+def arms_of(result: dict[str, Any]) -> dict[str, Any]:
+    return SimulationResult.from_json(result).arms
 
 
 def fake_result() -> dict[str, Any]:
@@ -347,7 +359,7 @@ def fake_result() -> dict[str, Any]:
 
 
 def test_checks_measure_the_targets() -> None:
-    checks = {c["name"]: c for c in run_checks(fake_result()["arms"])}
+    checks = {c.name: c.to_json() for c in run_checks(arms_of(fake_result()))}
     assert checks["feedback_vs_supervised"]["met"] is True  # 0.80 / 0.82 = 0.976
     assert checks["bounded_vs_ignore_negatives"]["met"] is True
     assert checks["noise_recovery"]["met"] is True  # (0.77 − 0.5) / (0.8 − 0.5) = 90% of the gain
@@ -358,22 +370,25 @@ def test_checks_measure_the_targets() -> None:
     assert checks["adversarial_monotone"]["met"] is False  # round 2 promoted 0.55 after 0.60
     assert "rounds [2]" in checks["adversarial_monotone"]["measured"]
     assert "signed" in checks["signed_behaviour"]["measured"]
-    assert run_checks({})[0]["met"] is None
+    assert run_checks({})[0].met is None
 
 
 def test_aggregate_gives_mean_and_spread_over_seeds() -> None:
     one = fake_arm([0.6, 0.8], "PP", seed=3, corrections=[2, 4])
-    single = aggregate([one])
+    single_arm = aggregate([SeedRun.from_json(one)])
+    single = single_arm.to_json()
     assert {k: single[k] for k in one} == one  # one seed: the run as it was, plus the new fields
     assert single["seeds"] == [3] and single["accuracy_mean_by_round"] == [0.6, 0.8]
     assert single["accuracy_std_by_round"] == [None, None] and single["accuracy_min_by_round"] == [0.6, 0.8]
-    assert "by_seed" not in single and runs(single) == [single] and round_std(single, 2) == 0.0
+    assert "by_seed" not in single and [r.to_json() for r in single_arm.runs] == [one]
+    assert single_arm.round_std(2) == 0.0
 
     seeds = [fake_arm([0.6, 0.8], "PP", seed=0, corrections=[2, 4]),
              fake_arm([0.7, 0.9], "PR", seed=1, corrections=[4, 6]),
              fake_arm([0.8, 0.7], "RI", seed=2, corrections=[0, 2])]
-    arm = aggregate(seeds)
-    assert arm["seeds"] == [0, 1, 2] and arm["by_seed"] == seeds and runs(arm) == seeds
+    typed = aggregate([SeedRun.from_json(x) for x in seeds])
+    arm = typed.to_json()
+    assert arm["seeds"] == [0, 1, 2] and arm["by_seed"] == seeds and [r.to_json() for r in typed.runs] == seeds
     assert arm["accuracy_by_round"] == pytest.approx([0.7, 0.8]) == arm["accuracy_mean_by_round"]
     assert arm["accuracy_std_by_round"] == pytest.approx([0.1, 0.1])  # sample std (n - 1)
     assert arm["accuracy_min_by_round"] == [0.6, 0.7] and arm["accuracy_max_by_round"] == [0.8, 0.9]
@@ -382,41 +397,44 @@ def test_aggregate_gives_mean_and_spread_over_seeds() -> None:
     assert arm["seconds"] == 30.0
     for per_run in ("rounds", "gate_by_round", "candidate_accuracy_by_round", "version_by_round", "seed"):
         assert per_run not in arm  # only per seed
-    assert round_std(arm, 1) == pytest.approx(0.1) and round_std(arm, 0) == 0.0
+    assert typed.round_std(1) == pytest.approx(0.1) and typed.round_std(0) == 0.0
     # candidates (default: the accuracy when promoted, else 0.1): 0.6, 0.7, 0.1 then 0.8, 0.1, 0.1
     assert arm["candidate_accuracy_std_by_round"] == pytest.approx([0.3215, 0.4041], abs=1e-4)
-    assert gate_spread(arm, 2) == pytest.approx(0.4041, abs=1e-4)
-    assert verdicts(arm) == "PP PR RI"
+    assert typed.gate_spread(2) == pytest.approx(0.4041, abs=1e-4)
+    assert verdicts(typed) == "PP PR RI"
     assert fmt(0.8123, 0.0101) == "0.812 ± 0.010" and fmt(0.8123) == "0.812" and fmt(None) == "–"
     with pytest.raises(ValueError):
         aggregate([])
 
 
 def test_gate_letters() -> None:
-    assert gate_letter({"status": "promoted", "verdict": "promote"}) == "P"
-    assert gate_letter({"status": "rejected", "verdict": "reject"}) == "R"
-    assert gate_letter({"status": "rejected", "verdict": "inconclusive"}) == "I"
-    assert gate_letter({"status": "failed", "verdict": None}) == "F"
+    def gate(status: str, verdict: str | None) -> GateOutcome:
+        return GateOutcome(1, status, verdict, None, None, None, None)
+
+    assert gate_letter(gate("promoted", "promote")) == "P"
+    assert gate_letter(gate("rejected", "reject")) == "R"
+    assert gate_letter(gate("rejected", "inconclusive")) == "I"
+    assert gate_letter(gate("failed", None)) == "F"
 
 
-def gate_arms() -> dict[str, dict[str, Any]]:
+def gate_arms() -> dict[str, Any]:
     """Two arms, two seeds, two rounds, from zero-shot 0.5; candidates' test accuracy by hand."""
     return {
         # spread in round 1: stdev(0.6, 0.62) = 0.014; in round 2: stdev(0.6, 0.64) = 0.028 (candidates: 0)
         "feedback": aggregate([
-            fake_arm([0.6, 0.6], "PR", cand=[0.6, 0.7], seed=0),  # r2: +0.10 and rejected
-            fake_arm([0.62, 0.64], "PI", cand=[0.62, 0.70], seed=1),  # r2: +0.08 and inconclusive
+            seed_run([0.6, 0.6], "PR", cand=[0.6, 0.7], seed=0),  # r2: +0.10 and rejected
+            seed_run([0.62, 0.64], "PI", cand=[0.62, 0.70], seed=1),  # r2: +0.08 and inconclusive
         ]),
         # spread in round 1: stdev(0.4, 0.48) = 0.057; in round 2: the candidates', stdev(0.45, 0.49) = 0.028
         "signed": aggregate([
-            fake_arm([0.4, 0.45], "PP", cand=[0.4, 0.45], seed=0),  # r1: -0.10 and promoted; r2 +0.05, promoted
-            fake_arm([0.48, 0.48], "PR", cand=[0.48, 0.49], seed=1),  # r1 -0.02: within the spread; r2 +0.01 too
+            seed_run([0.4, 0.45], "PP", cand=[0.4, 0.45], seed=0),  # r1: -0.10 and promoted; r2 +0.05, promoted
+            seed_run([0.48, 0.48], "PR", cand=[0.48, 0.49], seed=1),  # r1 -0.02: within the spread; r2 +0.01 too
         ]),
     }
 
 
 def test_gate_checks_on_every_round_of_every_seed() -> None:
-    checks = {c["name"]: c for c in run_checks(gate_arms())}
+    checks = {c.name: c.to_json() for c in run_checks(gate_arms())}
     better = checks["better_rejected"]
     # better by more than the spread: feedback s0r1, s0r2, s1r1, s1r2, signed s0r2; kept out: two of them
     assert better["met"] is False
@@ -428,38 +446,38 @@ def test_gate_checks_on_every_round_of_every_seed() -> None:
     assert "signed seed 0 round 1 (-10.0 points)" in worse["measured"]
 
     # One seed: the spread is 0, so any gain counts.
-    one = {"feedback": aggregate([fake_arm([0.6, 0.6], "PR", cand=[0.6, 0.61])])}
-    checks = {c["name"]: c for c in run_checks(one)}
+    one = {"feedback": aggregate([seed_run([0.6, 0.6], "PR", cand=[0.6, 0.61])])}
+    checks = {c.name: c.to_json() for c in run_checks(one)}
     assert checks["better_rejected"]["met"] is False and "1 of 2" in checks["better_rejected"]["measured"]
     assert checks["worse_promoted"]["met"] is True
-    one = {"feedback": aggregate([fake_arm([0.6, 0.7], "PP")])}
-    checks = {c["name"]: c for c in run_checks(one)}
+    one = {"feedback": aggregate([seed_run([0.6, 0.7], "PP")])}
+    checks = {c.name: c.to_json() for c in run_checks(one)}
     assert checks["better_rejected"]["met"] is True and "0 of 2" in checks["better_rejected"]["measured"]
     # Rejected candidates not scored (--no-score-rejected): the rate cannot be measured.
-    unscored = {"feedback": aggregate([fake_arm([0.6, 0.6], "PR", cand=[0.6, None])])}
-    check = next(c for c in run_checks(unscored) if c["name"] == "better_rejected")
+    unscored = {"feedback": aggregate([seed_run([0.6, 0.6], "PR", cand=[0.6, None])])}
+    check = next(c.to_json() for c in run_checks(unscored) if c.name == "better_rejected")
     assert check["met"] is None and "--score-rejected" in check["measured"]
 
 
 def test_active_against_random_with_twice_the_corrections() -> None:
-    def active(acc: float, seed: int) -> dict[str, Any]:
-        return fake_arm([0.6, acc], "PP", seed=seed, corrections=[2, 2], budget=0.05, asked=True)
+    def active(acc: float, seed: int) -> SeedRun:
+        return seed_run([0.6, acc], "PP", seed=seed, corrections=[2, 2], budget=0.05, asked=True)
 
-    def rnd(acc: float, seed: int, share: float = 0.1) -> dict[str, Any]:
-        return fake_arm([0.6, acc], "PP", seed=seed, corrections=[4, 4], share=share)
+    def rnd(acc: float, seed: int, share: float = 0.1) -> SeedRun:
+        return seed_run([0.6, acc], "PP", seed=seed, corrections=[4, 4], share=share)
 
     arms = {"active": aggregate([active(0.80, 0), active(0.78, 1)]),
             "random-0.1": aggregate([rnd(0.75, 0), rnd(0.80, 1)])}
-    check = next(c for c in run_checks(arms, budget=0.05) if c["name"] == "active_vs_random")
+    check = next(c.to_json() for c in run_checks(arms, budget=0.05) if c.name == "active_vs_random")
     assert check["met"] is True  # mean 0.79 >= 0.775
     assert "active 0.7900 ± 0.0141 with 4 corrections vs random-0.1 0.7750 ± 0.0354 with 8" in check["measured"]
     arms["random-0.1"] = aggregate([rnd(0.85, 0), rnd(0.80, 1)])
-    assert next(c for c in run_checks(arms) if c["name"] == "active_vs_random")["met"] is False
+    assert next(c for c in run_checks(arms) if c.name == "active_vs_random").met is False
     # Not the pair it needs: say which arms are.
     arms = {"active": aggregate([active(0.8, 0)]), "random-0.05": aggregate([rnd(0.8, 0, share=0.05)])}
-    check = next(c for c in run_checks(arms, budget=0.05) if c["name"] == "active_vs_random")
+    check = next(c.to_json() for c in run_checks(arms, budget=0.05) if c.name == "active_vs_random")
     assert check["met"] is None and "active needs random-0.1" in check["measured"]
-    check = next(c for c in run_checks({}, budget=0.05) if c["name"] == "active_vs_random")
+    check = next(c.to_json() for c in run_checks({}, budget=0.05) if c.name == "active_vs_random")
     assert check["met"] is None and "active-0.05 (or active) and random-0.1" in check["measured"]
 
 
@@ -482,9 +500,7 @@ def test_plain_progress_when_not_a_terminal() -> None:
         progress.status("feedback seed 0", "run 1 running epoch 2/2 step 3 loss 0.1234 " + "x" * 80)
         now[0] = 6.5
         progress.status("random-0.2 seed 1", "starting the service")  # a new arm or seed: at once
-        progress.round_done("random-0.2 seed 1", {"round": 1, "accuracy": 0.8125,
-                                                  "gate": {"status": "rejected", "verdict": "inconclusive"},
-                                                  "sent": {"corrections": 7}})
+        progress.round_done("random-0.2 seed 1", seed_run([0.8125], "I", corrections=[7]).rounds[0])
         progress.round_done("noise-0", None)  # an arm not run again: counted, not shown
     lines = out.getvalue().splitlines()
     assert len(lines) == 5, lines
@@ -500,7 +516,7 @@ def test_plain_progress_when_not_a_terminal() -> None:
     assert isinstance(bar, SimulationProgress)
     with bar:
         bar.status("feedback", "starting the service")
-        bar.round_done("feedback", {"round": 1, "accuracy": 0.5, "gate": {"status": "promoted"}, "sent": {}})
+        bar.round_done("feedback", seed_run([0.5], "P").rounds[0])
         bar.round_done("feedback", None)
     assert bar.progress.tasks[0].completed == 2
 
@@ -528,7 +544,7 @@ def test_report_needs_matplotlib_before_any_work(tmp_path: Path, monkeypatch: py
 
 
 def test_report_from_a_result(tmp_path: Path) -> None:
-    md = write_report(fake_result(), tmp_path / "report")
+    md = write_report(SimulationResult.from_json(fake_result()), tmp_path / "report")
     text = md.read_text()
     for png in ("accuracy_by_round.png", "macro_f1_by_round.png", "accuracy_by_signals.png", "noise_sweep.png",
                 "lambda_sweep.png", "signed_vs_bounded.png"):
@@ -541,17 +557,17 @@ def test_report_from_a_result(tmp_path: Path) -> None:
 
 
 def test_report_with_seeds_and_the_active_and_random_arms(tmp_path: Path) -> None:
-    result = fake_result()
-    result["seeds"] = [0, 1]
-    result["options"]["correction_budget"] = 0.05
-    result["arms"] = {
-        "feedback": aggregate([fake_arm([0.6, 0.7, 0.8], "PPP", seed=0), fake_arm([0.62, 0.7, 0.78], "PRI", seed=1)]),
-        "active": aggregate([fake_arm([0.6, 0.7, 0.8], "PPP", seed=s, budget=0.05, asked=True, corrections=[1, 2, 2])
+    result = SimulationResult.from_json(fake_result())
+    result.seeds = [0, 1]
+    result.options.correction_budget = 0.05
+    result.arms = {
+        "feedback": aggregate([seed_run([0.6, 0.7, 0.8], "PPP", seed=0), seed_run([0.62, 0.7, 0.78], "PRI", seed=1)]),
+        "active": aggregate([seed_run([0.6, 0.7, 0.8], "PPP", seed=s, budget=0.05, asked=True, corrections=[1, 2, 2])
                              for s in (0, 1)]),
-        "random-0.1": aggregate([fake_arm([0.6, 0.7, 0.75 + s / 100], "PPP", seed=s, share=0.1,
+        "random-0.1": aggregate([seed_run([0.6, 0.7, 0.75 + s / 100], "PPP", seed=s, share=0.1,
                                           corrections=[3, 3, 4]) for s in (0, 1)]),
     }
-    result["checks"] = run_checks(result["arms"], budget=0.05)
+    result.checks = run_checks(result.arms, budget=0.05)
     text = write_report(result, tmp_path / "report").read_text()
     assert (tmp_path / "report" / "accuracy_by_corrections.png").stat().st_size > 1000
     assert "| feedback | 50.0 ± 0.0 | 61.0 ± 1.4 | 70.0 ± 0.0 | 79.0 ± 1.4 |" in text
@@ -678,7 +694,7 @@ def test_results_of_separate_seeds_combine_into_one_multi_seed_result(tmp_path: 
                           "supervised": fake_arm([0.7, 0.8, 0.85], "PPR", oracle=True, seed=seed)}
         paths.append(tmp_path / f"seed{seed}.json")
         paths[-1].write_text(json.dumps(result))
-    combined = combine_files(paths, command="flywheel simulate-combine a b")
+    combined = combine_files(paths, command="flywheel simulate-combine a b").to_json()
     feedback = combined["arms"]["feedback"]
     assert combined["seeds"] == [0, 1] and [r["seed"] for r in feedback["by_seed"]] == [0, 1]
     assert feedback["accuracy_by_round"] == pytest.approx([0.6, 0.71, 0.82])
@@ -689,6 +705,46 @@ def test_results_of_separate_seeds_combine_into_one_multi_seed_result(tmp_path: 
     (tmp_path / "other.json").write_text(json.dumps({**fake_result(), "arms": {"lora": fake_arm([0.5], "P")}}))
     with pytest.raises(ValueError, match="share no arm"):
         combine_files([paths[0], tmp_path / "other.json"], command="x")
+
+
+NOISE_RUNS = Path(__file__).resolve().parents[2] / "reports" / "noise"
+SPREAD = {"seeds", "accuracy_mean_by_round", "accuracy_std_by_round", "accuracy_min_by_round", "accuracy_max_by_round",
+          "candidate_accuracy_std_by_round", "zero_shot_accuracy_spread"}
+
+
+def assert_kept(old: Any, new: Any, where: str = "", seed_entry: bool = False) -> None:
+    """Every key and value of `old` is in `new` (which may have more keys), but for the spread
+    fields a one-seed entry carried inside `by_seed` (they restated that seed's numbers)."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict), where
+        for k, v in old.items():
+            if not (seed_entry and k in SPREAD):
+                assert k in new, f"{where}.{k} lost"
+                assert_kept(v, new[k], f"{where}.{k}", seed_entry or k == "by_seed")
+    elif isinstance(old, list):
+        assert isinstance(new, list) and len(old) == len(new), where
+        for i, (a, b) in enumerate(zip(old, new)):
+            assert_kept(a, b, f"{where}[{i}]", seed_entry)
+    else:
+        assert type(old) is type(new) and old == new, f"{where}: {old!r} != {new!r}"
+
+
+def test_committed_results_read_back_and_combine_as_they_did() -> None:
+    """A result file an earlier version wrote reads into the typed result and writes back with
+    every key and value it had; what this version writes reads back byte for byte; and combining
+    the three seeds of reports/noise gives the committed combined result's numbers and targets."""
+    from app.tools.simulate.combine import combine_files, read_result
+
+    path = NOISE_RUNS / "runs" / "500-seed0.json"
+    again = read_result(path).to_json()
+    assert_kept(json.loads(path.read_text()), again)
+    assert json.dumps(SimulationResult.from_json(again).to_json(), indent=1) == json.dumps(again, indent=1)
+
+    committed = json.loads((NOISE_RUNS / "500-3seeds" / "result.json").read_text())
+    runs = [NOISE_RUNS / "runs" / f for f in ("500-seed0.json", "500-all-seed1.json", "500-all-seed2.json")]
+    combined = combine_files(runs, command=committed["command"]).to_json()
+    assert combined["checks"] == committed["checks"] and combined["seeds"] == [0, 1, 2]
+    assert_kept(committed, combined)
 
 
 # ---------------------------------------------------------------- a rating scenario

@@ -9,11 +9,12 @@ Modules, one job each:
   data      read `text,label` CSVs into the traffic and test sets of one scenario
   users     what a simulated user says about one answer (pure, seeded per text)
   arms      the experiment arms and how the task and users are set up for each
-  service   the API and worker processes of one arm (app/process/launch.py), talked to with app/tools/client.py
+  server    the API and worker processes of one arm (app/process/launch.py), talked to with app/tools/client.py
   runner    one arm end to end, and all arms in turn (each once per seed)
-  seeds     several seeds of one arm -> its entry: per-round means, spread, per-seed results
+  result    the typed result: rounds, each seed's run, each arm's means over seeds; its JSON
   checks    the issue's targets (and the gate's decisions), measured on a result
-  report    markdown and PNG plots from the result JSON
+  combine   several results, one per seed, as one
+  report    markdown and PNG plots from a result
   progress  the rich progress bar on a terminal, plain lines in a log
   command   the typer command
 """

@@ -12,44 +12,36 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from app.tools.simulate.checks import run_checks
-from app.tools.simulate.seeds import aggregate
+from app.tools.simulate.result import ArmResult, SimulationResult
 
 
-def combine(results: list[dict[str, Any]], *, command: str) -> dict[str, Any]:
+def combine(results: list[SimulationResult], *, command: str) -> SimulationResult:
     """One result from several (in the order given); arms present in every result only."""
     if not results:
         raise ValueError("no result to combine")
-    names = [n for n in results[0]["arms"] if all(n in r["arms"] for r in results)]
+    names = [n for n in results[0].arms if all(n in r.arms for r in results)]
     if not names:
         raise ValueError("the results share no arm")
-    arms: dict[str, Any] = {}
-    for name in names:
-        per_seed = []
-        for r in results:
-            arm = dict(r["arms"][name])
-            if arm.get("by_seed"):
-                per_seed.extend(arm["by_seed"])
-            else:
-                arm.setdefault("seed", r.get("seed"))
-                per_seed.append(arm)
-        arms[name] = aggregate(per_seed)
     first = results[0]
-    budget = (first.get("options") or {}).get("correction_budget")
-    seeds = [a.get("seed") for a in next(iter(arms.values())).get("by_seed", [])] or [first.get("seed")]
-    return {
-        **{k: v for k, v in first.items() if k not in ("arms", "checks", "seed", "seeds", "command")},
-        "command": command,
-        "combined_from": [r.get("command") for r in results],
-        "seeds": seeds,
-        "duration_s": round(sum(r.get("duration_s") or 0.0 for r in results), 1),
-        "zero_shot_accuracy": sum(a["zero_shot_accuracy"] for a in arms.values()) / len(arms),
-        "arms": arms,
-        "checks": run_checks(arms, budget=budget, kind=first["dataset"].get("kind") or "classification"),
-    }
+    arms = {name: ArmResult([run for r in results for run in r.arms[name].runs], same_as=first.arms[name].same_as)
+            for name in names}
+    return SimulationResult(
+        command=command, machine=first.machine, model=first.model, dataset=first.dataset, sizes=first.sizes,
+        options=first.options, finished_at=first.finished_at,
+        duration_s=round(sum(r.duration_s or 0.0 for r in results), 1),
+        zero_shot_accuracy=sum(a.zero_shot_accuracy for a in arms.values()) / len(arms),
+        arms=arms, checks=run_checks(arms, budget=first.options.correction_budget,
+                                     kind=first.dataset.kind or "classification"),
+        seeds=next(iter(arms.values())).seeds, complete=first.complete,
+        combined_from=[r.command for r in results], merged_from=first.merged_from)
 
 
-def combine_files(paths: list[Path], *, command: str) -> dict[str, Any]:
-    return combine([json.loads(Path(p).read_text()) for p in paths], command=command)
+def read_result(path: Path) -> SimulationResult:
+    """A result file `flywheel simulate --json` wrote (this version or an earlier one)."""
+    return SimulationResult.from_json(json.loads(Path(path).read_text()))
+
+
+def combine_files(paths: list[Path], *, command: str) -> SimulationResult:
+    return combine([read_result(p) for p in paths], command=command)

@@ -1,5 +1,9 @@
 """`flywheel simulate`: the typer command, with a progress display (a live bar on a terminal,
-plain lines in a log)."""
+plain lines in a log).
+
+The command reads as its steps: the options parsed into a `SimulateConfig`, the scenario
+loaded from the files, every arm run (the result saved after each arm), the result written.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,26 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 
 from app.core.policy import DEFAULT_FEEDBACK_LOSS, FEEDBACK_LOSSES, Policy
-from app.tools.simulate.arms import DEFAULT_ARMS, DEFAULT_CORRECTION_BUDGET, QUICK_ARMS, SIM_EPOCHS
+from app.tools.simulate.arms import DEFAULT_ARMS, DEFAULT_CORRECTION_BUDGET, QUICK_ARMS, SIM_EPOCHS, Arm, parse_arms
+
+if TYPE_CHECKING:  # types only: the command imports the heavy modules when it runs
+    from app.tools.simulate.data import Scenario
+    from app.tools.simulate.result import ArmResult, OptionsUsed, SimulationResult
 
 console = Console(stderr=True)
 
 
 @dataclass(frozen=True)
-class Sizes:
+class RunSizes:
     rounds: int
     traffic_per_round: int
     test_size: int
@@ -32,8 +40,39 @@ class Sizes:
 
 
 # Full: about 25 minutes for all arms on a 2-core CPU with MiniLM (see reports/). Quick: a few minutes.
-FULL = Sizes(rounds=4, traffic_per_round=75, test_size=300, max_labels=None)
-QUICK = Sizes(rounds=2, traffic_per_round=48, test_size=96, max_labels=8)
+FULL = RunSizes(rounds=4, traffic_per_round=75, test_size=300, max_labels=None)
+QUICK = RunSizes(rounds=2, traffic_per_round=48, test_size=96, max_labels=8)
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """What `flywheel simulate` was asked for, parsed and checked."""
+
+    train: Path
+    test: Path
+    arms: list[Arm]
+    sizes: RunSizes
+    seed: int
+    seeds: int
+    training: Policy  # epochs, learning rate, batch size and the gate's knobs given
+    correction_rate: float
+    correction_budget: float
+    noise: float
+    adversarial_share: float
+    lambda_data: float
+    feedback_loss: str
+    users: int
+    threads: int
+    quick: bool
+    score_rejected: bool
+    base_model: Optional[str] = None
+    max_seq_len: Optional[int] = None
+    json_path: Optional[Path] = None
+    report: Optional[Path] = None
+    name: Optional[str] = None
+    keep_data: Optional[Path] = None
+    value_range: Optional[tuple[float, float]] = None
+    anchors: dict[str, str] = field(default_factory=dict)
 
 
 def _command_line() -> str:
@@ -164,102 +203,119 @@ def simulate(
     """
     if report is not None:
         require_matplotlib()
-
-    from app.tools.simulate.arms import parse_arms
-    from app.tools.simulate.checks import run_checks
-    from app.tools.simulate.data import DataError, build_scenario, read_csv
-    from app.tools.simulate.progress import make_progress
-    from app.tools.simulate.runner import Options, run_all
-
     if json_path is None and report is None:
         console.print("[yellow]Neither --json nor --report given: results are only printed.[/yellow]")
     base = QUICK if quick else FULL
-    sizes = Sizes(rounds or base.rounds, traffic_per_round or base.traffic_per_round, test_size or base.test_size,
-                  max_labels if max_labels is not None else base.max_labels)
     try:
-        arm_list = parse_arms(arms, default=QUICK_ARMS if quick else DEFAULT_ARMS, correction_rate=correction_rate,
-                              noise=noise, adversarial_share=adversarial_share, lambda_data=lambda_data,
-                              feedback_loss=feedback_loss, correction_budget=correction_budget)
-        scenario = build_scenario(train_path=train, test_path=test,
-                                  traffic_size=sizes.rounds * sizes.traffic_per_round, test_size=sizes.test_size,
-                                  max_labels=sizes.max_labels, seed=seed, value_range=parse_range(value_range))
-        anchors = parse_anchors(anchor or [])
-        labels_in_file = len(scenario.labels) if scenario.kind != "classification" else len(
-            {r.label for r in read_csv(train)})
-        training = Policy(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-                          gate_confidence=gate_confidence, gate_min_rows=gate_min_rows, grow_vocab=grow_vocab)
-    except (DataError, ValueError) as exc:
+        config = SimulateConfig(
+            train=train, test=test, quick=quick, seed=seed, seeds=seeds,
+            sizes=RunSizes(rounds or base.rounds, traffic_per_round or base.traffic_per_round,
+                           test_size or base.test_size, max_labels if max_labels is not None else base.max_labels),
+            arms=parse_arms(arms, default=QUICK_ARMS if quick else DEFAULT_ARMS, correction_rate=correction_rate,
+                            noise=noise, adversarial_share=adversarial_share, lambda_data=lambda_data,
+                            feedback_loss=feedback_loss, correction_budget=correction_budget),
+            training=Policy(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                            gate_confidence=gate_confidence, gate_min_rows=gate_min_rows, grow_vocab=grow_vocab),
+            correction_rate=correction_rate, correction_budget=correction_budget, noise=noise,
+            adversarial_share=adversarial_share, lambda_data=lambda_data, feedback_loss=feedback_loss,
+            users=users, base_model=base_model, threads=threads, max_seq_len=max_seq_len, json_path=json_path,
+            report=report, name=name, keep_data=keep_data, value_range=parse_range(value_range),
+            anchors=parse_anchors(anchor or []), score_rejected=score_rejected)
+        scenario = load_scenario(config)
+    except ValueError as exc:  # a DataError is one too
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    options = Options(rounds=sizes.rounds, traffic_per_round=sizes.traffic_per_round, seed=seed, seeds=seeds,
-                      honest_users=users,
-                      training=training, base_model=base_model,
-                      torch_threads=threads, max_seq_len=max_seq_len, keep_data=keep_data,
-                      score_rejected=score_rejected, anchors=anchors)
-    seed_list = list(range(seed, seed + seeds))
+    announce(config, scenario)
+    result = run_simulation(config, scenario)
+    _write_outputs(result, config.json_path, config.report)
+
+
+def load_scenario(config: SimulateConfig) -> Scenario:
+    """The traffic and test sets from the files; DataError when they do not fit the sizes."""
+    from app.tools.simulate.data import build_scenario
+
+    z = config.sizes
+    return build_scenario(train_path=config.train, test_path=config.test,
+                          traffic_size=z.rounds * z.traffic_per_round, test_size=z.test_size,
+                          max_labels=z.max_labels, seed=config.seed, value_range=config.value_range)
+
+
+def announce(config: SimulateConfig, scenario: Scenario) -> None:
+    """One line on what is about to run, and the scenario's notes."""
+    z, seed, seeds = config.sizes, config.seed, config.seeds
     what = (f"a rating on [{scenario.value_range[0]:g}, {scenario.value_range[1]:g}]" if scenario.value_range
             else f"{len(scenario.labels)} labels" + (" (tagging)" if scenario.kind == "tagging" else ""))
-    console.print(f"simulating {len(arm_list)} arms on {what}: {sizes.rounds} rounds x "
-                  f"{sizes.traffic_per_round} texts, {len(scenario.test)} test texts, "
+    console.print(f"simulating {len(config.arms)} arms on {what}: {z.rounds} rounds x "
+                  f"{z.traffic_per_round} texts, {len(scenario.test)} test texts, "
                   + (f"seed {seed}" if seeds == 1 else f"{seeds} seeds ({seed}..{seed + seeds - 1})"))
     for note in scenario.notes:
         console.print(f"  note: {note}")
 
+
+def run_simulation(config: SimulateConfig, scenario: Scenario) -> SimulationResult:
+    """Every arm in turn with a progress display; the result so far is saved (with --json) after
+    each arm but the last, so a long run that stops keeps what it measured."""
+    from app.tools.simulate.checks import run_checks
+    from app.tools.simulate.progress import make_progress
+    from app.tools.simulate.result import Dataset, SimulationResult, Sizes
+    from app.tools.simulate.runner import Options, run_all
+
+    c, z = config, config.sizes
+    options = Options(rounds=z.rounds, traffic_per_round=z.traffic_per_round, seed=c.seed, seeds=c.seeds,
+                      honest_users=c.users, training=c.training, base_model=c.base_model, torch_threads=c.threads,
+                      max_seq_len=c.max_seq_len, keep_data=c.keep_data, score_rejected=c.score_rejected,
+                      anchors=c.anchors)
+    dataset = Dataset(name=c.name or Path(c.train).resolve().parent.name, train=str(c.train), test=str(c.test),
+                      labels_in_file=scenario.labels_in_file, labels=scenario.labels, notes=scenario.notes,
+                      kind=scenario.kind, range=list(scenario.value_range) if scenario.value_range else None,
+                      anchors=c.anchors)
+    sizes = Sizes(rounds=z.rounds, traffic_per_round=z.traffic_per_round, traffic=len(scenario.traffic),
+                  test=len(scenario.test), labels=len(scenario.labels), max_labels=z.max_labels)
+    command, model, used = _command_line(), _model_name(c.base_model), _options_used(c)
     started = time.monotonic()
 
-    header: dict[str, Any] = {
-        "command": _command_line(),
-        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
-        "model": _model_name(base_model),
-        "seed": seed,
-        "seeds": seed_list,
-        "dataset": {"name": name or Path(train).resolve().parent.name, "train": str(train), "test": str(test),
-                    "labels_in_file": labels_in_file, "labels": scenario.labels, "notes": scenario.notes,
-                    "kind": scenario.kind, "range": list(scenario.value_range) if scenario.value_range else None,
-                    "anchors": anchors},
-        "sizes": {"rounds": sizes.rounds, "traffic_per_round": sizes.traffic_per_round,
-                  "traffic": len(scenario.traffic), "test": len(scenario.test), "labels": len(scenario.labels),
-                  "max_labels": sizes.max_labels},
-        "options": {"correction_rate": correction_rate, "correction_budget": correction_budget, "seeds": seeds,
-                    "noise": noise, "adversarial_share": adversarial_share,
-                    "lambda": lambda_data, "feedback_loss": feedback_loss, "honest_users": users, "epochs": epochs,
-                    "learning_rate": learning_rate, "batch_size": batch_size, "patience": training.patience,
-                    "gate_tolerance": training.gate_tolerance, "max_client_share": training.max_client_share,
-                    **{k: v for k, v in training.to_dict().items()
-                       if k in ("gate_confidence", "gate_min_rows", "grow_vocab")},
-                    "threads": threads, "quick": quick,
-                    "score_rejected": score_rejected},
-    }
+    def assemble(arms: dict[str, ArmResult]) -> SimulationResult:
+        return SimulationResult(
+            command=command, machine=f"{os.cpu_count()} CPU cores ({platform.machine()})", model=model,
+            seed=c.seed, seeds=list(range(c.seed, c.seed + c.seeds)), dataset=dataset, sizes=sizes, options=used,
+            finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            duration_s=round(time.monotonic() - started, 1), complete=len(arms) == len(c.arms),
+            zero_shot_accuracy=next(iter(arms.values())).zero_shot_accuracy, arms=arms,
+            checks=run_checks(arms, budget=c.correction_budget, kind=scenario.kind))
 
-    def assemble(arm_results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return {
-            **header,
-            "finished_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "duration_s": round(time.monotonic() - started, 1),
-            "complete": len(arm_results) == len(arm_list),
-            "zero_shot_accuracy": next(iter(arm_results.values()))["zero_shot_accuracy"],
-            "arms": arm_results,
-            "checks": run_checks(arm_results, budget=correction_budget, kind=scenario.kind),
-        }
+    def save_partial(arms: dict[str, ArmResult]) -> None:
+        if c.json_path is not None and len(arms) < len(c.arms):
+            _write_json(assemble(arms), c.json_path)
 
-    def save_partial(arm_results: dict[str, dict[str, Any]]) -> None:
-        if json_path is not None and len(arm_results) < len(arm_list):
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(assemble(arm_results), indent=1))
-
-    with make_progress(console, [a.name for a in arm_list], sizes.rounds, seeds) as progress:
-        arm_results = run_all(scenario, arm_list, options, status=progress.status, on_round=progress.round_done,
-                              on_arm=save_partial)
-    result = assemble(arm_results)
-
-    _write_outputs(result, json_path, report)
+    with make_progress(console, [a.name for a in c.arms], z.rounds, c.seeds) as progress:
+        arms = run_all(scenario, c.arms, options, status=progress.status, on_round=progress.round_done,
+                       on_arm=save_partial)
+    return assemble(arms)
 
 
-def _write_outputs(result: dict[str, Any], json_path: Optional[Path], report: Optional[Path]) -> None:
+def _options_used(c: SimulateConfig) -> OptionsUsed:
+    """The options block of the result."""
+    from app.tools.simulate.result import OptionsUsed
+
+    t = c.training
+    return OptionsUsed(
+        correction_rate=c.correction_rate, correction_budget=c.correction_budget, seeds=c.seeds, noise=c.noise,
+        adversarial_share=c.adversarial_share, lambda_data=c.lambda_data, feedback_loss=c.feedback_loss,
+        honest_users=c.users, epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size,
+        patience=t.patience, gate_tolerance=t.gate_tolerance, max_client_share=t.max_client_share,
+        gate_confidence=t.gate_confidence, gate_min_rows=t.gate_min_rows, grow_vocab=t.grow_vocab,
+        threads=c.threads, quick=c.quick, score_rejected=c.score_rejected)
+
+
+def _write_json(result: SimulationResult, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_json(), indent=1))
+
+
+def _write_outputs(result: SimulationResult, json_path: Optional[Path], report: Optional[Path]) -> None:
     """The result JSON and the report where asked for, then the summary on the console."""
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1))
+        _write_json(result, json_path)
         console.print(f"result JSON: {json_path}")
     if report is not None:
         from app.tools.simulate.report import write_report
@@ -268,33 +324,31 @@ def _write_outputs(result: dict[str, Any], json_path: Optional[Path], report: Op
     _summary(result)
 
 
-def _summary(result: dict[str, Any]) -> None:
+def _summary(result: SimulationResult) -> None:
     from rich.table import Table
 
-    from app.tools.simulate.checks import verdicts
-    from app.tools.simulate.seeds import fmt
+    from app.tools.simulate.checks import corrections, verdicts
+    from app.tools.simulate.result import fmt
 
-    several = len(result.get("seeds") or [0]) > 1
-    table = Table(title=f"test accuracy by round ({result['dataset']['name']})"
-                        + (f", mean ± std over {len(result['seeds'])} seeds" if several else ""))
+    seeds = result.seeds or [0]
+    table = Table(title=f"test accuracy by round ({result.dataset.name})"
+                        + (f", mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else ""))
     table.add_column("arm")
     table.add_column("zero-shot", justify="right")
-    for r in range(1, result["sizes"]["rounds"] + 1):
+    for r in range(1, result.sizes.rounds + 1):
         table.add_column(f"r{r}", justify="right")
     table.add_column("corrections", justify="right")
     table.add_column("gate (P/R/I/F)")
-    for name, arm in result["arms"].items():
-        stds = arm.get("accuracy_std_by_round") or [None] * len(arm["accuracy_by_round"])
-        zero_std = (arm.get("zero_shot_accuracy_spread") or {}).get("std")
-        corrections = sum(arm.get("corrections_by_round") or [])
-        table.add_row(name, fmt(arm["zero_shot_accuracy"], zero_std),
-                      *[fmt(x, sd) for x, sd in zip(arm["accuracy_by_round"], stds)],
-                      f"{corrections:g}",
-                      verdicts(arm) + (f" (= {arm['same_as']})" if arm.get("same_as") else ""))
+    for name, arm in result.arms.items():
+        zero = arm.zero_shot_accuracy_spread
+        table.add_row(name, fmt(arm.zero_shot_accuracy, zero.std if zero else None),
+                      *[fmt(x, sd) for x, sd in zip(arm.accuracy_by_round, arm.accuracy_std_by_round)],
+                      f"{corrections(arm):g}",
+                      verdicts(arm) + (f" (= {arm.same_as})" if arm.same_as else ""))
     console.print(table)
-    for c in result["checks"]:
-        mark = {True: "[green]met[/green]", False: "[red]not met[/red]", None: "[dim]-[/dim]"}[c["met"]]
-        console.print(f"{mark}  {c['target']}: {c['measured']}")
+    for c in result.checks:
+        mark = {True: "[green]met[/green]", False: "[red]not met[/red]", None: "[dim]-[/dim]"}[c.met]
+        console.print(f"{mark}  {c.target}: {c.measured}")
 
 
 def combine_results(

@@ -38,6 +38,7 @@ class Scenario:
     notes: list[str] = field(default_factory=list)  # what was dropped or cut, for the report
     kind: str = "classification"  # classification (text,label) | rating (text,score) | tagging (.jsonl)
     value_range: tuple[float, float] | None = None  # a rating's scale
+    labels_in_file: int = 0  # labels the traffic file has (before --max-labels chose some)
 
     def sizes(self) -> dict[str, object]:
         return {"labels": len(self.labels), "traffic": len(self.traffic), "test": len(self.test)}
@@ -153,7 +154,7 @@ def build_scenario(
     missing = sorted(keep - {r.label for r in traffic})
     if missing:
         notes.append(f"{len(missing)} labels never occur in the traffic sample")
-    return Scenario(labels=labels, traffic=traffic, test=test, notes=notes)
+    return Scenario(labels=labels, traffic=traffic, test=test, notes=notes, labels_in_file=len(train_labels))
 
 
 def read_jsonl(path: Path) -> list[Example]:
@@ -186,7 +187,7 @@ def _tagging_scenario(train_rows: list[Example], test_rows: list[Example], *, tr
     ok = lambda r: len(r.text) <= max_chars and all(s["label"] in keep for s in json.loads(r.label))  # noqa: E731
     traffic, test = _sample(train_rows, test_rows, ok, traffic_size=traffic_size, test_size=test_size, rng=rng,
                             train_path=train_path)
-    return Scenario(labels=labels, traffic=traffic, test=test, kind="tagging")
+    return Scenario(labels=labels, traffic=traffic, test=test, kind="tagging", labels_in_file=len(labels))
 
 
 def _sample(train_rows: list[Example], test_rows: list[Example], keep: Callable[[Example], bool], *,
@@ -221,7 +222,8 @@ def _rating_scenario(train_rows: list[Example], test_rows: list[Example], *, tra
     keep = lambda r: lo <= float(r.label) <= hi and len(r.text) <= max_chars  # noqa: E731
     traffic, test = _sample(train_rows, test_rows, keep, traffic_size=traffic_size, test_size=test_size, rng=rng,
                             train_path=train_path)
-    return Scenario(labels=[], traffic=traffic, test=test, notes=notes, kind="rating", value_range=(lo, hi))
+    return Scenario(labels=[], traffic=traffic, test=test, notes=notes, kind="rating", value_range=(lo, hi),
+                    labels_in_file=0)
 
 
 def label_counts(rows: list[Example]) -> dict[str, int]:

@@ -9,22 +9,21 @@ arm or seed is always shown), and one line per finished round with its test accu
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app.tools.simulate.checks import gate_letter
+from app.tools.simulate.result import RoundResult
 
 PLAIN_INTERVAL_S = 5.0
 
 
-def round_text(label: str, record: dict[str, Any], rounds: int) -> str:
+def round_text(label: str, done: RoundResult, rounds: int) -> str:
     """'feedback seed 1 round 2/4: test accuracy 0.812 (gate P, 3 corrections)'."""
-    sent = record.get("sent") or {}
-    extra = f", {sent['corrections']} corrections" if sent.get("corrections") else ""
-    return (f"{label} round {record['round']}/{rounds}: test accuracy {record['accuracy']:.3f} "
-            f"(gate {gate_letter(record['gate'])}{extra})")
+    extra = f", {done.sent.corrections} corrections" if done.sent.corrections else ""
+    return (f"{label} round {done.round}/{rounds}: test accuracy {done.accuracy:.3f} "
+            f"(gate {done.gate.letter}{extra})")
 
 
 class SimulationProgress:
@@ -40,8 +39,8 @@ class SimulationProgress:
     def status(self, arm: str, text: str) -> None:
         self.progress.update(self.job, arm=arm, description=text)
 
-    def round_done(self, arm: str, record: dict[str, Any] | None) -> None:
-        """One round finished (`record` None: a round of an arm that is not run again)."""
+    def round_done(self, arm: str, done: RoundResult | None) -> None:
+        """One round finished (None: a round of an arm that is not run again)."""
         self.progress.advance(self.job)
 
     def __enter__(self) -> "SimulationProgress":
@@ -80,10 +79,10 @@ class PlainProgress:
         self.last_at, self.last_arm, self.last_text = now, arm, text
         self._line(f"{arm}: {text}")
 
-    def round_done(self, arm: str, record: dict[str, Any] | None) -> None:
+    def round_done(self, arm: str, done: RoundResult | None) -> None:
         self.done += 1
-        if record is not None:
-            self._line(f"{round_text(arm, record, self.rounds)} [{self.done}/{self.total} rounds]")
+        if done is not None:
+            self._line(f"{round_text(arm, done, self.rounds)} [{self.done}/{self.total} rounds]")
 
     def __enter__(self) -> "PlainProgress":
         return self

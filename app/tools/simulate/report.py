@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.tools.simulate.checks import run_checks, verdicts
-from app.tools.simulate.seeds import fmt, runs
+from app.tools.simulate.checks import asking, corrections, noise_arm, run_checks, verdicts
+from app.tools.simulate.result import ArmResult, Check, RoundResult, SimulationResult, fmt
 
 MAIN_ARMS = ("supervised", "feedback+corrections", "feedback", "ignore-negatives", "signed", "lora")
 
@@ -16,37 +16,37 @@ def _pct(x: float | None, sd: float | None = None) -> str:
     return fmt(x, sd, digits=1, scale=100)
 
 
-def _seeds(result: dict[str, Any]) -> int:
-    return len(result.get("seeds") or [result.get("seed")])
+def _seeds(result: SimulationResult) -> int:
+    return len(result.seeds or [result.seed])
 
 
-def _std(arm: dict[str, Any], r: int) -> float | None:
+def _std(arm: ArmResult, r: int) -> float | None:
     """The seeds' std of the accuracy after round r (0: zero-shot); None with one seed."""
     if r == 0:
-        return (arm.get("zero_shot_accuracy_spread") or {}).get("std")
-    stds = arm.get("accuracy_std_by_round") or []
+        spread = arm.zero_shot_accuracy_spread
+        return spread.std if spread else None
+    stds = arm.accuracy_std_by_round
     return stds[r - 1] if r - 1 < len(stds) else None
 
 
-def _errors(arm: dict[str, Any]) -> list[float] | None:
+def _errors(arm: ArmResult) -> list[float] | None:
     """±1 sample std per point of [zero-shot, round 1, …] for error bars; None with one seed."""
-    stds = [_std(arm, r) for r in range(len(arm["accuracy_by_round"]) + 1)]
+    stds = [_std(arm, r) for r in range(len(arm.accuracy_by_round) + 1)]
     return None if all(s is None for s in stds) else [s or 0.0 for s in stds]
 
 
-def _distinct(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _distinct(arms: dict[str, ArmResult]) -> dict[str, ArmResult]:
     """Arms that were run (not those that only point at an identical earlier arm)."""
-    return {n: a for n, a in arms.items() if not a.get("same_as")}
+    return {n: a for n, a in arms.items() if not a.same_as}
 
 
-def _verdicts(arm: dict[str, Any]) -> str:
-    return verdicts(arm)
+def _curve(arm: ArmResult, metric: str = "accuracy") -> list[float]:
+    """Version 0's and each round's `metric` (mean over seeds)."""
+    return [arm.zero_shot(metric), *(arm.series(f"{metric}_by_round") or [])]
 
 
-def _noise_levels(arms: dict[str, dict[str, Any]]) -> list[tuple[float, str]]:
-    from app.tools.simulate.checks import noise_arm
-
-    levels = sorted({a["conditions"]["behaviour"]["noise"] for a in arms.values()})
+def _noise_levels(arms: dict[str, ArmResult]) -> list[tuple[float, str]]:
+    levels = sorted({a.conditions.behaviour.noise for a in arms.values()})
     out = []
     for level in levels:
         name = noise_arm(arms, level)
@@ -55,8 +55,8 @@ def _noise_levels(arms: dict[str, dict[str, Any]]) -> list[tuple[float, str]]:
     return out
 
 
-def _lambda_levels(arms: dict[str, dict[str, Any]]) -> list[tuple[float, str]]:
-    out = [(a["conditions"]["lambda_data"], n) for n, a in arms.items() if n.startswith("lambda-")]
+def _lambda_levels(arms: dict[str, ArmResult]) -> list[tuple[float, str]]:
+    out = [(a.conditions.lambda_data, n) for n, a in arms.items() if n.startswith("lambda-")]
     return sorted(out)
 
 
@@ -100,20 +100,20 @@ METRIC_NAMES = {
 }
 
 
-def _kind(result: dict[str, Any]) -> str:
-    return result["dataset"].get("kind") or "classification"
+def _kind(result: SimulationResult) -> str:
+    return result.dataset.kind or "classification"
 
 
-def plot_accuracy_by_round(result: dict[str, Any], path: Path, metric: str = "accuracy") -> None:
+def plot_accuracy_by_round(result: SimulationResult, path: Path, metric: str = "accuracy") -> None:
     import matplotlib.pyplot as plt
 
-    arms = _distinct(result["arms"])
+    arms = _distinct(result.arms)
     styles = _line_styles(list(arms))
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, arm in arms.items():
-        if f"{metric}_by_round" not in arm:
+        if arm.series(f"{metric}_by_round") is None:
             continue
-        ys = [arm[f"zero_shot_{metric}"], *arm[f"{metric}_by_round"]]
+        ys = _curve(arm, metric)
         errors = _errors(arm) if metric == "accuracy" else None
         if errors:
             ax.errorbar(range(len(ys)), ys, yerr=errors, label=name, capsize=3, **styles[name])
@@ -121,70 +121,70 @@ def plot_accuracy_by_round(result: dict[str, Any], path: Path, metric: str = "ac
             ax.plot(range(len(ys)), ys, label=name, **styles[name])
     label = METRIC_NAMES[_kind(result)].get(metric, metric)
     _style(ax, "round (0 = zero-shot, before any feedback)", f"test {label}",
-           f"{result['dataset']['name']}: test {label} of the active version after each round")
-    ax.set_xticks(range(result["sizes"]["rounds"] + 1))
+           f"{result.dataset.name}: test {label} of the active version after each round")
+    ax.set_xticks(range(result.sizes.rounds + 1))
     _save(fig, path, legend_outside=ax)
 
 
-def plot_accuracy_by_signals(result: dict[str, Any], path: Path) -> None:
+def plot_accuracy_by_signals(result: SimulationResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    arms = _distinct(result["arms"])
+    arms = _distinct(result.arms)
     styles = _line_styles(list(arms))
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, arm in arms.items():
-        xs, ys = [0, *arm["signals_by_round"]], [arm["zero_shot_accuracy"], *arm["accuracy_by_round"]]
+        xs, ys = [0, *(arm.series("signals_by_round") or [])], _curve(arm)
         if errors := _errors(arm):
             ax.errorbar(xs, ys, yerr=errors, label=name, capsize=3, **styles[name])
         else:
             ax.plot(xs, ys, label=name, **styles[name])
     _style(ax, "signals sent so far (+1, -1 and corrections)", "test accuracy",
-           f"{result['dataset']['name']}: test accuracy against the number of signals")
+           f"{result.dataset.name}: test accuracy against the number of signals")
     _save(fig, path, legend_outside=ax)
 
 
-def plot_sweep(result: dict[str, Any], path: Path, levels: list[tuple[float, str]], what: str) -> None:
+def plot_sweep(result: SimulationResult, path: Path, levels: list[tuple[float, str]], what: str) -> None:
     """Left: accuracy by round per level; right: last-round accuracy against the level."""
     import matplotlib.pyplot as plt
 
-    arms = result["arms"]
+    arms = result.arms
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     for level, name in levels:
         arm = arms[name]
-        ys = [arm["zero_shot_accuracy"], *arm["accuracy_by_round"]]
+        ys = _curve(arm)
         left.errorbar(range(len(ys)), ys, yerr=_errors(arm), marker="o", capsize=3, label=f"{what} {level:g} ({name})")
     _style(left, "round (0 = zero-shot)", "test accuracy", f"accuracy by round, per {what}")
-    left.set_xticks(range(result["sizes"]["rounds"] + 1))
+    left.set_xticks(range(result.sizes.rounds + 1))
     left.legend(fontsize=8)
     xs = [lv for lv, _ in levels]
-    finals = [arms[n]["accuracy_by_round"][-1] for _, n in levels]
+    finals = [arms[n].final for _, n in levels]
     errors = [(_errors(arms[n]) or [0.0])[-1] for _, n in levels]
     right.errorbar(xs, finals, yerr=errors if any(errors) else None, marker="o", linewidth=2, capsize=3)
-    right.axhline(arms[levels[0][1]]["zero_shot_accuracy"], color="grey", linestyle="--", label="zero-shot")
+    right.axhline(arms[levels[0][1]].zero_shot_accuracy, color="grey", linestyle="--", label="zero-shot")
     _style(right, what, "test accuracy after the last round", f"last round, against {what}")
     right.legend(fontsize=8)
-    fig.suptitle(result["dataset"]["name"])
+    fig.suptitle(result.dataset.name)
     _save(fig, path)
 
 
-def plot_signed(result: dict[str, Any], path: Path) -> None:
+def plot_signed(result: SimulationResult, path: Path) -> None:
     """Training loss of every epoch of every run, signed against bounded, and their accuracy."""
     import matplotlib.pyplot as plt
 
-    arms = result["arms"]
+    arms = result.arms
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     for name in ("feedback", "signed", "robust"):
-        if name not in arms or arms[name].get("same_as"):
+        if name not in arms or arms[name].same_as:
             continue
-        first = runs(arms[name])[0]  # the loss curve of one seed: several would only overlap
-        losses = [e["train_loss"] for rnd in first["rounds"] for e in (rnd["run"].get("loss_curve") or [])]
+        first = arms[name].runs[0]  # the loss curve of one seed: several would only overlap
+        losses = [e["train_loss"] for rnd in first.rounds for e in (rnd.run.loss_curve or [])]
         left.plot(range(1, len(losses) + 1), losses, marker=".",
-                  label=f"{name} ({arms[name]['conditions']['feedback_loss']} loss)"
-                  + (f", seed {first.get('seed')}" if len(runs(arms[name])) > 1 else ""))
-        ys = [arms[name]["zero_shot_accuracy"], *arms[name]["accuracy_by_round"]]
+                  label=f"{name} ({arms[name].conditions.feedback_loss} loss)"
+                  + (f", seed {first.seed}" if len(arms[name].runs) > 1 else ""))
+        ys = _curve(arms[name])
         line, = right.plot(range(len(ys)), ys, marker="o", label=f"{name}: active version")
-        cand = [(r, a) for run in runs(arms[name])
-                for r, a in enumerate(run.get("candidate_accuracy_by_round") or [], start=1) if a is not None]
+        cand = [(r, a) for run in arms[name].runs
+                for r, a in enumerate(run.candidate_accuracy_by_round, start=1) if a is not None]
         if cand:
             right.plot(*zip(*cand), linestyle="none", marker="x", markersize=9, color=line.get_color(),
                        label=f"{name}: each round's candidate")
@@ -192,43 +192,41 @@ def plot_signed(result: dict[str, Any], path: Path) -> None:
     _style(left, "epoch (all runs in order)", "mean training loss", "training loss per epoch")
     left.legend(fontsize=8)
     _style(right, "round (0 = zero-shot)", "test accuracy", "test accuracy (x: candidate, promoted or not)")
-    right.set_xticks(range(result["sizes"]["rounds"] + 1))
+    right.set_xticks(range(result.sizes.rounds + 1))
     right.legend(fontsize=8)
-    fig.suptitle(f"{result['dataset']['name']}: the signed feedback loss against the others")
+    fig.suptitle(f"{result.dataset.name}: the signed feedback loss against the others")
     _save(fig, path)
 
 
-def _asking_arms(arms: dict[str, dict[str, Any]]) -> list[str]:
+def _asking_arms(arms: dict[str, ArmResult]) -> list[str]:
     """Arms whose users label only some answers (active-X, random-X)."""
-    from app.tools.simulate.checks import asking
-
     return [n for n, a in _distinct(arms).items() if asking(a) is not None]
 
 
-def plot_accuracy_by_corrections(result: dict[str, Any], path: Path, names: list[str]) -> None:
+def plot_accuracy_by_corrections(result: SimulationResult, path: Path, names: list[str]) -> None:
     import matplotlib.pyplot as plt
 
-    arms = result["arms"]
+    arms = result.arms
     styles = _line_styles(names)
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name in names:
         arm = arms[name]
         sent = [0.0]
-        for c in arm.get("corrections_by_round") or []:
+        for c in arm.series("corrections_by_round") or []:
             sent.append(sent[-1] + c)
-        ys = [arm["zero_shot_accuracy"], *arm["accuracy_by_round"]][:len(sent)]
+        ys = _curve(arm)[:len(sent)]
         errors = _errors(arm)
         ax.errorbar(sent[:len(ys)], ys, yerr=errors[:len(ys)] if errors else None, label=name, capsize=3,
                     **styles[name])
     if "feedback" in arms:
-        ax.axhline(arms["feedback"]["accuracy_by_round"][-1], color="grey", linestyle="--",
+        ax.axhline(arms["feedback"].final, color="grey", linestyle="--",
                    label="feedback (no corrections), last round")
     _style(ax, "corrections (right labels) sent so far", "test accuracy",
-           f"{result['dataset']['name']}: test accuracy against the labels the users gave")
+           f"{result.dataset.name}: test accuracy against the labels the users gave")
     _save(fig, path, legend_outside=ax)
 
 
-def write_plots(result: dict[str, Any], out: Path) -> list[tuple[str, str]]:
+def write_plots(result: SimulationResult, out: Path) -> list[tuple[str, str]]:
     """(file name, caption) of each plot written."""
     import matplotlib
 
@@ -251,21 +249,21 @@ def write_plots(result: dict[str, Any], out: Path) -> list[tuple[str, str]]:
                                            "per arm."))
     plot_accuracy_by_signals(result, out / "accuracy_by_signals.png")
     plots.append(("accuracy_by_signals.png", "Test accuracy against the number of signals the users sent so far."))
-    noise = _noise_levels(result["arms"])
+    noise = _noise_levels(result.arms)
     if len(noise) >= 2:
         plot_sweep(result, out / "noise_sweep.png", noise, "noise")
         plots.append(("noise_sweep.png", "Noise sweep: a fraction of the ±1 signals flipped."))
-    lambdas = _lambda_levels(result["arms"])
+    lambdas = _lambda_levels(result.arms)
     if len(lambdas) >= 2:
         plot_sweep(result, out / "lambda_sweep.png", lambdas, "λ")
         plots.append(("lambda_sweep.png", "λ sweep on feedback with corrections: L = λ·L_data + (1−λ)·L_feedback."))
-    partial = _asking_arms(result["arms"])
+    partial = _asking_arms(result.arms)
     if partial:
         plot_accuracy_by_corrections(result, out / "accuracy_by_corrections.png", partial)
         plots.append(("accuracy_by_corrections.png", "Active (the right label where the server asked, "
                       "feedback_wanted) against random (the right label on a random share of the traffic): test "
                       "accuracy against the corrections sent so far."))
-    if "signed" in result["arms"]:
+    if "signed" in result.arms:
         plot_signed(result, out / "signed_vs_bounded.png")
         plots.append(("signed_vs_bounded.png", "The literal signed loss f·CE against the bounded (and robust) "
                                                "loss: training loss per epoch, and test accuracy."))
@@ -275,48 +273,48 @@ def write_plots(result: dict[str, Any], out: Path) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- markdown
 
 
-def _setup(result: dict[str, Any]) -> list[str]:
-    d, z, o = result["dataset"], result["sizes"], result["options"]
+def _setup(result: SimulationResult) -> list[str]:
+    d, z, o = result.dataset, result.sizes, result.options
     lines = [
         "## Setup",
         "",
-        f"- Traffic from `{d['train']}`, test set from `{d['test']}`.",
-        f"- Labels: {z['labels']} of {d['labels_in_file']} in the traffic file"
-        + (f" ({'; '.join(d['notes'])})" if d.get("notes") else "") + ".",
-        f"- Traffic: {z['rounds']} rounds x {z['traffic_per_round']} texts = {z['traffic']} texts, the same texts "
+        f"- Traffic from `{d.train}`, test set from `{d.test}`.",
+        f"- Labels: {z.labels} of {d.labels_in_file} in the traffic file"
+        + (f" ({'; '.join(d.notes)})" if d.notes else "") + ".",
+        f"- Traffic: {z.rounds} rounds x {z.traffic_per_round} texts = {z.traffic} texts, the same texts "
         "in the same order for every arm.",
-        f"- Test set: {z['test']} texts, scored over HTTP by an evaluator client whose predictions get no feedback.",
-        f"- Base model: `{result['model']}`; " + _seed_text(result),
-        f"- Training policy per retrain: {o['epochs']} epochs max (early stopping, patience {o['patience']}), "
-        f"learning rate {o['learning_rate']:g} (head x10), batch size {o['batch_size']}; the candidate is "
+        f"- Test set: {z.test} texts, scored over HTTP by an evaluator client whose predictions get no feedback.",
+        f"- Base model: `{result.model}`; " + _seed_text(result),
+        f"- Training policy per retrain: {o.epochs} epochs max (early stopping, patience {o.patience}), "
+        f"learning rate {o.learning_rate:g} (head x10), batch size {o.batch_size}; the candidate is "
         "fine-tuned from the active version on everything collected so far.",
         (f"- Gate: a one-sided paired bootstrap on the validation rows (labelled rows and held-out feedback "
-         f"tested apart): promoted when not worse than the active by more than {o['gate_tolerance']:g} at "
-         f"{o['gate_confidence']:.0%} confidence, rejected when worse, otherwise inconclusive (also with fewer than "
-         f"{o.get('gate_min_rows', '?')} rows of known outcome); no client carries more than "
-         f"{o['max_client_share']:.0%} of the feedback weight."
-         if o.get("gate_confidence") is not None else
-         f"- Gate: candidate promoted if its score on the held-out feedback is at most {o['gate_tolerance']:g} below "
-         f"the active's; no client carries more than {o['max_client_share']:.0%} of the feedback weight."),
-        f"- Feedback loss: {o.get('feedback_loss', 'bounded')} (+1 -> -log p; -1 -> -log(1-p) for bounded, p for "
+         f"tested apart): promoted when not worse than the active by more than {o.gate_tolerance:g} at "
+         f"{o.gate_confidence:.0%} confidence, rejected when worse, otherwise inconclusive (also with fewer than "
+         f"{o.gate_min_rows if o.gate_min_rows is not None else '?'} rows of known outcome); no client carries "
+         f"more than {o.max_client_share:.0%} of the feedback weight."
+         if o.gate_confidence is not None else
+         f"- Gate: candidate promoted if its score on the held-out feedback is at most {o.gate_tolerance:g} below "
+         f"the active's; no client carries more than {o.max_client_share:.0%} of the feedback weight."),
+        f"- Feedback loss: {o.feedback_loss or 'bounded'} (+1 -> -log p; -1 -> -log(1-p) for bounded, p for "
         "robust; signed is -f·log p), in every arm that does not set its own; λ "
-        f"{o['lambda']:g} in L = λ·L_data + (1-λ)·L_feedback.",
-        f"- Users: {o['honest_users']} honest users share the traffic; correction rate {o['correction_rate']:g} "
-        f"(feedback+corrections and λ arms); baseline noise {o['noise']:g}, baseline adversarial share "
-        f"{o['adversarial_share']:g} (arms that set their own override these)"
-        + (f"; correction budget {o['correction_budget']:g} (the plain active and random arms)"
-           if o.get("correction_budget") is not None else "") + ".",
-        f"- Wall time: {result['duration_s'] / 60:.1f} minutes on {result['machine']}"
-        + (f", {o['threads']} torch thread(s) per service process" if o.get("threads") is not None else "") + ".",
+        f"{o.lambda_data:g} in L = λ·L_data + (1-λ)·L_feedback.",
+        f"- Users: {o.honest_users} honest users share the traffic; correction rate {o.correction_rate:g} "
+        f"(feedback+corrections and λ arms); baseline noise {o.noise:g}, baseline adversarial share "
+        f"{o.adversarial_share:g} (arms that set their own override these)"
+        + (f"; correction budget {o.correction_budget:g} (the plain active and random arms)"
+           if o.correction_budget is not None else "") + ".",
+        f"- Wall time: {result.duration_s / 60:.1f} minutes on {result.machine}"
+        + (f", {o.threads} torch thread(s) per service process" if o.threads is not None else "") + ".",
     ]
     return lines
 
 
-def _seed_text(result: dict[str, Any]) -> str:
-    seeds = result.get("seeds") or [result["seed"]]
+def _seed_text(result: SimulationResult) -> str:
+    seeds = result.seeds or [result.seed]
     if len(seeds) == 1:
         return f"seed {seeds[0]}."
-    if result.get("combined_from"):
+    if result.combined_from:
         return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), each a separate `flywheel simulate --seed K` "
                 "(so each seed is also its own scenario: its own traffic and test texts and, with --max-labels, "
                 "its own labels; the setup above is seed " + str(seeds[0]) + "'s), combined with `flywheel "
@@ -332,18 +330,17 @@ def _count(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
 
 
-def _precision(result: dict[str, Any]) -> list[str]:
+def _precision(result: SimulationResult) -> list[str]:
     """How far apart two numbers must be to mean something, at these sizes."""
-    n = result["sizes"]["test"]
-    acc = result["zero_shot_accuracy"]
-    finals = [a["accuracy_by_round"][-1] for a in _distinct(result["arms"]).values() if a["accuracy_by_round"]]
+    n = result.sizes.test
+    acc = result.zero_shot_accuracy or 0.0
+    finals = [a.final for a in _distinct(result.arms).values() if a.accuracy_by_round]
     if finals:
         acc = sum(finals) / len(finals)
     se = (acc * (1 - acc) / n) ** 0.5
     seeds = _seeds(result)
     if seeds > 1:
-        stds = [s for a in _distinct(result["arms"]).values() for s in (a.get("accuracy_std_by_round") or [])[-1:]
-                if s is not None]
+        stds = [s for a in _distinct(result.arms).values() for s in a.accuracy_std_by_round[-1:] if s is not None]
         runs_text = (f"each arm ran with {seeds} seeds, and the ± after each mean is the sample standard deviation "
                      "over them" + (f" (at the last round {min(stds) * 100:.1f} to {max(stds) * 100:.1f} points)"
                                     if stds else "")
@@ -362,77 +359,74 @@ def _precision(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def _results_table(result: dict[str, Any]) -> list[str]:
-    arms = result["arms"]
-    rounds = result["sizes"]["rounds"]
-    corrections = any("corrections_by_round" in a for a in arms.values())
-    head = (["arm", "zero-shot"] + [f"r{r}" for r in range(1, rounds + 1)] + ["macro-F1", "signals"]
-            + (["corrections"] if corrections else []) + ["gate"])
+def _results_table(result: SimulationResult) -> list[str]:
+    arms = result.arms
+    rounds = result.sizes.rounds
+    head = (["arm", "zero-shot"] + [f"r{r}" for r in range(1, rounds + 1)] + ["macro-F1", "signals", "corrections",
+                                                                               "gate"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, arm in arms.items():
-        if arm.get("same_as"):
-            lines.append(f"| {name} | = {arm['same_as']} (identical conditions, not run twice) |"
+        if arm.same_as:
+            lines.append(f"| {name} | = {arm.same_as} (identical conditions, not run twice) |"
                          + " |" * (len(head) - 2))
             continue
-        cells = [name, _pct(arm["zero_shot_accuracy"], _std(arm, 0))]
-        cells += [_pct(x, _std(arm, r)) for r, x in enumerate(arm["accuracy_by_round"], start=1)]
-        cells += [_pct(arm["macro_f1_by_round"][-1]), _count(arm["signals_by_round"][-1])]
-        if corrections:
-            cells.append(_count(sum(arm.get("corrections_by_round") or [])))
-        cells.append(_verdicts(arm))
+        cells = [name, _pct(arm.zero_shot_accuracy, _std(arm, 0))]
+        cells += [_pct(x, _std(arm, r)) for r, x in enumerate(arm.accuracy_by_round, start=1)]
+        cells += [_pct((arm.series("macro_f1_by_round") or [None])[-1]),
+                  _count((arm.series("signals_by_round") or [0])[-1]), _count(corrections(arm)), verdicts(arm)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _checks(result: dict[str, Any]) -> list[str]:
+def _checks(result: SimulationResult) -> list[str]:
     mark = {True: "**met**", False: "**not met**", None: "not measured"}
     lines = ["| target | measured | result |", "|---|---|---|"]
-    budget = (result.get("options") or {}).get("correction_budget")
-    for c in result.get("checks") or run_checks(result["arms"], budget=budget):
-        verdict = "see the plot below" if c["name"] == "signed_behaviour" else mark[c["met"]]
-        lines.append(f"| {c['target']} | {c['measured']} | {verdict} |")
+    checks: list[Check] = result.checks or run_checks(result.arms, budget=result.options.correction_budget)
+    for c in checks:
+        verdict = "see the plot below" if c.name == "signed_behaviour" else mark[c.met]
+        lines.append(f"| {c.target} | {c.measured} | {verdict} |")
     return lines
 
 
-def _arm_notes(result: dict[str, Any]) -> list[str]:
+def _arm_notes(result: SimulationResult) -> list[str]:
     lines: list[str] = []
-    for name, arm in _distinct(result["arms"]).items():
-        lines.append(f"- **{name}** ({arm['description']}); {arm['seconds'] / 60:.1f} min.")
-        several = len(runs(arm)) > 1
-        for run in runs(arm):
+    for name, arm in _distinct(result.arms).items():
+        lines.append(f"- **{name}** ({arm.description}); {arm.seconds / 60:.1f} min.")
+        several = len(arm.runs) > 1
+        for run in arm.runs:
             if several:
-                lines.append(f"  - seed {run.get('seed')}:")
+                lines.append(f"  - seed {run.seed}:")
             indent = "    " if several else "  "
-            for rnd in run["rounds"]:
+            for rnd in run.rounds:
                 lines.append(indent + _round_note(rnd))
     return lines
 
 
-def _round_note(rnd: dict[str, Any]) -> str:
-    g, s = rnd["gate"], rnd["sent"]
-    cs, a = g.get("candidate_score"), g.get("active_score")
+def _round_note(rnd: RoundResult) -> str:
+    g, s = rnd.gate, rnd.sent
+    cs, a = g.candidate_score, g.active_score
     scores = f"gate score {cs:.3f} vs active {a:.3f}" if cs is not None and a is not None else ""
-    outcome = "inconclusive (not promoted)" if g.get("verdict") == "inconclusive" else g["status"]
-    return (f"- round {rnd['round']}: users saw {_pct(rnd['traffic_accuracy'])}% right answers"
-            + (f", {s['asked']} with feedback_wanted" if s.get("asked") else "") + "; "
-            f"sent +1 {s['positive']}, -1 {s['negative']}, corrections {s['corrections']}"
-            + (f" ({s['from_adversary']} from the adversary)" if s.get("from_adversary") else "")
-            + f"; run {g['run_id']} {outcome}" + (f", {scores}" if scores else "")
-            + (f" ({g['reason']})" if g["status"] != "promoted" and g.get("reason") else "")
-            + (f"; the rejected candidate scored {_pct(rnd['candidate_accuracy'])}% on the test set"
-               if g["status"] == "rejected" and rnd.get("candidate_accuracy") is not None else "")
-            + f"; test accuracy {_pct(rnd['accuracy'])}% (version {rnd['version']}).")
+    outcome = "inconclusive (not promoted)" if g.verdict == "inconclusive" else g.status
+    return (f"- round {rnd.round}: users saw {_pct(rnd.traffic_accuracy)}% right answers"
+            + (f", {s.asked} with feedback_wanted" if s.asked else "") + "; "
+            f"sent +1 {s.positive}, -1 {s.negative}, corrections {s.corrections}"
+            + (f" ({s.from_adversary} from the adversary)" if s.from_adversary else "")
+            + f"; run {g.run_id} {outcome}" + (f", {scores}" if scores else "")
+            + (f" ({g.reason})" if g.status != "promoted" and g.reason else "")
+            + (f"; the rejected candidate scored {_pct(rnd.candidate_accuracy)}% on the test set"
+               if g.status == "rejected" and rnd.candidate_accuracy is not None else "")
+            + f"; test accuracy {_pct(rnd.accuracy)}% (version {rnd.version}).")
 
 
-def render_markdown(result: dict[str, Any], plots: list[tuple[str, str]]) -> str:
-    d = result["dataset"]
+def render_markdown(result: SimulationResult, plots: list[tuple[str, str]]) -> str:
+    d = result.dataset
     lines = [
-        f"# Does the loop learn? Flywheel simulation on {d['name']}",
+        f"# Does the loop learn? Flywheel simulation on {d.name}",
         "",
-        f"Generated {result['finished_at']} by:",
+        f"Generated {result.finished_at} by:",
         "",
         "```",
-        result["command"],
+        result.command,
         "```",
         "",
         "Simulated users talk to a real Flywheel (API and worker processes, a fresh database per arm) over "
@@ -468,7 +462,7 @@ def render_markdown(result: dict[str, Any], plots: list[tuple[str, str]]) -> str
     return "\n".join(lines)
 
 
-def _kind_note(result: dict[str, Any]) -> list[str]:
+def _kind_note(result: SimulationResult) -> list[str]:
     """What 'accuracy' means in this report's tables when the task is not a classification."""
     if _kind(result) == "tagging":
         return ["For a tagging task the accuracy table holds the **entity F1** (exact span and label, micro over "
@@ -477,24 +471,23 @@ def _kind_note(result: dict[str, Any]) -> list[str]:
     return []
 
 
-def _rating_table(result: dict[str, Any]) -> list[str]:
+def _rating_table(result: SimulationResult) -> list[str]:
     """A rating's MAE per round (the accuracy table above holds the share within tolerance)."""
     if _kind(result) != "rating":
         return []
-    rounds = result["sizes"]["rounds"]
+    rounds = result.sizes.rounds
     lines = ["## Test MAE after each round (rating; lower is better)", "",
-             f"On the scale {result['dataset'].get('range')}; the accuracy table above is, for a rating, the share "
+             f"On the scale {result.dataset.range}; the accuracy table above is, for a rating, the share "
              "of test scores within 10% of the range of the truth (what the simulated user calls right).", "",
              "| arm | zero-shot | " + " | ".join(f"r{r}" for r in range(1, rounds + 1)) + " |",
              "|---|" + "---|" * (rounds + 1)]
-    for name, arm in _distinct(result["arms"]).items():
-        if "mae_by_round" in arm:
-            lines.append(f"| {name} | {arm['zero_shot_mae']:.3f} | "
-                         + " | ".join(f"{x:.3f}" for x in arm["mae_by_round"]) + " |")
+    for name, arm in _distinct(result.arms).items():
+        if (maes := arm.series("mae_by_round")) is not None:
+            lines.append(f"| {name} | {arm.zero_shot('mae'):.3f} | " + " | ".join(f"{x:.3f}" for x in maes) + " |")
     return lines + [""]
 
 
-def write_report(result: dict[str, Any], out: Path) -> Path:
+def write_report(result: SimulationResult, out: Path) -> Path:
     """Write report.md and the plots into `out` (created); returns the markdown's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

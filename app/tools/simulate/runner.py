@@ -9,7 +9,7 @@ The evaluator's predictions never get feedback.
 
 With several seeds every arm runs once per seed (seed, seed+1, …), each against a fresh
 service; the traffic and test texts stay the same, the seed varies the users' draws, the
-adversary's texts and training's seed.  `app.tools.simulate.seeds` turns the runs into the arm's entry.
+adversary's texts and training's seed; the arm's `ArmResult` holds the runs and their means.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,7 +30,7 @@ from app.kinds.tagging import entity_metrics
 from app.core.policy import Policy
 from app.tools.simulate.arms import SIM_EPOCHS, Arm, distinct
 from app.tools.simulate.data import Example, Scenario
-from app.tools.simulate.seeds import aggregate
+from app.tools.simulate.result import ArmResult, GateOutcome, RoundResult, RunRecord, Score, SecondLook, SeedRun, Sent
 from app.tools.simulate.server import Service, ServiceConfig
 from app.tools.simulate.users import ADVERSARY, TRUSTED, Draws, assign_clients, client_name, decide, decide_spans
 from app.core.statuses import RunStatus
@@ -63,26 +63,11 @@ class Options:
 
 
 Status = Callable[[str], None]
-RoundDone = Callable[[dict[str, Any]], None]
+RoundDone = Callable[[RoundResult], None]
 
 
 def _quiet(_: str) -> None:
     pass
-
-
-@dataclass
-class Score:
-    """The served version on the test set.  Classification: accuracy and macro-F1.  Tagging:
-    `accuracy` is the entity F1 (exact span and label), `macro_f1` the share of texts whose spans
-    are exactly right.  Rating:
-    `accuracy` is the share of scores within the tolerance (10% of the range) of the truth, the
-    same test a simulated user applies, `macro_f1` holds Spearman's rank correlation, and `mae`
-    the mean absolute error on the scale."""
-
-    version: int
-    accuracy: float
-    macro_f1: float
-    mae: float | None = None
 
 
 def score(api: FlywheelClient, key: str, test: Sequence[Example], expect_version: int,
@@ -109,61 +94,23 @@ def score(api: FlywheelClient, key: str, test: Sequence[Example], expect_version
     return Score(expect_version, m["accuracy"], m["macro_f1"])
 
 
-def gate_summary(run: dict[str, Any]) -> dict[str, Any]:
+def gate_outcome(run: dict[str, Any]) -> GateOutcome:
+    """What the server's run record says the gate decided."""
     gate = run.get("gate") or {}
     cand, act = gate.get("candidate") or {}, gate.get("active") or {}
-    return {
-        "run_id": run["id"],
-        "status": run["status"],
-        "verdict": gate.get("verdict"),
-        "reason": gate.get("reason") or run.get("error"),
-        "candidate_score": cand.get("score"),
-        "active_score": act.get("score"),
-        "validation_rows": cand.get("n"),
-        # an earlier undecided candidate judged again in this run: its version, look and decision
-        "second_look": {k: (gate.get("second_look") or {}).get(k) for k in ("version", "look", "decision")}
-        if gate.get("second_look") else None,
-    }
+    look = gate.get("second_look")  # an earlier undecided candidate judged again in this run
+    return GateOutcome(
+        run_id=run["id"], status=run["status"], verdict=gate.get("verdict"),
+        reason=gate.get("reason") or run.get("error"), candidate_score=cand.get("score"),
+        active_score=act.get("score"), validation_rows=cand.get("n"),
+        second_look=SecondLook(look.get("version"), look.get("look"), look.get("decision")) if look else None)
 
 
-@dataclass
-class ArmRecord:
-    """What one arm measured; `to_json` is its entry in the result file."""
-
-    name: str
-    description: str
-    conditions: dict[str, Any]
-    seed: int = 0
-    zero_shot: Score | None = None
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-    data_dir: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        r = self.rounds
-        mae = {} if self.zero_shot is None or self.zero_shot.mae is None else {
-            "zero_shot_mae": self.zero_shot.mae, "mae_by_round": [x["mae"] for x in r]}
-        return {
-            **mae,
-            "description": self.description,
-            "conditions": self.conditions,
-            "seed": self.seed,
-            "zero_shot_accuracy": self.zero_shot.accuracy if self.zero_shot else None,
-            "zero_shot_macro_f1": self.zero_shot.macro_f1 if self.zero_shot else None,
-            "accuracy_by_round": [x["accuracy"] for x in r],
-            "macro_f1_by_round": [x["macro_f1"] for x in r],
-            "signals_by_round": [x["signals_total"] for x in r],
-            "signals_used_by_round": [x["signals_used"] for x in r],
-            "corrections_by_round": [x["sent"]["corrections"] for x in r],  # sent in that round, not so far
-            "asked_by_round": [x["sent"]["asked"] for x in r],  # answers with feedback_wanted in that round
-            "gate_by_round": [x["gate"] for x in r],
-            "version_by_round": [x["version"] for x in r],
-            "traffic_accuracy_by_round": [x["traffic_accuracy"] for x in r],
-            "candidate_accuracy_by_round": [x["candidate_accuracy"] for x in r],
-            "rounds": r,
-            "seconds": round(self.seconds, 1),
-            "data_dir": self.data_dir,
-        }
+def run_record(run: dict[str, Any]) -> RunRecord:
+    """The parts of the server's run record a result keeps."""
+    return RunRecord(id=run["id"], status=run["status"], duration_s=run.get("duration_s"),
+                     data_counts=run.get("data_counts"), loss_curve=run.get("loss_curve"), error=run.get("error"),
+                     candidate_version_id=run.get("candidate_version_id"))
 
 
 class ArmRun:
@@ -204,12 +151,11 @@ class ArmRun:
         self.status("scoring zero-shot")
         return self.test_score(0)
 
-    def send_traffic(self, start: int, stop: int) -> dict[str, Any]:
-        """Round's users predict their texts and give feedback; counts of what they sent."""
+    def send_traffic(self, start: int, stop: int) -> tuple[Sent, float]:
+        """Round's users predict their texts and give feedback: what they sent, and the share of
+        right answers they saw."""
         labels, c, seed = self.labels, self.arm.conditions, self.options.seed
-        # corrections: feedback that carries the right label (with a +1 or a -1); asked: answers
-        # that came with feedback_wanted: true, whatever the user did with them
-        counts = {"positive": 0, "negative": 0, "corrections": 0, "not_sent": 0, "from_adversary": 0, "asked": 0}
+        sent = Sent()
         right = 0
         by_owner: dict[int, list[int]] = {}
         for i in range(start, stop):
@@ -222,7 +168,7 @@ class ArmRun:
             for i, answer in zip(idx, answers):
                 gold = self.scenario.traffic[i].label
                 right += self.kind.is_right(labels, answer.label, gold)
-                counts["asked"] += answer.feedback_wanted
+                sent.asked += answer.feedback_wanted
                 draws = Draws.for_text(seed, i)
                 if self.scenario.kind == "tagging":
                     sigs = decide_spans(answer.label, gold, behaviour=c.behaviour, draws=draws, owner=owner,
@@ -232,15 +178,18 @@ class ArmRun:
                                  draws=draws, owner=owner, wanted=answer.feedback_wanted)
                     sigs = [] if sig is None else [sig]
                 if not sigs:
-                    counts["not_sent"] += 1
+                    sent.not_sent += 1
                 for sig in sigs:
                     self.api.feedback(answer.id, sig.body(), key=self.keys[owner])
-                    counts["corrections" if sig.correction is not None else
-                           "positive" if sig.signal > 0 else "negative"] += 1
-                    counts["from_adversary"] += owner == ADVERSARY
-        sent = counts["positive"] + counts["negative"] + counts["corrections"]
-        self.signals_total += sent
-        return {"sent": counts, "traffic_accuracy": right / max(stop - start, 1)}
+                    if sig.correction is not None:
+                        sent.corrections += 1
+                    elif sig.signal > 0:
+                        sent.positive += 1
+                    else:
+                        sent.negative += 1
+                    sent.from_adversary += owner == ADVERSARY
+        self.signals_total += sent.signals
+        return sent, right / max(stop - start, 1)
 
     def retrain(self) -> dict[str, Any]:
         run_id, _ = self.api.retrain(TASK)  # joins a run already open
@@ -272,10 +221,10 @@ class ArmRun:
         finally:
             self.api.activate(TASK, active)
 
-    def round(self, r: int) -> dict[str, Any]:
+    def round(self, r: int) -> RoundResult:
         T = self.options.traffic_per_round
         started = time.monotonic()
-        traffic = self.send_traffic((r - 1) * T, r * T)
+        sent, traffic_accuracy = self.send_traffic((r - 1) * T, r * T)
         run = self.retrain()
         active = self.api.task(TASK)["active_version"]["version"]
         rejected = None
@@ -284,31 +233,22 @@ class ArmRun:
         s = self.score_version(active)
         candidate = s if run["status"] == RunStatus.PROMOTED else rejected
         counts = run.get("data_counts") or {}
-        return {
-            "round": r,
-            "accuracy": s.accuracy,
-            "macro_f1": s.macro_f1,
-            "mae": s.mae,
-            "candidate_accuracy": candidate.accuracy if candidate else None,
-            "candidate_mae": candidate.mae if candidate else None,  # a rating's candidate, promoted or kept out
-            "version": s.version,
-            "signals_total": self.signals_total,
-            "signals_used": sum(int(counts.get(k, 0)) for k in ("positive", "negative", "corrections")),
-            "gate": gate_summary(run),
-            "traffic_accuracy": traffic["traffic_accuracy"],
-            "sent": traffic["sent"],
-            "run": {k: run.get(k) for k in ("id", "status", "duration_s", "data_counts", "loss_curve", "error",
-                                             "candidate_version_id")},
-            "seconds": round(time.monotonic() - started, 1),
-        }
+        return RoundResult(
+            round=r, accuracy=s.accuracy, macro_f1=s.macro_f1, mae=s.mae, version=s.version,
+            candidate_accuracy=candidate.accuracy if candidate else None,
+            candidate_mae=candidate.mae if candidate else None,
+            signals_total=self.signals_total,
+            signals_used=sum(int(counts.get(k, 0)) for k in ("positive", "negative", "corrections")),
+            gate=gate_outcome(run), traffic_accuracy=traffic_accuracy, sent=sent, run=run_record(run),
+            seconds=round(time.monotonic() - started, 1))
 
 
 def run_arm(scenario: Scenario, arm: Arm, options: Options, *, status: Status = _quiet,
-            on_round: RoundDone | None = None, data_name: str | None = None) -> ArmRecord:
+            on_round: RoundDone | None = None, data_name: str | None = None) -> SeedRun:
     """Run one arm with `options.seed` against a fresh service; the service is stopped (and its
     data removed unless `options.keep_data`; then it is kept in `data_name`, default the arm's
-    name, under it) whatever happens.  `on_round` gets each finished round's record."""
-    record = ArmRecord(arm.name, arm.describe(), {**asdict(arm.conditions)}, seed=options.seed)
+    name, under it) whatever happens.  `on_round` gets each finished round."""
+    record = SeedRun(arm.describe(), arm.conditions, seed=options.seed)
     started = time.monotonic()
     if options.keep_data is not None:
         data_dir = Path(options.keep_data) / (data_name or arm.name.replace("+", "-plus-"))
@@ -343,21 +283,21 @@ def seed_label(arm: str, seed: int, seeds: int) -> str:
 
 def run_all(scenario: Scenario, arms: list[Arm], options: Options, *,
             status: Callable[[str, str], None] | None = None,
-            on_round: Callable[[str, dict[str, Any] | None], None] | None = None,
-            on_arm: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> dict[str, dict[str, Any]]:
+            on_round: Callable[[str, RoundResult | None], None] | None = None,
+            on_arm: Callable[[dict[str, ArmResult]], None] | None = None) -> dict[str, ArmResult]:
     """Every arm in turn, each once per seed (one at a time: training takes all cores); arms with
     the same conditions as an earlier one are not run again but point at it with `same_as`.
 
-    `status(label, text)` sees every step and `on_round(label, record)` every finished round
-    (record None: a round of an arm not run again), where the label names the arm (and the seed
+    `status(label, text)` sees every step and `on_round(label, result)` every finished round
+    (None: a round of an arm not run again), where the label names the arm (and the seed
     when there are several).  `on_arm` gets the results so far after each arm (to save partial
     results)."""
     same = distinct(arms)
     seeds = max(1, options.seeds)
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, ArmResult] = {}
     for arm in arms:
-        if same[arm.name] != arm.name:
-            results[arm.name] = {**results[same[arm.name]], "description": arm.describe(), "same_as": same[arm.name]}
+        if same[arm.name] != arm.name:  # identical conditions describe themselves identically
+            results[arm.name] = replace(results[same[arm.name]], same_as=same[arm.name])
             if status is not None:
                 status(arm.name, f"same conditions as {same[arm.name]}: not run again")
             for _ in range(options.rounds * seeds):
@@ -374,8 +314,8 @@ def run_all(scenario: Scenario, arms: list[Arm], options: Options, *,
                 on_round=(lambda rnd, label=label: on_round(label, rnd)) if on_round else None,
                 status=(lambda text, label=label: status(label, text)) if status else _quiet,
                 data_name=f"{folder}/seed-{seed}" if seeds > 1 else folder)
-            per_seed.append(record.to_json())
-        results[arm.name] = aggregate(per_seed)
+            per_seed.append(record)
+        results[arm.name] = ArmResult(per_seed)
         if on_arm is not None:
             on_arm(results)
     return results
