@@ -17,10 +17,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from app.core.config import Settings  # noqa: E402
+import httpx  # noqa: E402
+from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
+
 from support import (  # noqa: E402
-    ADMIN_TOKEN, CHINESE_SAMPLE, WORDS, make_settings, pg_available, postgres_or_skip, scratch_pg_database,
+    ADMIN, ADMIN_TOKEN, CHINESE_SAMPLE, WORDS, make_settings, pg_available, postgres_or_skip, scratch_pg_database,
     truncate_all,
 )
+from support.api import create_task  # noqa: E402
+from support.learning import migrated  # noqa: E402
+from support.live import serve_in_thread  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -127,3 +133,29 @@ def browser(client):
     """The test client without the API's Authorization header: a person with a browser."""
     del client.headers["Authorization"]
     return client
+
+
+@pytest.fixture
+def factory(db_url: str) -> sessionmaker[Session]:
+    """A freshly migrated database (SQLite and PostgreSQL) as a sessionmaker."""
+    return migrated(db_url)
+
+
+@pytest.fixture
+def task(client) -> dict:
+    """The `tickets` task (three labels), created through the API."""
+    return create_task(client)
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[str]:
+    """The app served by uvicorn on a loopback socket chosen by the OS."""
+    with serve_in_thread(settings) as base:
+        yield base
+
+
+@pytest.fixture
+def http(live: str) -> Iterator[httpx.Client]:
+    """An admin HTTP client of the live app."""
+    with httpx.Client(base_url=live, headers=ADMIN, timeout=60) as c:
+        yield c

@@ -35,11 +35,6 @@ def _new_key(client, name: str = "app") -> dict:
 
 
 @pytest.fixture
-def task(client) -> dict:
-    return create_task(client)
-
-
-@pytest.fixture
 def key(client, task) -> dict:
     return _new_key(client)
 

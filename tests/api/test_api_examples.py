@@ -27,11 +27,6 @@ def settings(tmp_path: Path, db_url: str, tiny_model_dir: Path) -> Settings:
                          max_upload_bytes=MAX_UPLOAD)
 
 
-@pytest.fixture
-def task(client) -> dict:
-    return create_task(client)
-
-
 def _json(client, examples: list[dict], task: str = "tickets"):
     return client.post(f"/v1/tasks/{task}/examples", json={"examples": examples})
 

@@ -10,16 +10,11 @@ import pytest
 from sqlalchemy import inspect
 
 from app.db.tables import Feedback, Prediction
-from support.api import LABELS, assert_problem, create_task, predict, rows, table_counts
+from support.api import LABELS, assert_problem, predict, rows, table_counts
 
 
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def task(client) -> dict:
-    return create_task(client)
 
 
 @pytest.fixture

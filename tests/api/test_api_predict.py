@@ -13,7 +13,7 @@ import pytest
 from app.core.config import Settings
 from app.db.tables import ModelVersion, Prediction
 from support import make_settings
-from support.api import LABELS, assert_problem, create_task, predict, rows, table_counts
+from support.api import LABELS, assert_problem, predict, rows, table_counts
 
 MAX_CHARS = 50
 MAX_TEXTS = 3
@@ -23,11 +23,6 @@ MAX_TEXTS = 3
 def settings(tmp_path: Path, db_url: str, tiny_model_dir: Path) -> Settings:
     return make_settings(tmp_path / "data", db_url, tiny_model_dir, max_text_chars=MAX_CHARS,
                          max_texts_per_request=MAX_TEXTS)
-
-
-@pytest.fixture
-def task(client) -> dict:
-    return create_task(client)
 
 
 def _check_prediction(p: dict) -> None:

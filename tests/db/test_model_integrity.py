@@ -17,12 +17,7 @@ from app.db.session import transaction
 from app.db.tables import ModelVersion, Task
 from app.db.versions import activate, register_version
 from app.serving.registry import ServedModels
-from support.learning import active, create_task, migrated
-
-
-@pytest.fixture
-def factory(db_url: str) -> sessionmaker[Session]:
-    return migrated(db_url)
+from support.learning import active, create_task
 
 
 def second_version(factory: sessionmaker[Session], task_id: int, settings: Settings) -> tuple[int, Path]:

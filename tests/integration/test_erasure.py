@@ -18,15 +18,10 @@ from app.db.tables import Erasure, Feedback, Prediction, utcnow
 from app.runs.retention import apply_retention
 from app.core.security import hash_user_id, user_namespace
 from support.racing import beside, impatient
-from support.api import assert_problem, create_task, predict, rows
+from support.api import assert_problem, predict, rows
 
 RAW_USER = "alice.7f3c@example.com"
 GIVE_UP_S = 60.0
-
-
-@pytest.fixture
-def task(client) -> dict:
-    return create_task(client)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,15 +22,8 @@ from app.process.worker import Worker
 from support import ADMIN
 from support.waiting import wait_until
 from support.learning import FAST_POLICY, LABELS, synthetic
-from support.live import serve_in_thread
 
 GIVE_UP_S = 60.0  # how long to wait for something (a poll-based swap, answers) before failing; no speed claim
-
-
-@pytest.fixture
-def http(settings: Settings) -> Iterator[httpx.Client]:
-    with serve_in_thread(settings) as base, httpx.Client(base_url=base, headers=ADMIN, timeout=60) as c:
-        yield c
 
 
 def create_task(http: httpx.Client, **policy: object) -> None:

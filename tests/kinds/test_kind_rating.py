@@ -16,21 +16,13 @@ import torch
 from app.core.config import Settings
 from app.kinds.rating import TOLERANCE, Rating, feedback_losses, scale_points, score_metrics, spearman
 from app.process.worker import Worker
-from support import ADMIN
 from support.api import problem
 from support.learning import FAST_POLICY, WORDS, FILLER
-from support.live import serve_in_thread
 from support.waiting import wait_until
 
 RANGE = [-4, 4]
 ANCHORS = {"-4": "lost stolen charged twice fee", "4": "sunny weather forecast"}
 POLICY = {**FAST_POLICY, "gate_tolerance": 1.0, "max_recall_drop": 1.0}
-
-
-@pytest.fixture
-def http(settings: Settings):  # noqa: ANN201
-    with serve_in_thread(settings) as base, httpx.Client(base_url=base, headers=ADMIN, timeout=60) as c:
-        yield c
 
 
 

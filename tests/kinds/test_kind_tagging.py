@@ -17,20 +17,12 @@ from app.core.config import Settings
 from app.kinds.tagging import IGNORE, TagTarget, align, entity_metrics, feedback_losses, spans_of
 from app.model.encoder import encode_texts
 from app.process.worker import Worker
-from support import ADMIN
 from support.learning import FAST_POLICY, FILLER
-from support.live import serve_in_thread
 from support.api import problem
 from support.waiting import wait_until
 
 POLICY = {**FAST_POLICY, "epochs": 10, "patience": 10, "gate_tolerance": 1.0, "max_recall_drop": 1.0}
 PLACES = "london paris berlin tokyo madrid".split()
-
-
-@pytest.fixture
-def http(settings: Settings):  # noqa: ANN201
-    with serve_in_thread(settings) as base, httpx.Client(base_url=base, headers=ADMIN, timeout=60) as c:
-        yield c
 
 
 def tagged(n: int, seed: int) -> list[dict]:

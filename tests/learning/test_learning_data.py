@@ -14,14 +14,9 @@ from app.db.training_rows import current_watermark, new_signals_since
 from app.learning.dataset import Vote, auc, client_reliability, client_weights, resolve
 from app.runs.execute import gather_dataset
 from app.core.texts import normalize_text, split_for, text_hash
-from support.learning import LABELS, add_client, add_examples, add_feedback, create_task, migrated, synthetic
+from support.learning import LABELS, add_client, add_examples, add_feedback, create_task, synthetic
 
 BANK, WEATHER = 0, 1
-
-
-@pytest.fixture
-def factory(db_url: str) -> sessionmaker[Session]:
-    return migrated(db_url)
 
 
 @pytest.fixture

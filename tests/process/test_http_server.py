@@ -29,19 +29,6 @@ STARTUP_S = 180  # an upper bound to give up waiting, not a performance claim
 # ---------------------------------------------------------------- uvicorn in a thread, tiny model
 
 
-@pytest.fixture
-def live(settings: Settings) -> Iterator[str]:
-    """The app served by uvicorn on a loopback socket chosen by the OS."""
-    with serve_in_thread(settings) as base:
-        yield base
-
-
-@pytest.fixture
-def http(live: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live, headers=ADMIN, timeout=60) as c:
-        yield c
-
-
 def _stored_predictions(settings: Settings) -> dict[str, Prediction]:
     engine = make_engine(settings.db_url)
     try:

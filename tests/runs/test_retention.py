@@ -10,9 +10,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import update
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
 from app.db.session import transaction
@@ -21,15 +19,10 @@ from app.db.versions import register_version
 from app.runs.retention import apply_retention, remove_crash_leftovers
 from app.core.statuses import VersionStatus
 from app.process.worker import Worker
-from support.learning import active, create_task, migrated, versions
+from support.learning import active, create_task, versions
 from support.waiting import wait_until
 
 GIVE_UP_S = 60.0
-
-
-@pytest.fixture
-def factory(db_url: str) -> sessionmaker[Session]:
-    return migrated(db_url)
 
 
 def _version(factory, settings: Settings, task_id: int, number: int, status: VersionStatus, parent: int | None,

@@ -24,14 +24,9 @@ from app.runs.retention import prune_versions
 from app.services.versions import activate_version
 from app.core.statuses import VersionStatus
 from app.process.worker import Worker
-from support.learning import (FAST_POLICY, active, add_examples, add_feedback, create_task, migrated, synthetic,
+from support.learning import (FAST_POLICY, active, add_examples, add_feedback, create_task, synthetic,
                               versions)
 from support.racing import beside, impatient
-
-
-@pytest.fixture
-def factory(db_url: str) -> sessionmaker[Session]:
-    return migrated(db_url)
 
 
 def _retired_copy(factory: sessionmaker[Session], settings: Settings, task_id: int, number: int,

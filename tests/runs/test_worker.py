@@ -53,11 +53,6 @@ LONG_POLICY = dict(FAST_POLICY, **NEVER, epochs=100, patience=100, batch_size=1)
 GIVE_UP_S = 120.0  # how long to wait for something before failing the test; never a performance claim
 
 
-@pytest.fixture
-def factory(db_url: str) -> sessionmaker[Session]:
-    return migrated(db_url)
-
-
 def stop_worker(worker: Worker) -> None:
     """`worker.stop()`, failing the test instead of hanging if the stop never returns."""
     stopper = threading.Thread(target=worker.stop, name="stop-worker", daemon=True)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from sqlalchemy import update
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
 from app.db.session import transaction
@@ -20,15 +19,10 @@ from app.model.store import ENGINES_DIR, directory_sha256
 from app.runs.prepare import PROBE_TEXTS, backfill_engines
 from app.serving.engines import ONNX_FILES, choose, file_sha256, parity, prepare_engines
 from app.serving.registry import ServedModels
-from support.learning import active, create_task, migrated
+from support.learning import active, create_task
 
 CPU = torch.device("cpu")
 TEXTS = list(PROBE_TEXTS)
-
-
-@pytest.fixture
-def factory(db_url: str) -> sessionmaker[Session]:
-    return migrated(db_url)
 
 
 def _record(factory, task_id: int, record: dict) -> None:

@@ -14,18 +14,11 @@ from typer.testing import CliRunner
 from app.tools.client import Answer, ApiError, FlywheelClient
 from app.core.config import Settings
 from support import ADMIN_TOKEN
-from support.live import serve_in_thread
 
 LABELS = ["billing", "card_lost", "weather"]
 TEXTS = ["I lost my credit card", "will it rain tomorrow", "I was charged twice", "my wallet was stolen",
          "sunny and hot today"]
 WAIT_S = 120  # upper bound to give up waiting, not a performance claim
-
-
-@pytest.fixture
-def live(settings: Settings) -> Iterator[str]:
-    with serve_in_thread(settings) as base:
-        yield base
 
 
 @pytest.fixture
