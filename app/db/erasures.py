@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, delete, func, select, text
 from sqlalchemy.orm import Session
 
-from app.db.session import is_postgres
+from app.db.session import is_postgres, rowcount
 from app.db.tables import Erasure, utcnow
 
 CLOCK_SKEW_S = 1.0  # how far API processes' clocks may disagree; a request this close after T is refused too
@@ -73,4 +73,4 @@ def refused(accepted_at: datetime, erased_at: datetime | None) -> bool:
 def forget_old_records(session: Session, now: datetime | None = None) -> int:
     """Delete records older than RECORD_TTL: no request accepted before them is still in flight."""
     cutoff = (now or utcnow()) - RECORD_TTL
-    return session.execute(delete(Erasure).where(Erasure.erased_at < cutoff)).rowcount
+    return rowcount(session.execute(delete(Erasure).where(Erasure.erased_at < cutoff)))

@@ -25,14 +25,14 @@ CommitMany = Callable[[Sequence[T]], Sequence["R | Exception"]]
 
 
 class GroupCommit(Generic[T, R]):
-    def __init__(self, commit: CommitMany, *, max_items: int = 256,
+    def __init__(self, commit: CommitMany[T, R], *, max_items: int = 256,
                  observe: Callable[[int], None] | None = None) -> None:
         self._commit, self.max_items, self._observe = commit, max_items, observe
-        self._queue: list[tuple[T, asyncio.Future]] = []
-        self._flusher: asyncio.Task | None = None
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R:
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
@@ -43,6 +43,7 @@ class GroupCommit(Generic[T, R]):
             group, self._queue = self._queue[: self.max_items], self._queue[self.max_items:]
             if self._observe is not None:
                 self._observe(len(group))
+            results: Sequence[R | Exception]
             try:
                 results = await in_db_thread(self._commit, [item for item, _ in group])
             except Exception as exc:  # noqa: BLE001 - nothing committed: every caller in the group hears it

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, pool, text
+from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 LOCK_KEY = 7_461_727  # pg advisory lock id: replicas starting together migrate one at a time
@@ -53,7 +55,7 @@ def _upgrade_sqlite(cfg: Config, engine: Engine) -> None:
     migrating = create_engine(engine.url, poolclass=pool.NullPool, connect_args={"timeout": 60})
 
     @event.listens_for(migrating, "connect")
-    def _no_foreign_keys(dbapi_conn, _record) -> None:  # noqa: ANN001
+    def _no_foreign_keys(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         dbapi_conn.isolation_level = None  # the driver begins nothing by itself: we do, below
         dbapi_conn.execute("PRAGMA busy_timeout=60000")
         # WAL before the transaction: another process that connects meanwhile (the embedded worker

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 from sqlalchemy import Select
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
@@ -21,7 +22,7 @@ class Page:
     after: int | None = None  # the key of the last row already seen
 
 
-def paged(stmt: Select, key: Any, page: Page, *, descending: bool = False) -> Select:
+def paged(stmt: Select[Unpack[Ts]], key: Any, page: Page, *, descending: bool = False) -> Select[Unpack[Ts]]:
     """`stmt` ordered by `key`, from just past `page.after`, one row more than the page (to know
     whether another page follows)."""
     if page.after is not None:

@@ -6,9 +6,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Unpack, cast
 
-from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -34,7 +37,7 @@ def make_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Engin
         synchronous = "FULL" if durable else "NORMAL"
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
             cur.execute(f"PRAGMA synchronous={synchronous}")
@@ -60,8 +63,14 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def is_postgres(engine: Engine) -> bool:
+def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def rowcount(result: Result[Unpack[tuple[Any, ...]]]) -> int:
+    """How many rows an UPDATE or DELETE touched.  `Session.execute` is typed to return a plain
+    `Result`, but for DML without RETURNING it is a `CursorResult`, which carries the count."""
+    return cast(CursorResult[Unpack[tuple[Any, ...]]], result).rowcount
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from app.db.session import rowcount
 from app.db.tables import WorkerBeat, utcnow
 
 FORGET_AFTER = timedelta(days=1)
@@ -27,7 +28,7 @@ def beat(session: Session, worker_id: str) -> None:
 def forget_silent(session: Session, now: datetime | None = None) -> int:
     """Drop the rows of workers silent for FORGET_AFTER; how many went."""
     cutoff = (now or utcnow()) - FORGET_AFTER
-    return session.execute(delete(WorkerBeat).where(WorkerBeat.seen_at < cutoff)).rowcount or 0
+    return rowcount(session.execute(delete(WorkerBeat).where(WorkerBeat.seen_at < cutoff))) or 0
 
 
 def last_seen(session: Session) -> datetime | None:

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 
 def resolve_device(preference: str = "auto") -> torch.device:
@@ -28,15 +28,17 @@ def resolve_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def auto_encoder(path: str | Path) -> nn.Module:
+def auto_encoder(path: str | Path) -> PreTrainedModel:
     """A bare encoder; BERT-like models skip the pooler we never use."""
+    encoder: PreTrainedModel
     try:
-        return AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+        encoder = AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
     except TypeError:
-        return AutoModel.from_pretrained(path, local_files_only=True)
+        encoder = AutoModel.from_pretrained(path, local_files_only=True)
+    return encoder
 
 
-def load_base(base_model: str) -> tuple[nn.Module, Any]:
+def load_base(base_model: str) -> tuple[PreTrainedModel, Any]:
     """Encoder and tokenizer from a local path or an id already in the local cache (never downloads)."""
     tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
     return auto_encoder(base_model), tokenizer
@@ -53,6 +55,12 @@ class EncoderWithHead(nn.Module):
 
     forward(ids, mask) -> the head's output for the mean-pooled encoding."""
 
+    # A Hugging Face encoder: a PreTrainedModel, or a PeftModel around one while LoRA trains (which
+    # answers for its base model through __getattr__).  They share only nn.Module, so its config,
+    # embeddings and save_pretrained are reached duck-typed.
+    encoder: Any
+    head: nn.Module
+
     def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
@@ -67,7 +75,8 @@ class EncoderWithHead(nn.Module):
         return mean_pool(out.last_hidden_state, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(input_ids, attention_mask))
+        out: torch.Tensor = self.head(self.embed(input_ids, attention_mask))
+        return out
 
     @torch.no_grad()
     def embed_texts(self, tokenizer: Any, texts: Sequence[str], max_len: int = 64) -> torch.Tensor:
@@ -82,7 +91,8 @@ class TokenTagger(EncoderWithHead):
     (padding included; callers trim by the mask).  `embed` still mean-pools, for label texts."""
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+        out: torch.Tensor = self.head(self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+        return out
 
 
 @dataclass(frozen=True)

@@ -140,14 +140,14 @@ def load_version(path: Path, *, build: BuildModel, device: torch.device, trainab
     head's weights are loaded.  LoRA adapters are merged for serving unless training goes on."""
     meta = read_meta(path)
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+    encoder: torch.nn.Module
     if meta.encoder["kind"] == "lora":
         from peft import PeftModel
 
         base_dir = Path(meta.encoder["base"])
-        encoder = auto_encoder(base_dir / "encoder")
-        encoder = PeftModel.from_pretrained(encoder, path / "adapter", is_trainable=trainable_lora)
-        if not trainable_lora:
-            encoder = encoder.merge_and_unload()
+        adapted = PeftModel.from_pretrained(auto_encoder(base_dir / "encoder"), path / "adapter",
+                                            is_trainable=trainable_lora)
+        encoder = adapted if trainable_lora else adapted.merge_and_unload()
     else:
         encoder = auto_encoder(path / "encoder")
     model = build(encoder, meta)

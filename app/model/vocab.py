@@ -45,7 +45,7 @@ def grow_vocabulary(model: EncoderWithHead, tokenizer: Any, chars: list[str], *,
     are told apart from the first step."""
     if not chars or tokenizer.unk_token_id is None:
         return 0
-    added = tokenizer.add_tokens(chars)
+    added: int = tokenizer.add_tokens(chars)
     if not added:
         return 0
     old = model.encoder.get_input_embeddings().weight.shape[0]

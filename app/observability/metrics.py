@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,10 +59,10 @@ class RunsCollector:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
-    def describe(self) -> list:
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+    def collect(self) -> Iterator[Metric]:  # the prometheus_client collector protocol
         runs = GaugeMetricFamily("flywheel_training_runs", "Training runs by status", labels=["task", "status"])
         active = GaugeMetricFamily("flywheel_active_version", "Active version per task (database)", labels=["task"])
         gate = GaugeMetricFamily("flywheel_last_gate_score", "Gate score of the last judged candidate and of the "
@@ -115,10 +116,10 @@ class WorkerCollector:
     def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
         self._status = status
 
-    def describe(self) -> list:
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+    def collect(self) -> Iterator[Metric]:  # the prometheus_client collector protocol
         st = self._status()
         up = GaugeMetricFamily("flywheel_embedded_worker_up", "1 while the worker beside this API process runs")
         up.add_metric([], 1.0 if st["alive"] else 0.0)
@@ -138,10 +139,10 @@ class DiskCollector:
         self._at = -ttl_s
         self._used = self._free = 0
 
-    def describe(self) -> list:
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+    def collect(self) -> Iterator[Metric]:  # the prometheus_client collector protocol
         now = time.monotonic()
         if now - self._at >= self._ttl:
             self._used = dir_bytes(self._dir)
@@ -156,7 +157,7 @@ class DiskCollector:
         yield free
 
 
-def _ts(when) -> float:  # noqa: ANN001 - a datetime
+def _ts(when: datetime) -> float:
     return when.timestamp()
 
 
@@ -169,12 +170,12 @@ class MonitoringCollector:
                  ttl_s: float = 30.0) -> None:
         self._sessions, self._window, self._timeout, self._ttl = sessions, window, worker_timeout_s, ttl_s
         self._at = -ttl_s
-        self._families: list[Any] = []
+        self._families: list[Metric] = []
 
-    def describe(self) -> list:
+    def describe(self) -> list[Metric]:
         return []
 
-    def _read(self) -> list[Any]:
+    def _read(self) -> list[Metric]:
         psi = GaugeMetricFamily("flywheel_drift_psi", "Population stability index of the active version's latest "
                                 "answers against its first ones, by answer category (label) or confidence decile",
                                 labels=["task", "of"])
@@ -217,7 +218,7 @@ class MonitoringCollector:
         worker_up.add_metric([], 1.0 if alive.alive else 0.0)
         return [psi, rows, share, signals, promoted, judged, feedback, worker_seen, worker_up]
 
-    def collect(self):  # noqa: ANN201 - prometheus_client protocol
+    def collect(self) -> Iterator[Metric]:  # the prometheus_client collector protocol
         now = time.monotonic()
         if now - self._at >= self._ttl:
             try:

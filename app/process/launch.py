@@ -34,7 +34,7 @@ def free_port(host: str = LOOPBACK) -> int:
     before the caller binds it; on loopback in tests and tools that has not been a problem."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

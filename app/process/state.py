@@ -15,6 +15,7 @@ from app.process.supervisor import WorkerSupervisor
 from app.serving.batcher import MicroBatcher
 from app.serving.explain import Explainer
 from app.serving.registry import ServedModels
+from app.serving.scoring import Scored
 from app.observability.metrics import Metrics
 
 
@@ -25,8 +26,8 @@ class AppState:
     sessions: sessionmaker[Session]
     served: ServedModels
     metrics: Metrics
-    batchers: dict[str, MicroBatcher] = field(default_factory=dict)
-    background: list[asyncio.Task] = field(default_factory=list)
+    batchers: dict[str, MicroBatcher[Scored]] = field(default_factory=dict)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
     client_rates: TokenBuckets = field(init=False)  # requests per client key
     explain_rates: TokenBuckets = field(init=False)  # explanations per client key, besides its requests
     explainer: Explainer = field(init=False)  # explanations on their own threads and model copies

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import torch
@@ -111,7 +112,7 @@ class Worker:
             if status is None:
                 self.stop_event.wait(self.settings.worker_poll_s)
 
-    def _guarded(self, job) -> None:  # noqa: ANN001
+    def _guarded(self, job: Callable[[], object]) -> None:
         try:
             job()
         except Exception:
