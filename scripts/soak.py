@@ -96,12 +96,12 @@ def clinc_rows(path: Path) -> list[tuple[str, str]]:
 
 
 def tiny_model(root: Path) -> Path:
-    """The test suite's tiny random BERT (tests/conftest.py), built into `root`."""
+    """The test suite's tiny random BERT (tests/support/tiny_model.py), built into `root`."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import _tiny_bert
+    from support.tiny_model import tiny_bert
 
     root.mkdir(parents=True, exist_ok=True)
-    return _tiny_bert(root)
+    return tiny_bert(root)
 
 
 # ---------------------------------------------------------------- the server

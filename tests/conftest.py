@@ -4,7 +4,6 @@ settings pointing at both, and the app behind a real HTTP-shaped client."""
 from __future__ import annotations
 
 import os
-import string
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,28 +20,21 @@ import httpx  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
 from support import (  # noqa: E402
-    ADMIN, ADMIN_TOKEN, CHINESE_SAMPLE, WORDS, make_settings, pg_available, postgres_or_skip, scratch_pg_database,
+    ADMIN, ADMIN_TOKEN, CHINESE_SAMPLE, make_settings, pg_available, postgres_or_skip, scratch_pg_database,
     truncate_all,
 )
 from support.api import create_task  # noqa: E402
 from support.learning import migrated  # noqa: E402
 from support.live import serve_in_thread  # noqa: E402
+from support.tiny_model import tiny_bert  # noqa: E402
 
 torch.set_num_threads(1)
-
-
-def _write_vocab(path: Path, extra: list[str] = ()) -> None:  # type: ignore[assignment]
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
-    pieces = [f"##{c}" for c in string.ascii_lowercase + string.digits]
-    vocab = list(dict.fromkeys(specials + chars + pieces + WORDS + list(extra)))
-    path.write_text("\n".join(vocab) + "\n")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer BERT (hidden 32) with a small word-piece vocab, saved like a hub model."""
-    return _tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")
@@ -50,29 +42,7 @@ def tiny_chinese_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same tiny BERT with a vocabulary that also holds every character of CHINESE_SAMPLE:
     a Chinese-capable encoder, loaded by path and offline like any other."""
     chars = sorted({c for c in CHINESE_SAMPLE if not c.isspace()})
-    return _tiny_bert(tmp_path_factory.mktemp("tiny-bert-zh"), chars)
-
-
-def _tiny_bert(root: Path, extra: list[str] = ()) -> Path:  # type: ignore[assignment]
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    _write_vocab(root / "vocab.txt", extra)
-    vocab = str(root / "vocab.txt")
-    # transformers 5 reads `vocab` (and silently ignores `vocab_file`, leaving 5 tokens); 4 reads `vocab_file`.
-    tokenizer = BertTokenizerFast(vocab=vocab, vocab_file=vocab, do_lower_case=True)
-    assert tokenizer.vocab_size > 100, "tiny tokenizer lost its vocabulary"
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    BertModel(config, add_pooling_layer=False).save_pretrained(root)
-    tokenizer.save_pretrained(root)
-    return root
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert-zh"), chars)
 
 
 @pytest.fixture(scope="session")
