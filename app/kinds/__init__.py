@@ -17,7 +17,8 @@ from typing import Any, Mapping
 import torch
 
 from app.core.errors import Invalid
-from app.kinds.base import Answer, KindAnswers, KindMetrics, KindModel, KindUser, TaskKind, TaskOption, TaskSpec
+from app.kinds.base import (Answer, KindAnswers, KindMetrics, KindModel, KindUser, MetricNames, TaskKind, TaskOption,
+                            TaskSpec, UserMetrics)
 from app.kinds.classification import Classification
 from app.kinds.rating import Rating
 from app.kinds.tagging import Tagging
@@ -83,5 +84,6 @@ def _build_for_its_kind(encoder: torch.nn.Module, meta: VersionMeta) -> EncoderW
     return get_kind(meta.kind).build_model(encoder, meta)
 
 
-__all__ = ["DEFAULT_KIND", "KINDS", "Answer", "KindAnswers", "KindMetrics", "KindModel", "KindUser", "TaskKind",
-           "TaskOption", "TaskSpec", "define_task", "get_kind", "kind_for_data", "load_version", "options_of_every_kind"]
+__all__ = ["DEFAULT_KIND", "KINDS", "Answer", "KindAnswers", "KindMetrics", "KindModel", "KindUser", "MetricNames",
+           "TaskKind", "TaskOption", "TaskSpec", "UserMetrics", "define_task", "get_kind", "kind_for_data", "load_version",
+           "options_of_every_kind"]

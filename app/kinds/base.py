@@ -21,7 +21,10 @@ protocols, one per concern; `TaskKind` is all four, and each kind module impleme
   validation row; the gate's paired test runs on these), `confidence`, `gate_metrics` (a
   `score` in [0, 1] for display, plus whatever the kind can report; a per-class
   `recall`/`support` under `examples` is guarded), `ratio_terms` and `known_score`;
-- `KindUser`, the simulated user: `is_right` (does a shown answer match the gold one).
+- `KindUser`, the simulated user: `is_right` (does a shown answer match the gold one),
+  `judge_parts` (what it says of each part of a wrong answer), `score_answers` and
+  `metric_names` (a version's answers on a test set, as the simulator and the bench report
+  them), `corrections_target`; and which data files make a task of this kind.
 """
 
 from __future__ import annotations
@@ -60,6 +63,29 @@ class TaskOption:
 
     annotation: Any  # its type, as pydantic validates it (the API adds `| None`: it is optional)
     description: str  # what it is, for the API's schema (prefixed with the kinds that have it)
+
+
+@dataclass(frozen=True)
+class UserMetrics:
+    """A version's answers to a test set, scored the way this kind's users judge them: `main`
+    (higher is better), `second`, and `error` (lower is better) for a kind that has an error
+    metric.  `KindUser.metric_names` says what each one is."""
+
+    main: float
+    second: float
+    error: float | None = None
+
+
+@dataclass(frozen=True)
+class MetricNames:
+    """What a kind's `UserMetrics` are called in reports: a short name each (an axis, a table
+    heading), and for the main and the error metric how it is measured where the name does not say."""
+
+    main: str
+    second: str
+    error: str | None = None  # None: the kind has no error metric
+    main_detail: str | None = None
+    error_detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,9 +298,25 @@ class KindUser(ABC):
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         """Would a truthful user say +1 to `shown` when the right answer is `gold`?"""
 
-    # -- the simulator's and the bench's other questions to a kind go here (how a simulated user
-    #    answers, which metrics a run reports): a default where one answer fits every kind,
-    #    abstract where it cannot.
+    def judge_parts(self, labels: Sequence[str], shown: str, gold: str) -> list[int]:
+        """What a truthful user who finds `shown` wrong, and does not correct it, says of each part
+        of it: +1 or −1 per part, in order (sent as feedback on that `span`); [] when the answer
+        has no parts, and then the user says −1 to the whole.  By default answers have no parts."""
+        return []
+
+    # -- what a simulated user reports of a version's answers on a test set (the simulator's and
+    #    the bench's reports)
+
+    metric_names: ClassVar[MetricNames]  # what `score_answers` measures
+    # the share of the supervised arm's main metric that users sending ±1 and corrections must
+    # reach at the last round: a target of its own for a kind whose bare ±1 teach too little to
+    # be judged against supervised (None: the targets every kind shares are enough)
+    corrections_target: ClassVar[float | None] = None
+
+    @abstractmethod
+    def score_answers(self, labels: Sequence[str], gold: Sequence[str], shown: Sequence[str]) -> UserMetrics:
+        """The answers `shown` to a test set whose right answers are `gold` (stored labels, one
+        per text), for a task whose labels are `labels`."""
 
     # -- data files (`app/tools/datasets.py`): which shape of file holds this kind's texts and
     #    answers ("label", "score" or "spans"; None: none of them), so a tool given a file can ask

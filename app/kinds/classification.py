@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.core.errors import Invalid
-from app.kinds.base import Answer, TaskKind, TaskSpec
+from app.kinds.base import Answer, MetricNames, TaskKind, TaskSpec, UserMetrics
 from app.model.encoder import Encoded, EncoderWithHead, load_base, tokenize
 from app.model.store import VersionMeta
 
@@ -268,6 +268,12 @@ class Classification(TaskKind):
 
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         return shown == gold
+
+    metric_names = MetricNames(main="accuracy", second="macro-F1")
+
+    def score_answers(self, labels: Sequence[str], gold: Sequence[str], shown: Sequence[str]) -> UserMetrics:
+        m = label_metrics(list(gold), list(shown))
+        return UserMetrics(m["accuracy"], m["macro_f1"])
 
     # -- data files: text,label CSV
 

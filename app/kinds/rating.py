@@ -64,7 +64,7 @@ from torch import nn
 
 from app.core.errors import Invalid
 from app.core.texts import storable
-from app.kinds.base import Answer, TaskKind, TaskOption, TaskSpec
+from app.kinds.base import Answer, MetricNames, TaskKind, TaskOption, TaskSpec, UserMetrics
 from app.model.encoder import Encoded, EncoderWithHead, load_base
 from app.model.store import VersionMeta
 
@@ -427,6 +427,17 @@ class Rating(TaskKind):
 
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         return abs(to_fraction(labels, float(shown)) - to_fraction(labels, float(gold))) <= TOLERANCE
+
+    metric_names = MetricNames(main="share within 10% of the range", main_detail="the simulated user's +1",
+                               second="Spearman", error="MAE", error_detail="on the task's scale")
+
+    def score_answers(self, labels: Sequence[str], gold: Sequence[str], shown: Sequence[str]) -> UserMetrics:
+        """The share within the tolerance (what a simulated user calls right), Spearman's rank
+        correlation (0 when undefined) and the MAE on the scale."""
+        lo, hi = value_range(labels)
+        m = score_metrics([to_fraction(labels, float(g)) for g in gold],
+                          [to_fraction(labels, float(s)) for s in shown], hi - lo)
+        return UserMetrics(m["within_tolerance"], m["spearman"] or 0.0, m["mae"])
 
     # -- data files: text,score CSV
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.core.errors import Invalid
-from app.kinds.base import Answer, TaskKind, TaskSpec
+from app.kinds.base import Answer, MetricNames, TaskKind, TaskSpec, UserMetrics
 from app.kinds.classification import label_prompt
 from app.model.encoder import Encoded, TokenTagger, load_base
 from app.model.store import VersionMeta
@@ -384,6 +384,21 @@ class Tagging(TaskKind):
 
     def is_right(self, labels: Sequence[str], shown: str, gold: str) -> bool:
         return shown == gold
+
+    def judge_parts(self, labels: Sequence[str], shown: str, gold: str) -> list[int]:
+        """+1 on each span shown that is exactly right (start, end and label), −1 on each that is not."""
+        right = json.loads(gold)
+        return [1 if span in right else -1 for span in json.loads(shown)]
+
+    metric_names = MetricNames(main="entity F1", main_detail="exact span and label, micro over the test texts",
+                               second="share of texts exactly right")
+    corrections_target = 0.9  # per-span ±1 say little about the spans a text lacks
+
+    def score_answers(self, labels: Sequence[str], gold: Sequence[str], shown: Sequence[str]) -> UserMetrics:
+        """Entity F1 (exact span and label, micro over the texts) and the share of texts whose
+        spans are exactly right."""
+        m = entity_metrics([load_spans(g, labels)[0] for g in gold], [load_spans(s, labels)[0] for s in shown])
+        return UserMetrics(m["f1"], m["exact_rows"])
 
     # -- data files: JSON lines of {text, spans}
 

@@ -6,7 +6,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from app.tools.simulate.checks import run_checks
+from app.tools.simulate.checks import kind_of, run_checks
 from app.tools.simulate.combine import read_result
 from app.tools.simulate.result import ArmResult
 
@@ -19,8 +19,7 @@ for r in runs:
     arms.update(r.arms)
 merged = replace(first, arms=arms, command=" + ".join(r.command for r in runs),
                  duration_s=max(r.duration_s for r in runs), complete=all(bool(r.complete) for r in runs),
-                 checks=run_checks(arms, budget=first.options.correction_budget,
-                                   kind=first.dataset.kind or "classification"),
+                 checks=run_checks(arms, budget=first.options.correction_budget, kind=kind_of(first.dataset.kind)),
                  merged_from=[Path(f).name for f in files])
 out.write_text(json.dumps(merged.to_json(), indent=1))
 print(out, list(arms), merged.duration_s)

@@ -25,13 +25,21 @@ from app.kinds.classification import Classification, label_metrics
 from app.tools.simulate.progress import PlainProgress, SimulationProgress, make_progress
 from app.tools.simulate.report import write_report
 from app.tools.simulate.result import GateOutcome, SeedRun, SimulationResult, aggregate, fmt
-from app.tools.simulate.users import ADVERSARY, CARELESS, TRUSTED, Behaviour, Draws, Signal, assign_clients, decide
+from app.tools.simulate import users
+from app.tools.simulate.users import ADVERSARY, CARELESS, TRUSTED, Behaviour, Draws, Signal, assign_clients
 
 LABELS = ["bank", "movie", "weather"]
 BASELINE = dict(correction_rate=0.3, noise=0.0, adversarial_share=0.0, lambda_data=0.5)
 
 
 KIND = Classification()
+
+
+def decide(shown: str, gold: str, **kw: Any) -> Signal | None:
+    """The one signal a user sends about an answer that has no parts (None: nothing)."""
+    sigs = users.decide(shown, gold, **kw)
+    assert len(sigs) <= 1, sigs
+    return sigs[0] if sigs else None
 
 
 def draws(noise: float = 0.9, correction: float = 0.9, pick: float = 0.0, label: float = 0.9,
@@ -170,6 +178,19 @@ def test_accuracy_and_macro_f1() -> None:
     assert label_metrics(["a"], ["c"])["macro_f1"] == 0.0
     with pytest.raises(ValueError):
         label_metrics([], [])
+
+
+def test_each_kind_scores_a_test_set_the_way_its_users_judge_it() -> None:
+    from app.kinds import get_kind
+
+    labels = get_kind("classification").score_answers(LABELS, ["bank", "movie"], ["bank", "bank"])
+    assert (labels.main, labels.error) == (0.5, None)
+    # on -4 … 4: errors 0, 2 and 0 (MAE 2/3); within the tolerance of 0.8: two of three
+    scores = get_kind("rating").score_answers(["-4", "4"], ["-4", "0", "4"], ["-4", "2", "4"])
+    assert scores.main == pytest.approx(2 / 3) and scores.error == pytest.approx(2 / 3) and scores.second == 1.0
+    gold = '[{"start":0,"end":6,"label":"place"}]'
+    spans = get_kind("tagging").score_answers(["place"], [gold, "[]"], [gold, gold])
+    assert spans.main == pytest.approx(2 / 3) and spans.second == 0.5  # precision 1/2, recall 1; one text exact
 
 
 # ---------------------------------------------------------------- arms
@@ -776,7 +797,7 @@ def test_rating_scenario_from_a_score_file(tmp_path: Path) -> None:
     s = build_scenario(train_path=train, test_path=test, traffic_size=20, test_size=10, max_labels=None, seed=0)
     assert s.kind == "rating" and s.value_range == (-3.0, 3.0) and s.labels == []
     wide = build_scenario(train_path=train, test_path=test, traffic_size=20, test_size=10, max_labels=None, seed=0,
-                          value_range=(-4.0, 4.0))
+                          options={"range": [-4.0, 4.0]})
     assert wide.value_range == (-4.0, 4.0)
     bad = tmp_path / "bad.csv"
     bad.write_text("text,score\nfine,high\n")
@@ -838,7 +859,12 @@ def write_tagged(path: Path, n: int, seed: int) -> Path:
 
 
 def test_tagging_user_judges_each_span_and_corrects_with_the_full_set() -> None:
-    from app.tools.simulate.users import decide_spans
+    from app.kinds import get_kind
+
+    tagging = get_kind("tagging")
+
+    def decide_spans(shown: str, gold: str, **kw: Any) -> list[Signal]:
+        return users.decide(shown, gold, labels=["place"], kind=tagging, **kw)
 
     gold = '[{"start":0,"end":6,"label":"place"}]'
     shown = '[{"start":0,"end":6,"label":"place"},{"start":7,"end":9,"label":"place"}]'
@@ -848,7 +874,7 @@ def test_tagging_user_judges_each_span_and_corrects_with_the_full_set() -> None:
     assert decide_spans(shown, gold, behaviour=honest, draws=calm) == [Signal(1, span=0), Signal(-1, span=1)]
     assert decide_spans("[]", gold, behaviour=honest, draws=calm) == [Signal(-1)]
     corrects = decide_spans(shown, gold, behaviour=Behaviour(correction_rate=1.0), draws=calm)
-    assert corrects == [Signal(-1, gold)] and corrects[0].body()["correction"] == json.loads(gold)
+    assert corrects == [Signal(-1, gold)] and corrects[0].body(tagging)["correction"] == json.loads(gold)
     lies = decide_spans(shown, gold, behaviour=honest, draws=calm, owner=ADVERSARY)
     assert lies == [Signal(-1, span=0), Signal(1, span=1)]
     assert decide_spans(shown, gold, behaviour=Behaviour(correction_rate=1.0), draws=calm, owner=ADVERSARY) == [

@@ -6,7 +6,7 @@ send +1 / -1 (and sometimes the right label), and the simulator retrains, waits 
 and scores the active version on a held-out test set after every round.
 
 Modules, one job each:
-  data      read `text,label` CSVs into the traffic and test sets of one scenario
+  data      the traffic and test sets of one scenario, read through app/tools/datasets.py
   users     what a simulated user says about one answer (pure, seeded per text)
   arms      the experiment arms and how the task and users are set up for each
   server    the API and worker processes of one arm (app/process/launch.py), talked to with app/tools/client.py

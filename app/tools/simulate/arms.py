@@ -152,8 +152,11 @@ def make_arm(name: str, *, correction_rate: float, noise: float, adversarial_sha
     return Arm(name, replace(base, adversarial_share=x))
 
 
-def parse_arms(spec: str | None, *, default: tuple[str, ...] = DEFAULT_ARMS, **baseline: float | str) -> list[Arm]:
-    """`a,b,…` -> arms, in the order given, without repeats; None gives `default`, 'all' every default arm."""
+def parse_arms(spec: str | None, *, default: tuple[str, ...] = DEFAULT_ARMS, correction_rate: float, noise: float,
+               adversarial_share: float, lambda_data: float, feedback_loss: str = DEFAULT_FEEDBACK_LOSS,
+               correction_budget: float = DEFAULT_CORRECTION_BUDGET) -> list[Arm]:
+    """`a,b,…` -> arms, in the order given, without repeats; None gives `default`, 'all' every
+    default arm; the rest are the baseline conditions (see `make_arm`)."""
     if spec is None:
         names = list(default)
     elif spec == "all":
@@ -162,7 +165,9 @@ def parse_arms(spec: str | None, *, default: tuple[str, ...] = DEFAULT_ARMS, **b
         names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise ValueError("--arms names no arm")
-    return [make_arm(n, **baseline) for n in dict.fromkeys(names)]
+    return [make_arm(n, correction_rate=correction_rate, noise=noise, adversarial_share=adversarial_share,
+                     lambda_data=lambda_data, feedback_loss=feedback_loss, correction_budget=correction_budget)
+            for n in dict.fromkeys(names)]
 
 
 def distinct(arms: list[Arm]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from app.kinds import DEFAULT_KIND, TaskKind, get_kind
 from app.tools.simulate.arms import DEFAULT_CORRECTION_BUDGET
 from app.tools.simulate.result import ArmResult, Check, GateOutcome, fmt
 
@@ -293,64 +294,79 @@ def worse_promoted(arms: Arms, decisions: GateDecisions | None = None) -> Check:
                   f"{len(bad)} of {d.promoted} promoted candidates worse" + (f": {_places(bad)}" if bad else ""))
 
 
-def rating_gap_closed(arms: Arms) -> Check | None:
-    """Rating: the share of the MAE gap between version 0 and supervised that ±1 feedback closes."""
-    if not any(a.series("mae_by_round") is not None for a in arms.values()):
-        return None
-    target = "rating: feedback (±1 only) closes >= 50% of the MAE gap between version 0 and supervised"
-    if "feedback" not in arms or "supervised" not in arms:
-        return _check("rating_gap_closed", target, None, "needs arms feedback and supervised")
-    z, f, s = arms["feedback"].zero_shot("mae"), _maes(arms["feedback"])[-1], _maes(arms["supervised"])[-1]
-    if z is None:
-        return _check("rating_gap_closed", target, None, "feedback has no zero-shot MAE")
-    if z <= s:
-        return _check("rating_gap_closed", target, None, f"supervised (MAE {s:.3f}) did not beat version 0 ({z:.3f})")
-    closed = (z - f) / (z - s)
-    return _check("rating_gap_closed", target, closed >= 0.5,
-                  f"MAE version 0 {z:.3f}, feedback {f:.3f}, supervised {s:.3f}: {closed:.0%} of the gap closed")
-
-
-def _maes(arm: ArmResult) -> list[float]:
+def _errors(arm: ArmResult) -> list[float]:
     return arm.series("mae_by_round") or []
 
 
-def rating_signed_misbehaves(arms: Arms) -> Check | None:
-    """Rating: the literal f·(ŷ − y)² candidate against the bounded loss's, on the same traffic."""
-    if "signed" not in arms or arms["signed"].series("mae_by_round") is None or "feedback" not in arms:
+def error_gap_closed(arms: Arms, kind: TaskKind) -> Check | None:
+    """For a kind with an error metric: the share of its gap between version 0 and supervised
+    that ±1 feedback closes."""
+    error = kind.metric_names.error
+    if error is None or not any(a.series("mae_by_round") is not None for a in arms.values()):
+        return None
+    name = f"{kind.name}_gap_closed"
+    target = f"{kind.name}: feedback (±1 only) closes >= 50% of the {error} gap between version 0 and supervised"
+    if "feedback" not in arms or "supervised" not in arms:
+        return _check(name, target, None, "needs arms feedback and supervised")
+    z, f, s = arms["feedback"].zero_shot("mae"), _errors(arms["feedback"])[-1], _errors(arms["supervised"])[-1]
+    if z is None:
+        return _check(name, target, None, f"feedback has no zero-shot {error}")
+    if z <= s:
+        return _check(name, target, None, f"supervised ({error} {s:.3f}) did not beat version 0 ({z:.3f})")
+    closed = (z - f) / (z - s)
+    return _check(name, target, closed >= 0.5,
+                  f"{error} version 0 {z:.3f}, feedback {f:.3f}, supervised {s:.3f}: {closed:.0%} of the gap closed")
+
+
+def signed_misbehaves(arms: Arms, kind: TaskKind) -> Check | None:
+    """For a kind with an error metric: the literal signed loss's candidates against the bounded
+    loss's, on the same traffic."""
+    error, main = kind.metric_names.error, kind.metric_names.main
+    if error is None or "signed" not in arms or arms["signed"].series("mae_by_round") is None or "feedback" not in arms:
         return None
     sig, fb = arms["signed"], arms["feedback"]
     cands = [c for c in sig.series("candidate_accuracy_by_round") or [] if c is not None]
     worst = min(cands) if cands else None
     met = worst is not None and worst < fb.final
-    return _check("rating_signed_misbehaves", "rating: the literal f·(ŷ − y)² loss misbehaves (its candidates "
-                  "score worse than the bounded loss's)", met,
-                  f"signed: MAE by round {[round(x, 3) for x in _maes(sig)]}, worst candidate within "
-                  f"tolerance {worst if worst is None else round(worst, 4)}; bounded: MAE "
-                  f"{[round(x, 3) for x in _maes(fb)]}")
+    return _check(f"{kind.name}_signed_misbehaves", f"{kind.name}: the literal signed loss misbehaves (its "
+                  "candidates score worse than the bounded loss's)", met,
+                  f"signed: {error} by round {[round(x, 3) for x in _errors(sig)]}, worst candidate's {main} "
+                  f"{worst if worst is None else round(worst, 4)}; bounded: {error} "
+                  f"{[round(x, 3) for x in _errors(fb)]}")
 
 
-def tagging_corrections_vs_supervised(arms: Arms, kind: str) -> Check | None:
-    """Tagging: feedback with corrections against supervised entity F1 at the last round."""
-    if kind != "tagging":
+def corrections_vs_supervised(arms: Arms, kind: TaskKind) -> Check | None:
+    """For a kind with a target of its own for users who correct (`KindUser.corrections_target`):
+    feedback with corrections against supervised at the last round."""
+    share, main = kind.corrections_target, kind.metric_names.main
+    if share is None:
         return None
-    target = "tagging: feedback+corrections reaches >= 0.9 of supervised entity F1 at the last round"
+    name = f"{kind.name}_corrections_vs_supervised"
+    target = f"{kind.name}: feedback+corrections reaches >= {share:g} of supervised {main} at the last round"
     if "feedback+corrections" not in arms or "supervised" not in arms:
-        return _check("tagging_corrections_vs_supervised", target, None, "needs arms feedback+corrections and supervised")
+        return _check(name, target, None, "needs arms feedback+corrections and supervised")
     f, s = final(arms["feedback+corrections"]), final(arms["supervised"])
     ratio = f / s if s else 0.0
-    return _check("tagging_corrections_vs_supervised", target, ratio >= 0.9,
-                  f"feedback+corrections F1 {final_text(arms['feedback+corrections'])} / supervised "
+    return _check(name, target, ratio >= share,
+                  f"feedback+corrections {main} {final_text(arms['feedback+corrections'])} / supervised "
                   f"{final_text(arms['supervised'])} = {ratio:.3f}")
 
 
-def run_checks(arms: Arms, *, budget: float | None = None, kind: str = "classification") -> list[Check]:
+def kind_of(dataset_kind: str | None) -> TaskKind:
+    """The kind of a result's task (a file written before tasks had kinds: the default kind)."""
+    return get_kind(dataset_kind or DEFAULT_KIND)
+
+
+def run_checks(arms: Arms, *, budget: float | None = None, kind: TaskKind | None = None) -> list[Check]:
     """Every target on the arms of a result; `budget`: --correction-budget (names the arms the
-    active-vs-random check needs when they were not run)."""
+    active-vs-random check needs when they were not run); `kind`: the task's (default: the
+    registry's default kind), which may add targets of its own."""
+    kind = kind or kind_of(None)
     decisions = gate_decisions(arms)
     out = [feedback_vs_supervised(arms), bounded_vs_ignore_negatives(arms), noise_recovery(arms), noise_cost(arms),
            hostile_cost(arms), adversarial_monotone(arms), active_vs_random(arms, budget), better_rejected(arms, decisions),
            worse_promoted(arms, decisions)]
-    rating = [c for c in (rating_gap_closed(arms), rating_signed_misbehaves(arms),
-                          tagging_corrections_vs_supervised(arms, kind)) if c is not None]
-    signed = None if rating else signed_behaviour(arms)
-    return out + ([signed] if signed else []) + rating
+    own = [c for c in (error_gap_closed(arms, kind), signed_misbehaves(arms, kind),
+                       corrections_vs_supervised(arms, kind)) if c is not None]
+    signed = None if own else signed_behaviour(arms)  # a kind's own targets say more than the display
+    return out + ([signed] if signed else []) + own

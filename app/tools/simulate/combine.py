@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.tools.simulate.checks import run_checks
+from app.tools.simulate.checks import kind_of, run_checks
 from app.tools.simulate.result import ArmResult, SimulationResult
 
 
@@ -32,8 +32,7 @@ def combine(results: list[SimulationResult], *, command: str) -> SimulationResul
         options=first.options, finished_at=first.finished_at,
         duration_s=round(sum(r.duration_s or 0.0 for r in results), 1),
         zero_shot_accuracy=sum(a.zero_shot_accuracy for a in arms.values()) / len(arms),
-        arms=arms, checks=run_checks(arms, budget=first.options.correction_budget,
-                                     kind=first.dataset.kind or "classification"),
+        arms=arms, checks=run_checks(arms, budget=first.options.correction_budget, kind=kind_of(first.dataset.kind)),
         seeds=next(iter(arms.values())).seeds, complete=first.complete,
         combined_from=[r.command for r in results], merged_from=first.merged_from)
 

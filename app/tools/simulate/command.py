@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 
 from app.core.policy import DEFAULT_FEEDBACK_LOSS, FEEDBACK_LOSSES, Policy
+from app.tools.datasets import LABEL, SCORE, SPANS
 from app.tools.simulate.arms import DEFAULT_ARMS, DEFAULT_CORRECTION_BUDGET, QUICK_ARMS, SIM_EPOCHS, Arm, parse_arms
 
 if TYPE_CHECKING:  # types only: the command imports the heavy modules when it runs
@@ -71,8 +72,12 @@ class SimulateConfig:
     report: Optional[Path] = None
     name: Optional[str] = None
     keep_data: Optional[Path] = None
-    value_range: Optional[tuple[float, float]] = None
-    anchors: dict[str, str] = field(default_factory=dict)
+    value_range: Optional[tuple[float, float]] = None  # --range, for a task with a scale
+    anchors: dict[str, str] = field(default_factory=dict)  # --anchor, for a task with a scale
+
+    def task_options(self) -> dict[str, Any]:
+        """The task fields given on the command line; a kind that has them takes them."""
+        return {**({"range": list(self.value_range)} if self.value_range else {}), "anchors": self.anchors}
 
 
 def _command_line() -> str:
@@ -123,8 +128,8 @@ def require_matplotlib() -> None:
 
 
 def simulate(
-    train: Path = typer.Option(..., "--train", help="Traffic: CSV with columns text,label (classification) or "
-                               "text,score (rating), or JSON lines of {text, spans} (tagging)."),
+    train: Path = typer.Option(..., "--train", help=f"Traffic: a CSV with columns text,{LABEL} or text,{SCORE}, or "
+                               f"JSON lines of {{text, {SPANS}}}; the file's shape picks the kind of the task."),
     test: Path = typer.Option(..., "--test", help="Scoring: a file like --train's."),
     arms: Optional[str] = typer.Option(None, help="Comma-separated arms (see below), or 'all' (the default; "
                                                   "with --quick: " + ",".join(QUICK_ARMS) + ")."),
@@ -182,9 +187,9 @@ def simulate(
     name: Optional[str] = typer.Option(None, help="Dataset name in the report (default: the train file's folder)."),
     keep_data: Optional[Path] = typer.Option(None, help="Keep each arm's service data (database, versions, logs) "
                                                         "under this folder."),
-    value_range: Optional[str] = typer.Option(None, "--range", help="Rating files (text,score): the scale as "
-                                              "LO,HI (default: the whole numbers around the scores)."),
-    anchor: Optional[list[str]] = typer.Option(None, "--anchor", help="Rating files: VALUE=TEXT, a text that "
+    value_range: Optional[str] = typer.Option(None, "--range", help=f"For a task on a scale (text,{SCORE} files): "
+                                              "the scale as LO,HI (default: what the traffic file's scores imply)."),
+    anchor: Optional[list[str]] = typer.Option(None, "--anchor", help="For a task on a scale: VALUE=TEXT, a text that "
                                                "describes that point of the scale (repeat for more)."),
     score_rejected: bool = typer.Option(True, "--score-rejected/--no-score-rejected",
                                         help="Also score each rejected candidate on the test set (activated "
@@ -237,14 +242,15 @@ def load_scenario(config: SimulateConfig) -> Scenario:
     z = config.sizes
     return build_scenario(train_path=config.train, test_path=config.test,
                           traffic_size=z.rounds * z.traffic_per_round, test_size=z.test_size,
-                          max_labels=z.max_labels, seed=config.seed, value_range=config.value_range)
+                          max_labels=z.max_labels, seed=config.seed, options=config.task_options())
 
 
 def announce(config: SimulateConfig, scenario: Scenario) -> None:
     """One line on what is about to run, and the scenario's notes."""
     z, seed, seeds = config.sizes, config.seed, config.seeds
-    what = (f"a rating on [{scenario.value_range[0]:g}, {scenario.value_range[1]:g}]" if scenario.value_range
-            else f"{len(scenario.labels)} labels" + (" (tagging)" if scenario.kind == "tagging" else ""))
+    scale = scenario.value_range
+    what = f"a {scenario.kind} task " + (f"on [{scale[0]:g}, {scale[1]:g}]" if scale
+                                         else f"with {len(scenario.labels)} labels")
     console.print(f"simulating {len(config.arms)} arms on {what}: {z.rounds} rounds x "
                   f"{z.traffic_per_round} texts, {len(scenario.test)} test texts, "
                   + (f"seed {seed}" if seeds == 1 else f"{seeds} seeds ({seed}..{seed + seeds - 1})"))
@@ -255,7 +261,7 @@ def announce(config: SimulateConfig, scenario: Scenario) -> None:
 def run_simulation(config: SimulateConfig, scenario: Scenario) -> SimulationResult:
     """Every arm in turn with a progress display; the result so far is saved (with --json) after
     each arm but the last, so a long run that stops keeps what it measured."""
-    from app.tools.simulate.checks import run_checks
+    from app.tools.simulate.checks import kind_of, run_checks
     from app.tools.simulate.progress import make_progress
     from app.tools.simulate.result import Dataset, SimulationResult, Sizes
     from app.tools.simulate.runner import Options, run_all
@@ -263,15 +269,14 @@ def run_simulation(config: SimulateConfig, scenario: Scenario) -> SimulationResu
     c, z = config, config.sizes
     options = Options(rounds=z.rounds, traffic_per_round=z.traffic_per_round, seed=c.seed, seeds=c.seeds,
                       honest_users=c.users, training=c.training, base_model=c.base_model, torch_threads=c.threads,
-                      max_seq_len=c.max_seq_len, keep_data=c.keep_data, score_rejected=c.score_rejected,
-                      anchors=c.anchors)
+                      max_seq_len=c.max_seq_len, keep_data=c.keep_data, score_rejected=c.score_rejected)
     dataset = Dataset(name=c.name or Path(c.train).resolve().parent.name, train=str(c.train), test=str(c.test),
                       labels_in_file=scenario.labels_in_file, labels=scenario.labels, notes=scenario.notes,
                       kind=scenario.kind, range=list(scenario.value_range) if scenario.value_range else None,
                       anchors=c.anchors)
     sizes = Sizes(rounds=z.rounds, traffic_per_round=z.traffic_per_round, traffic=len(scenario.traffic),
                   test=len(scenario.test), labels=len(scenario.labels), max_labels=z.max_labels)
-    command, model, used = _command_line(), _model_name(c.base_model), _options_used(c)
+    command, model, used, kind = _command_line(), _model_name(c.base_model), _options_used(c), kind_of(scenario.kind)
     started = time.monotonic()
 
     def assemble(arms: dict[str, ArmResult]) -> SimulationResult:
@@ -281,7 +286,7 @@ def run_simulation(config: SimulateConfig, scenario: Scenario) -> SimulationResu
             finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             duration_s=round(time.monotonic() - started, 1), complete=len(arms) == len(c.arms),
             zero_shot_accuracy=next(iter(arms.values())).zero_shot_accuracy, arms=arms,
-            checks=run_checks(arms, budget=c.correction_budget, kind=scenario.kind))
+            checks=run_checks(arms, budget=c.correction_budget, kind=kind))
 
     def save_partial(arms: dict[str, ArmResult]) -> None:
         if c.json_path is not None and len(arms) < len(c.arms):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.tools.simulate.checks import asking, corrections, noise_arm, run_checks, verdicts
+from app.kinds import MetricNames
+from app.tools.simulate.checks import asking, corrections, kind_of, noise_arm, run_checks, verdicts
 from app.tools.simulate.result import ArmResult, Check, RoundResult, SimulationResult, fmt
 
 MAIN_ARMS = ("supervised", "feedback+corrections", "feedback", "ignore-negatives", "signed", "lora")
@@ -92,16 +93,15 @@ def _save(fig: Any, path: Path, legend_outside: Any = None) -> None:
     plt.close(fig)
 
 
-# What the result's generic series hold, per kind of scenario.
-METRIC_NAMES = {
-    "classification": {"accuracy": "accuracy", "macro_f1": "macro-F1"},
-    "rating": {"accuracy": "share within 10% of the range", "macro_f1": "Spearman", "mae": "MAE"},
-    "tagging": {"accuracy": "entity F1", "macro_f1": "share of texts exactly right"},
-}
+def _names(result: SimulationResult) -> MetricNames:
+    """What the result's generic series hold, as the task's kind names them."""
+    return kind_of(result.dataset.kind).metric_names
 
 
-def _kind(result: SimulationResult) -> str:
-    return result.dataset.kind or "classification"
+def _metric_name(result: SimulationResult, metric: str) -> str:
+    """The kind's name for one of the result's metrics: accuracy (its main), macro_f1, mae (its error)."""
+    names = _names(result)
+    return {"accuracy": names.main, "macro_f1": names.second, "mae": names.error}.get(metric) or metric
 
 
 def plot_accuracy_by_round(result: SimulationResult, path: Path, metric: str = "accuracy") -> None:
@@ -119,7 +119,7 @@ def plot_accuracy_by_round(result: SimulationResult, path: Path, metric: str = "
             ax.errorbar(range(len(ys)), ys, yerr=errors, label=name, capsize=3, **styles[name])
         else:
             ax.plot(range(len(ys)), ys, label=name, **styles[name])
-    label = METRIC_NAMES[_kind(result)].get(metric, metric)
+    label = _metric_name(result, metric)
     _style(ax, "round (0 = zero-shot, before any feedback)", f"test {label}",
            f"{result.dataset.name}: test {label} of the active version after each round")
     ax.set_xticks(range(result.sizes.rounds + 1))
@@ -226,6 +226,16 @@ def plot_accuracy_by_corrections(result: SimulationResult, path: Path, names: li
     _save(fig, path, legend_outside=ax)
 
 
+def _detailed(name: str, *details: str | None) -> str:
+    """'MAE (on the task's scale; lower is better)', or the name alone without details."""
+    said = [d for d in details if d]
+    return f"{name} ({'; '.join(said)})" if said else name
+
+
+def _has_error_metric(result: SimulationResult) -> bool:
+    return any(a.series("mae_by_round") is not None for a in _distinct(result.arms).values())
+
+
 def write_plots(result: SimulationResult, out: Path) -> list[tuple[str, str]]:
     """(file name, caption) of each plot written."""
     import matplotlib
@@ -233,20 +243,15 @@ def write_plots(result: SimulationResult, out: Path) -> list[tuple[str, str]]:
     matplotlib.use("Agg")
     plots: list[tuple[str, str]] = []
     plot_accuracy_by_round(result, out / "accuracy_by_round.png")
-    plots.append(("accuracy_by_round.png", "Test accuracy of the active version after each round, per arm."))
-    names = METRIC_NAMES[_kind(result)]
-    if _kind(result) == "tagging":
-        plots[-1] = ("accuracy_by_round.png", "Test entity F1 (exact span and label) of the active version after "
-                     "each round, per arm.")
-    if _kind(result) == "rating":
-        plots[-1] = ("accuracy_by_round.png", f"Test {names['accuracy']} (the simulated user's +1) of the active "
-                     "version after each round, per arm.")
+    names = _names(result)
+    plots.append(("accuracy_by_round.png", f"Test {_detailed(names.main, names.main_detail)} of the active version "
+                                           "after each round, per arm."))
+    if names.error is not None and _has_error_metric(result):
         plot_accuracy_by_round(result, out / "mae_by_round.png", metric="mae")
-        plots.append(("mae_by_round.png", "Test MAE (on the task's scale; lower is better) of the active version "
-                      "after each round, per arm."))
+        plots.append(("mae_by_round.png", f"Test {_detailed(names.error, names.error_detail, 'lower is better')} of "
+                                          "the active version after each round, per arm."))
     plot_accuracy_by_round(result, out / "macro_f1_by_round.png", metric="macro_f1")
-    plots.append(("macro_f1_by_round.png", f"Test {names['macro_f1']} of the active version after each round, "
-                                           "per arm."))
+    plots.append(("macro_f1_by_round.png", f"Test {names.second} of the active version after each round, per arm."))
     plot_accuracy_by_signals(result, out / "accuracy_by_signals.png")
     plots.append(("accuracy_by_signals.png", "Test accuracy against the number of signals the users sent so far."))
     noise = _noise_levels(result.arms)
@@ -381,7 +386,8 @@ def _results_table(result: SimulationResult) -> list[str]:
 def _checks(result: SimulationResult) -> list[str]:
     mark = {True: "**met**", False: "**not met**", None: "not measured"}
     lines = ["| target | measured | result |", "|---|---|---|"]
-    checks: list[Check] = result.checks or run_checks(result.arms, budget=result.options.correction_budget)
+    checks: list[Check] = result.checks or run_checks(result.arms, budget=result.options.correction_budget,
+                                                      kind=kind_of(result.dataset.kind))
     for c in checks:
         verdict = "see the plot below" if c.name == "signed_behaviour" else mark[c.met]
         lines.append(f"| {c.target} | {c.measured} | {verdict} |")
@@ -452,7 +458,7 @@ def render_markdown(result: SimulationResult, plots: list[tuple[str, str]]) -> s
         *_kind_note(result),
         *_results_table(result),
         "",
-        *_rating_table(result),
+        *_error_table(result),
         "## Plots",
         "",
     ]
@@ -463,27 +469,27 @@ def render_markdown(result: SimulationResult, plots: list[tuple[str, str]]) -> s
 
 
 def _kind_note(result: SimulationResult) -> list[str]:
-    """What 'accuracy' means in this report's tables when the task is not a classification."""
-    if _kind(result) == "tagging":
-        return ["For a tagging task the accuracy table holds the **entity F1** (exact span and label, micro over "
-                "the test texts) and the macro-F1 column the share of test texts whose spans are exactly right.",
-                ""]
-    return []
+    """What the accuracy table holds when the task's kind measures something else."""
+    names, kind = _names(result), kind_of(result.dataset.kind).name
+    if (names.main, names.second) == ("accuracy", "macro-F1"):
+        return []
+    return [f"For a {kind} task the accuracy table holds the **{_detailed(names.main, names.main_detail)}** and "
+            f"the macro-F1 column the {names.second}.", ""]
 
 
-def _rating_table(result: SimulationResult) -> list[str]:
-    """A rating's MAE per round (the accuracy table above holds the share within tolerance)."""
-    if _kind(result) != "rating":
+def _error_table(result: SimulationResult) -> list[str]:
+    """The kind's error metric per round, for a kind that has one."""
+    error, kind = _names(result).error, kind_of(result.dataset.kind).name
+    if error is None or not _has_error_metric(result):
         return []
     rounds = result.sizes.rounds
-    lines = ["## Test MAE after each round (rating; lower is better)", "",
-             f"On the scale {result.dataset.range}; the accuracy table above is, for a rating, the share "
-             "of test scores within 10% of the range of the truth (what the simulated user calls right).", "",
+    lines = [f"## Test {error} after each round ({kind}; lower is better)", "",
+             *([f"On the scale {result.dataset.range}.", ""] if result.dataset.range else []),
              "| arm | zero-shot | " + " | ".join(f"r{r}" for r in range(1, rounds + 1)) + " |",
              "|---|" + "---|" * (rounds + 1)]
     for name, arm in _distinct(result.arms).items():
-        if (maes := arm.series("mae_by_round")) is not None:
-            lines.append(f"| {name} | {arm.zero_shot('mae'):.3f} | " + " | ".join(f"{x:.3f}" for x in maes) + " |")
+        if (errors := arm.series("mae_by_round")) is not None:
+            lines.append(f"| {name} | {arm.zero_shot('mae'):.3f} | " + " | ".join(f"{x:.3f}" for x in errors) + " |")
     return lines + [""]
 
 

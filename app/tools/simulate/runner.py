@@ -14,26 +14,23 @@ adversary's texts and training's seed; the arm's `ArmResult` holds the runs and 
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from app.tools.client import FlywheelClient
-from app.kinds import get_kind
-from app.kinds.classification import label_metrics
-from app.kinds.rating import score_metrics
-from app.kinds.tagging import entity_metrics
 from app.core.policy import Policy
+from app.core.statuses import RunStatus
+from app.kinds import KindUser, get_kind
+from app.tools.client import FlywheelClient
 from app.tools.simulate.arms import SIM_EPOCHS, Arm, distinct
 from app.tools.simulate.data import Example, Scenario
 from app.tools.simulate.result import ArmResult, GateOutcome, RoundResult, RunRecord, Score, SecondLook, SeedRun, Sent
 from app.tools.simulate.server import Service, ServiceConfig
-from app.tools.simulate.users import ADVERSARY, TRUSTED, Draws, assign_clients, client_name, decide, decide_spans
-from app.core.statuses import RunStatus
+from app.tools.simulate.users import ADVERSARY, TRUSTED, Draws, assign_clients, client_name, decide
 
 TASK = "sim"
 REQUEST_TEXTS = 64  # texts per predict request; the server's default FLYWHEEL_MAX_TEXTS_PER_REQUEST
@@ -53,7 +50,6 @@ class Options:
     run_timeout_s: float = 3600.0
     score_rejected: bool = True  # also score a rejected candidate (activated briefly, then rolled back)
     keep_data: Path | None = None  # keep each arm's data directory under this folder
-    anchors: dict[str, str] = field(default_factory=dict)  # a rating task's anchors (value -> text)
 
     def policy(self) -> dict[str, Any]:
         """The task's policy: the training and gate knobs given, and retraining only when the
@@ -70,28 +66,16 @@ def _quiet(_: str) -> None:
     pass
 
 
-def score(api: FlywheelClient, key: str, test: Sequence[Example], expect_version: int,
-          value_range: tuple[float, float] | None = None, kind: str = "classification") -> Score:
-    """The served version's metrics on the test set, from the API's answers (a rating's when
-    `value_range` is given).  All answers must come from `expect_version` (a swap half way would
-    mix two models)."""
+def score(api: FlywheelClient, key: str, test: Sequence[Example], expect_version: int, *, kind: KindUser,
+          labels: Sequence[str]) -> Score:
+    """The served version's metrics on the test set, from the API's answers, as the task's kind
+    scores them (`labels`: the task's).  All answers must come from `expect_version` (a swap half
+    way would mix two models)."""
     versions, answers = api.predict(TASK, [e.text for e in test], key=key, batch=REQUEST_TEXTS)
     if set(versions) != {expect_version}:
         raise RuntimeError(f"test set scored by versions {sorted(set(versions))}, expected {expect_version}")
-    if kind == "tagging":
-        truth = [[(s["start"], s["end"], s["label"]) for s in json.loads(e.label)] for e in test]
-        found = [[(s["start"], s["end"], s["label"]) for s in json.loads(a.label)] for a in answers]
-        m = entity_metrics(truth, found)
-        return Score(expect_version, m["f1"], m["exact_rows"])
-    if value_range is not None:
-        lo, hi = value_range
-        truth = [(float(e.label) - lo) / (hi - lo) for e in test]
-        pred = [(float(a.label) - lo) / (hi - lo) for a in answers]
-        m = score_metrics(truth, pred, hi - lo)
-        return Score(expect_version, m["within_tolerance"], m["spearman"] or 0.0, m["mae"])
-    gold, labels = [e.label for e in test], [a.label for a in answers]
-    m = label_metrics(gold, labels)
-    return Score(expect_version, m["accuracy"], m["macro_f1"])
+    m = kind.score_answers(labels, [e.label for e in test], [a.label for a in answers])
+    return Score(expect_version, m.main, m.second, m.error)
 
 
 def gate_outcome(run: dict[str, Any]) -> GateOutcome:
@@ -126,20 +110,16 @@ class ArmRun:
         self.eval_key = ""
         self.signals_total = 0
         self.kind = get_kind(scenario.kind)
-        self.labels = list(scenario.labels)  # the task's labels (a rating's scale points, once created)
+        self.labels = list(scenario.labels)  # the task's stored labels, once created
 
     def test_score(self, version: int) -> Score:
-        return score(self.api, self.eval_key, self.scenario.test, version, self.scenario.value_range,
-                     self.scenario.kind)
+        return score(self.api, self.eval_key, self.scenario.test, version, kind=self.kind, labels=self.labels)
 
     def setup(self) -> Score:
         c, o = self.arm.conditions, self.options
         self.status("creating the task (zero-shot version 0)")
-        what: dict[str, Any] = {"kind": self.scenario.kind, "labels": self.scenario.labels}
-        if self.scenario.kind == "rating":
-            what = {"kind": "rating", "range": list(self.scenario.value_range or ()), "anchors": o.anchors}
         created = self.api.create_task({
-            "name": TASK, **what, "lambda": c.lambda_data,
+            "name": TASK, "kind": self.scenario.kind, **self.scenario.task, "lambda": c.lambda_data,
             "feedback_loss": c.feedback_loss, "finetune": c.finetune,
             "policy": {**o.policy(), "feedback_budget": c.feedback_budget},
         })
@@ -170,17 +150,12 @@ class ArmRun:
                 right += self.kind.is_right(labels, answer.label, gold)
                 sent.asked += answer.feedback_wanted
                 draws = Draws.for_text(seed, i)
-                if self.scenario.kind == "tagging":
-                    sigs = decide_spans(answer.label, gold, behaviour=c.behaviour, draws=draws, owner=owner,
-                                        wanted=answer.feedback_wanted)
-                else:
-                    sig = decide(answer.label, gold, behaviour=c.behaviour, labels=labels, kind=self.kind,
-                                 draws=draws, owner=owner, wanted=answer.feedback_wanted)
-                    sigs = [] if sig is None else [sig]
+                sigs = decide(answer.label, gold, behaviour=c.behaviour, labels=labels, kind=self.kind,
+                              draws=draws, owner=owner, wanted=answer.feedback_wanted)
                 if not sigs:
                     sent.not_sent += 1
                 for sig in sigs:
-                    self.api.feedback(answer.id, sig.body(), key=self.keys[owner])
+                    self.api.feedback(answer.id, sig.body(self.kind), key=self.keys[owner])
                     if sig.correction is not None:
                         sent.corrections += 1
                     elif sig.signal > 0:
@@ -260,7 +235,8 @@ def run_arm(scenario: Scenario, arm: Arm, options: Options, *, status: Status = 
                            max_seq_len=options.max_seq_len, seed=options.seed)
     try:
         status("starting the service")
-        with Service(config) as service:
+        service = Service(config)
+        with service:
             with FlywheelClient(service.url, service.admin_token, timeout_s=600.0) as api:
                 state = ArmRun(api, scenario, arm, options, status)
                 record.zero_shot = state.setup()
@@ -311,8 +287,8 @@ def run_all(scenario: Scenario, arms: list[Arm], options: Options, *,
             folder = arm.name.replace("+", "-plus-")
             record = run_arm(
                 scenario, arm, replace(options, seed=seed, seeds=1),
-                on_round=(lambda rnd, label=label: on_round(label, rnd)) if on_round else None,
-                status=(lambda text, label=label: status(label, text)) if status else _quiet,
+                on_round=partial(on_round, label) if on_round else None,
+                status=partial(status, label) if status else _quiet,
                 data_name=f"{folder}/seed-{seed}" if seeds > 1 else folder)
             per_seed.append(record)
         results[arm.name] = ArmResult(per_seed)

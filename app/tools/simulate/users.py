@@ -1,7 +1,9 @@
 """What a simulated user says about one answer: +1, -1, a correction, or nothing.
 
-An honest user compares the label shown with the gold label: +1 if it is right, -1 if it is
-wrong, and with probability `correction_rate` a wrong answer also gets the right label.  The
+An honest user compares the answer shown with the gold one (the task's kind judges whether it
+is right): +1 if it is right, -1 if it is wrong, and with probability `correction_rate` a wrong
+answer also gets the right one.  Where a kind's answers have parts, a wrong answer left
+uncorrected gets a +1 or -1 on each part instead (`KindUser.judge_parts`).  The
 oracle user (the `supervised` arm) gives every text its gold label as a correction.  Users who
 label only when asked (the `active` arms) add the gold label to the +1 / -1 of exactly the
 answers the server marked `feedback_wanted`; the `random` arms' users do so on a seeded random
@@ -18,13 +20,12 @@ same text gets the same draws in every arm: arms differ in what they do, not in 
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-if TYPE_CHECKING:  # a type only: importing the kinds loads torch, which `flywheel --help` need not
-    from app.kinds import TaskKind
+if TYPE_CHECKING:  # types only: importing the kinds loads torch, which `flywheel --help` need not
+    from app.kinds import KindAnswers, KindUser
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,13 @@ class Signal:
     """The body of one POST /v1/predictions/{id}/feedback."""
 
     signal: int  # +1 or -1
-    correction: str | None = None
-    span: int | None = None  # tagging: the signal is about this span of the answer
+    correction: str | None = None  # the right answer, as the task stores it
+    span: int | None = None  # the signal is about this part of the answer (for a kind whose answers have parts)
 
-    def body(self) -> dict[str, object]:
+    def body(self, kind: KindAnswers) -> dict[str, object]:
         out: dict[str, object] = {"signal": self.signal}
         if self.correction is not None:
-            # a tagging correction is sent as the span list it stands for
-            out["correction"] = json.loads(self.correction) if self.correction.startswith("[") else self.correction
+            out["correction"] = kind.answer_value(self.correction)  # as the API shows, and takes, an answer
         if self.span is not None:
             out["span"] = self.span
         return out
@@ -84,27 +84,31 @@ def labels_it(behaviour: Behaviour, draws: Draws, wanted: bool) -> bool:
             or draws.label < behaviour.label_share)
 
 
-def truthful(shown: str, gold: str, behaviour: Behaviour, draws: Draws, kind: TaskKind,
-             wanted: bool = False, labels: Sequence[str] = ()) -> Signal:
+def truthful(shown: str, gold: str, behaviour: Behaviour, draws: Draws, kind: KindUser,
+             wanted: bool = False, labels: Sequence[str] = ()) -> list[Signal]:
     """What a user who knows the gold answer and tells the truth says (the task kind judges
-    whether the shown answer matches it).  `wanted`: the server asked for feedback on it."""
+    whether the shown answer matches it, and what each part of a wrong one is worth).
+    `wanted`: the server asked for feedback on it."""
     right = kind.is_right(labels, shown, gold)
     if labels_it(behaviour, draws, wanted):
-        return Signal(1 if right else -1, gold)
+        return [Signal(1 if right else -1, gold)]
     if right:
-        return Signal(1)
-    return Signal(-1, gold if draws.correction < behaviour.correction_rate else None)
+        return [Signal(1)]
+    if draws.correction < behaviour.correction_rate:
+        return [Signal(-1, gold)]
+    return [Signal(s, span=i) for i, s in enumerate(kind.judge_parts(labels, shown, gold))] or [Signal(-1)]
 
 
-def flip(sig: Signal, shown: str, labels: Sequence[str], draws: Draws) -> Signal:
-    """The opposite of `sig`: a +1 becomes a -1 (a correction becomes a wrong label); a -1 becomes a
-    +1 (a correction becomes the shown, wrong, label)."""
+def flip(sig: Signal, shown: str, labels: Sequence[str], draws: Draws, kind: KindUser) -> Signal:
+    """The opposite of `sig`: a +1 becomes a -1 (a correction becomes a wrong label, where the
+    task's labels are answers; else it is dropped); a -1 becomes a +1 (a correction becomes the
+    shown, wrong, answer)."""
     if sig.signal > 0:
-        if sig.correction is None:
-            return Signal(-1)
+        if sig.correction is None or not kind.labels_are_answers:
+            return Signal(-1, span=sig.span)
         others = [lab for lab in labels if lab != shown]
         return Signal(-1, others[int(draws.pick * len(others))])
-    return Signal(1, shown if sig.correction is not None else None)
+    return Signal(1, shown if sig.correction is not None else None, sig.span)
 
 
 # Who sends a text: an honest user 0, 1, … or one of these clients.
@@ -128,46 +132,19 @@ def flips(owner: int, behaviour: Behaviour, draws: Draws) -> bool:
 
 
 def decide(
-    shown: str, gold: str, *, behaviour: Behaviour, labels: Sequence[str], draws: Draws, kind: TaskKind,
+    shown: str, gold: str, *, behaviour: Behaviour, labels: Sequence[str], draws: Draws, kind: KindUser,
     owner: int = 0, wanted: bool = False,
-) -> Signal | None:
-    """The signal client `owner` sends about one answer, or None when it sends nothing.  `wanted`:
-    the answer came with `feedback_wanted: true`."""
+) -> list[Signal]:
+    """The signals client `owner` sends about one answer: none, one, or one per part of a wrong
+    answer.  `wanted`: the answer came with `feedback_wanted: true`.  Noise and the adversary
+    flip every signal."""
     if owner == TRUSTED:
         behaviour = Behaviour(oracle=True)
-    sig = truthful(shown, gold, behaviour, draws, kind, wanted, labels)
+    sigs = truthful(shown, gold, behaviour, draws, kind, wanted, labels)
     if flips(owner, behaviour, draws):
-        sig = flip(sig, shown, labels, draws)
-    if sig.signal < 0 and sig.correction is None and not behaviour.send_negatives:
-        return None
-    return sig
-
-
-def decide_spans(shown: str, gold: str, *, behaviour: Behaviour, draws: Draws, owner: int = 0,
-                 wanted: bool = False) -> list[Signal]:
-    """What one tagging user sends about one answer (spans as stored JSON): the whole answer
-    right (+1), or wrong with the gold spans as a correction (oracle, asked, or with probability
-    `correction_rate`), or else +1 on each span shown that is exactly right and −1 on each one
-    that is not (a −1 on the whole answer when it showed no span but missed some).  Noise and
-    the adversary flip every signal (a flipped correction claims the wrong answer was right)."""
-    if owner == TRUSTED:
-        behaviour = Behaviour(oracle=True)
-    shown_spans, gold_spans = json.loads(shown), json.loads(gold)
-    right = shown_spans == gold_spans
-    if labels_it(behaviour, draws, wanted):
-        sigs = [Signal(1 if right else -1, gold)]
-    elif right:
-        sigs = [Signal(1)]
-    elif draws.correction < behaviour.correction_rate:
-        sigs = [Signal(-1, gold)]
-    elif shown_spans:
-        sigs = [Signal(1 if sp in gold_spans else -1, span=i) for i, sp in enumerate(shown_spans)]
-    else:
-        sigs = [Signal(-1)]
-    if flips(owner, behaviour, draws):
-        sigs = [Signal(-s.signal, shown if s.signal < 0 and s.correction is not None else None, s.span) for s in sigs]
+        sigs = [flip(sig, shown, labels, draws, kind) for sig in sigs]
     if not behaviour.send_negatives:
-        sigs = [s for s in sigs if not (s.signal < 0 and s.correction is None)]
+        sigs = [sig for sig in sigs if not (sig.signal < 0 and sig.correction is None)]
     return sigs
 
 
