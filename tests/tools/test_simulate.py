@@ -302,7 +302,7 @@ def fake_arm(acc: list[float], gate: str, *, noise: float = 0.0, loss: str = "bo
              send_negatives: bool = True, adversarial: float = 0.0, lam: float = 0.5,
              cand: list[float | None] | None = None, seed: int = 0, corrections: list[int] | None = None,
              budget: float = 0.0, asked: bool = False, share: float = 0.0) -> dict[str, Any]:
-    """One seed's run of an arm, as ArmRecord.to_json writes it.  Gate letters: P promoted, R
+    """One seed's run of an arm, as SeedRun.to_json writes it.  Gate letters: P promoted, R
     rejected, I inconclusive (the run ends rejected), F failed.  `cand`: each round's candidate
     test accuracy (default: the round's accuracy when promoted, 0.1 otherwise)."""
     rounds = []
