@@ -24,7 +24,7 @@ from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.paging import Page, cut, paged
-from app.db.session import transaction
+from app.db.session import rowcount, transaction
 from app.db.tables import Client, ClientTask, Feedback, Task, utcnow
 from app.db.threads import in_db_thread
 from app.core.errors import Forbidden, Invalid, NotFound, RateLimited
@@ -68,7 +68,7 @@ def create_client(sessions: sessionmaker[Session], *, name: str, tasks: list[str
     return value, its hash is stored.  Every task must exist (422 names the missing ones)."""
     key = new_api_key()
     with transaction(sessions) as s:
-        found = dict(s.execute(select(Task.name, Task.id).where(Task.name.in_(tasks))).tuples().all())
+        found = dict(s.execute(select(Task.name, Task.id).where(Task.name.in_(tasks))).all())
         missing = [t for t in tasks if t not in found]
         if missing:
             raise Invalid("tasks", f"No task named {', '.join(map(repr, missing))}.", slug="unknown-task")
@@ -116,7 +116,7 @@ def revoke_client(sessions: sessionmaker[Session], *, client_id: int, purge: boo
             raise _unknown_client(client_id)
         if client.revoked_at is None:
             client.revoked_at = utcnow()
-        purged = s.execute(delete(Feedback).where(Feedback.client_id == client_id)).rowcount if purge else 0
+        purged = rowcount(s.execute(delete(Feedback).where(Feedback.client_id == client_id))) if purge else 0
         return {**describe_client(s, client), "purged_feedback": purged}
 
 

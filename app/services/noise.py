@@ -30,7 +30,7 @@ def task_noise(sessions: sessionmaker[Session], *, task: str, caller: Caller, ma
         row = load_task(s, task)
         rows = load_training_rows(s, row.id, max_rows=max_rows)
         report = noise_of_rows(s, row, rows)
-        names = dict(s.execute(select(Client.id, Client.name).where(Client.id.in_(report.clients))).tuples().all())
+        names = dict(s.execute(select(Client.id, Client.name).where(Client.id.in_(report.clients))).all())
     clients = [{"client_id": c, "name": names.get(c, f"#{c}"), **est.to_json()}
                for c, est in sorted(report.clients.items())
                if caller.is_admin or c == caller.client_id]
