@@ -44,7 +44,7 @@ def score(metrics: dict) -> float:
     return metrics.get("examples", {}).get("f1", metrics["score"])
 
 
-def items_of(kind, spec: TaskSpec, rows: list[Record]) -> list[Item]:  # noqa: ANN001
+def items_of(kind, spec: TaskSpec, rows: list[Record]) -> list[Item]:
     return [Item(r.text, kind.target(spec, kind.canonical(spec, r.value, text=r.text, field=kind.value_field)))
             for r in rows]
 

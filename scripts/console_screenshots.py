@@ -77,7 +77,7 @@ def shoot(base: str, out: Path, chromium: str) -> None:
     here = urlsplit(base).netloc
     elsewhere: list[str] = []
 
-    def guard(route) -> None:  # noqa: ANN001
+    def guard(route) -> None:
         if urlsplit(route.request.url).netloc == here or route.request.url.startswith("data:"):
             route.continue_()
         else:

@@ -13,20 +13,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
-from app.core.config import Settings  # noqa: E402
-import httpx  # noqa: E402
-from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
+from app.core.config import Settings
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
 
-from support import (  # noqa: E402
+from support import (
     ADMIN, ADMIN_TOKEN, CHINESE_SAMPLE, make_settings, pg_available, postgres_or_skip, scratch_pg_database,
     truncate_all,
 )
-from support.api import create_task  # noqa: E402
-from support.learning import migrated  # noqa: E402
-from support.live import serve_in_thread  # noqa: E402
-from support.tiny_model import tiny_bert  # noqa: E402
+from support.api import create_task
+from support.learning import migrated
+from support.live import serve_in_thread
+from support.tiny_model import tiny_bert
 
 torch.set_num_threads(1)
 

@@ -30,7 +30,7 @@ def step(name):
         t0 = time.perf_counter()
         try:
             res[name] = fn()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             res["errors"][name] = traceback.format_exc()[-3000:]
             print(f"!! {name}: {exc!r}", flush=True)
         res.setdefault("seconds", {})[name] = round(time.perf_counter() - t0, 2)
@@ -135,7 +135,7 @@ def _acc():
         try:
             model = build(v0, eng, device, rec if device.type == "cuda" else None)
             out[name] = accuracy(model, device, eng, tok)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             out[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     ref = out.get("torch-fp32", {}).get("answers")
     for name, v in out.items():

@@ -36,7 +36,7 @@ def test_readyz_lists_loaded_models(client) -> None:
 
 
 @pytest.fixture
-def guarded(tmp_path, db_url, tiny_model_dir):  # noqa: ANN001, ANN201
+def guarded(tmp_path, db_url, tiny_model_dir):
     """An app with an admin token and a metrics token, as deployed; no Authorization by default."""
     settings = make_settings(tmp_path / "data", db_url, tiny_model_dir, metrics_token=METRICS_TOKEN)
     with TestClient(create_app(settings)) as c:
@@ -92,7 +92,7 @@ def test_metrics_are_open_when_the_operator_says_so_or_in_development_mode(how, 
 def test_readyz_is_503_when_the_database_is_unreachable(client) -> None:
     state = client.app.state.flywheel
 
-    def broken():  # noqa: ANN202
+    def broken():
         raise ConnectionError("database is down")
 
     good: sessionmaker = state.sessions

@@ -16,7 +16,7 @@ HUGE, NEGATIVE = "9223372036854775808", "-9223372036854775809"
     ("POST", f"/v1/runs/{HUGE}/cancel"),
     ("DELETE", f"/v1/clients/{HUGE}"),
 ])
-def test_ids_past_64_bits_are_422(client, method: str, path: str) -> None:  # noqa: ANN001
+def test_ids_past_64_bits_are_422(client, method: str, path: str) -> None:
     r = client.request(method, path)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
@@ -32,19 +32,19 @@ def test_ids_past_64_bits_are_422(client, method: str, path: str) -> None:  # no
     ("GET", "/v1/tasks/bad%00name/models", None),
     ("POST", "/v1/tasks/bad%00name/models/0/activate", None),
 ])
-def test_a_nul_in_a_task_name_is_422_naming_it(client, method: str, path: str, body: dict | None) -> None:  # noqa: ANN001
+def test_a_nul_in_a_task_name_is_422_naming_it(client, method: str, path: str, body: dict | None) -> None:
     r = client.request(method, path, json=body)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json") and r.json()["field"] == "path.task"
 
 
-def test_control_characters_in_a_path_cannot_forge_a_log_line(client, caplog) -> None:  # noqa: ANN001
+def test_control_characters_in_a_path_cannot_forge_a_log_line(client, caplog) -> None:
     """A path decodes `%0B`, `%1B`, `%C2%85` or `%E2%80%A8` into characters that end a line or
     drive a terminal; where a path is logged (here: a database outage) they are written escaped,
     on the entry's one line.  (Starlette already drops a decoded CR and LF from `request.url`.)"""
     from sqlalchemy.exc import OperationalError
 
-    def down():  # noqa: ANN202
+    def down():
         raise OperationalError("SELECT 1", {}, ConnectionError("database is down"))
 
     state = client.app.state.flywheel

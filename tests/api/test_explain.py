@@ -134,19 +134,19 @@ def test_explanations_running_beside_predictions_never_change_an_answer(tmp_path
 class _Copies:
     """load_copy for an Explainer: counts the copies made and can hold them back until released."""
 
-    def __init__(self, served) -> None:  # noqa: ANN001
+    def __init__(self, served) -> None:
         import threading
 
         self.served, self.made, self.release = served, 0, threading.Event()
         self.release.set()
 
-    def __call__(self, loaded):  # noqa: ANN001, ANN204
+    def __call__(self, loaded):
         self.release.wait(30)
         self.made += 1
         return self.served.fp32_copy(loaded)
 
 
-async def _explain_many(explainer, tasks_and_texts) -> list:  # noqa: ANN001
+async def _explain_many(explainer, tasks_and_texts) -> list:
     import asyncio
 
     return await asyncio.gather(*(explainer.explain(task, text) for task, text in tasks_and_texts),

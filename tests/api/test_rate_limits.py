@@ -77,7 +77,7 @@ def test_repeated_bad_keys_cost_no_lookups_and_then_get_429(limited: TestClient,
     lookups: list[str] = []
     engine = limited.app.state.flywheel.engine
 
-    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+    def count(conn, cursor, statement, *args) -> None:
         if "FROM clients" in statement:
             lookups.append(statement)
 

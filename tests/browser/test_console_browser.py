@@ -65,13 +65,13 @@ def server(settings: Settings) -> Iterator[str]:
         yield base
 
 
-def keep_local(context, server: str) -> list[str]:  # noqa: ANN001
+def keep_local(context, server: str) -> list[str]:
     """Refuse every request of the context's pages to a host other than the server's; the list
     fills with the URLs refused."""
     here = urlsplit(server).netloc
     elsewhere: list[str] = []
 
-    def guard(route) -> None:  # noqa: ANN001
+    def guard(route) -> None:
         url = urlsplit(route.request.url)
         if url.scheme in ("data", "blob") or url.netloc == here:
             route.continue_()
@@ -97,7 +97,7 @@ def page(chromium, server: str) -> Iterator[object]:
     assert elsewhere == [], f"a page tried to reach another host: {elsewhere}"
 
 
-def log_in(page, server: str) -> None:  # noqa: ANN001
+def log_in(page, server: str) -> None:
     page.goto(f"{server}/ui")
     assert "/ui/login" in page.url
     page.fill("input[name=token]", ADMIN_TOKEN)
@@ -105,7 +105,7 @@ def log_in(page, server: str) -> None:  # noqa: ANN001
     page.wait_for_url(f"{server}/ui")
 
 
-def sessions_of(settings: Settings):  # noqa: ANN201
+def sessions_of(settings: Settings):
     return make_sessionmaker(make_engine(settings.db_url))
 
 

@@ -12,13 +12,13 @@ from support.console import log_in
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def _keyed(browser, name: str) -> tuple[dict[str, str], int]:  # noqa: F811
+def _keyed(browser, name: str) -> tuple[dict[str, str], int]:
     r = browser.post("/v1/clients", json={"name": name, "tasks": ["tickets"]}, headers=ADMIN)
     assert r.status_code == 201, r.text
     return {"Authorization": f"Bearer {r.json()['key']}"}, r.json()["id"]
 
 
-def test_the_versions_page_shows_feedback_noise_by_client(browser) -> None:  # noqa: F811
+def test_the_versions_page_shows_feedback_noise_by_client(browser) -> None:
     log_in(browser)
     browser.post("/v1/tasks", json={"name": "tickets", "labels": ["billing", "weather"]}, headers=ADMIN)
     key, key_id = _keyed(browser, "team-noisy")
@@ -35,7 +35,7 @@ def test_the_versions_page_shows_feedback_noise_by_client(browser) -> None:  # n
     assert "team-noisy" in row and "4 known, 0 anchors, 0 peers" in row
 
 
-def test_the_clients_page_marks_a_key_trusted_and_needs_the_csrf_token(browser) -> None:  # noqa: F811
+def test_the_clients_page_marks_a_key_trusted_and_needs_the_csrf_token(browser) -> None:
     csrf = log_in(browser)
     browser.post("/v1/tasks", json={"name": "tickets", "labels": ["billing", "weather"]}, headers=ADMIN)
     _, key_id = _keyed(browser, "qa-team")

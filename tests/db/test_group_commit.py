@@ -21,7 +21,7 @@ def test_what_queues_during_a_commit_goes_into_the_next_one() -> None:
     groups: list[list[int]] = []
     first_in, release = threading.Event(), threading.Event()
 
-    def commit(items):  # noqa: ANN001, ANN202
+    def commit(items):
         groups.append(list(items))
         if len(groups) == 1:
             first_in.set()

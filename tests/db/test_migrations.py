@@ -300,7 +300,7 @@ def test_a_process_can_connect_to_sqlite_while_another_migrates_it(tmp_path: Pat
     inside, release = threading.Event(), threading.Event()
     real = migrate._to_head
 
-    def held(cfg, conn) -> None:  # noqa: ANN001
+    def held(cfg, conn) -> None:
         real(cfg, conn)
         inside.set()
         release.wait(30)

@@ -37,7 +37,7 @@ def replica(settings, task) -> Iterator:
         yield c
 
 
-def _in_thread(call) -> tuple[threading.Thread, dict]:  # noqa: ANN001
+def _in_thread(call) -> tuple[threading.Thread, dict]:
     out: dict = {}
     t = threading.Thread(target=lambda: out.update(r=call()))
     t.start()
@@ -52,7 +52,7 @@ def test_a_prediction_queued_in_another_api_process_when_its_user_is_erased_stor
     in_forward, erased = threading.Event(), threading.Event()
     real_forward = state.served.forward
 
-    def held_forward(task_name, texts):  # noqa: ANN001, ANN202
+    def held_forward(task_name, texts):
         in_forward.set()
         assert erased.wait(GIVE_UP_S), "the erasure never ran"
         return real_forward(task_name, texts)
@@ -78,7 +78,7 @@ def test_feedback_waiting_in_another_process_group_commit_when_its_user_is_erase
     in_commit, erased = threading.Event(), threading.Event()
     real_record = feedback.record_signals
 
-    def held_record(sessions, signals):  # noqa: ANN001, ANN202
+    def held_record(sessions, signals):
         in_commit.set()
         assert erased.wait(GIVE_UP_S), "the erasure never ran"
         return real_record(sessions, signals)
@@ -110,7 +110,7 @@ def test_a_commit_that_checked_before_the_erasure_cannot_store_after_it(db_url: 
     [task_row] = rows(client, Prediction)
     real_erased, racing = predictions.erased, {}
 
-    def checked_then_erase(conn, hashes):  # noqa: ANN001, ANN202
+    def checked_then_erase(conn, hashes):
         found = real_erased(conn, hashes)
         racing["erasure"] = beside(db_url, lambda: _delete_user_rows(
             impatient(db_url), user_id=RAW_USER, client_id=None, key=settings.resolved_user_hash_key))

@@ -97,7 +97,7 @@ def test_rating_loop_create_predict_feedback_retrain_promote_rollback(http: http
     assert scores(http, [t for t, _ in traffic])[1] == pytest.approx(before, abs=1e-3)
 
 
-def test_rating_without_anchors_starts_in_the_middle(client) -> None:  # noqa: ANN001
+def test_rating_without_anchors_starts_in_the_middle(client) -> None:
     assert client.post("/v1/tasks", json={"name": "plain", "kind": "rating", "range": [1, 5]}).status_code == 201
     preds = client.post("/v1/tasks/plain/predict", json={"texts": ["rain today", "lost card"]}).json()["predictions"]
     assert [p["score"] for p in preds] == [3.0, 3.0]
@@ -113,18 +113,18 @@ def test_rating_without_anchors_starts_in_the_middle(client) -> None:  # noqa: A
     ({"anchors": {"9": "too high"}}, "anchors.9"),
     ({"anchors": {"high": "not a number"}}, "anchors.high"),
 ])
-def test_bad_rating_tasks_are_422_naming_the_field(client, body: dict, field: str) -> None:  # noqa: ANN001
+def test_bad_rating_tasks_are_422_naming_the_field(client, body: dict, field: str) -> None:
     full = {"name": "bad", "kind": "rating", "range": RANGE, **body}
     problem(client.post("/v1/tasks", json=full), 422, None, field)
     assert client.get("/v1/tasks").json() == []
 
 
-def test_classification_refuses_a_range(client) -> None:  # noqa: ANN001
+def test_classification_refuses_a_range(client) -> None:
     r = client.post("/v1/tasks", json={"name": "c", "labels": ["a", "b"], "range": [0, 1]})
     problem(r, 422, "field-not-for-kind", "range")
 
 
-def test_rating_feedback_and_examples_outside_the_range_are_422_and_change_nothing(client) -> None:  # noqa: ANN001
+def test_rating_feedback_and_examples_outside_the_range_are_422_and_change_nothing(client) -> None:
     assert create(client).status_code == 201
     pid = client.post("/v1/tasks/stars/predict", json={"text": "rain today"}).json()["predictions"][0]["id"]
     for correction in (9, -4.5, "lots", True):

@@ -96,7 +96,7 @@ def test_tagging_loop_examples_feedback_retrain_promote_rollback(http: httpx.Cli
     assert [p["spans"] for p in predict(http, [t["text"] for t in traffic])[1]] == [p["spans"] for p in before]
 
 
-def test_a_text_without_entities_answers_no_spans_and_offsets_survive_odd_characters(client) -> None:  # noqa: ANN001
+def test_a_text_without_entities_answers_no_spans_and_offsets_survive_odd_characters(client) -> None:
     assert client.post("/v1/tasks", json={"name": "ner", "kind": "tagging", "labels": ["place"]}).status_code == 201
     for text in ["the of and", "😀 london 😀 tokyo", "x" * 3 + " ünïcödé paris"]:
         p = client.post("/v1/tasks/ner/predict", json={"text": text}).json()["predictions"][0]
@@ -114,7 +114,7 @@ def test_a_text_without_entities_answers_no_spans_and_offsets_survive_odd_charac
     ([{"start": 0, "end": 6, "label": "place"}, {"start": 4, "end": 8, "label": "place"}], "examples[0].spans"),
     ([{"start": 3, "end": 3, "label": "place"}], "examples[0].spans[0].end"),
 ])
-def test_bad_spans_are_422_naming_row_and_field_and_nothing_is_imported(client, spans, field) -> None:  # noqa: ANN001
+def test_bad_spans_are_422_naming_row_and_field_and_nothing_is_imported(client, spans, field) -> None:
     assert create(client).status_code == 201
     good = tagged(2, seed=3)
     r = client.post("/v1/tasks/ner/examples", json={"examples": [{"text": "london is big", "spans": spans}, *good]})
@@ -125,7 +125,7 @@ def test_bad_spans_are_422_naming_row_and_field_and_nothing_is_imported(client, 
     assert client.get("/v1/tasks/ner").json()["counts"]["examples"]["total"] == 0
 
 
-def test_span_feedback_is_checked_against_the_answer_and_the_kind(client) -> None:  # noqa: ANN001
+def test_span_feedback_is_checked_against_the_answer_and_the_kind(client) -> None:
     assert create(client).status_code == 201
     pid = client.post("/v1/tasks/ner/predict", json={"text": "the of and"}).json()["predictions"][0]["id"]
     n = len(client.post("/v1/tasks/ner/predict", json={"text": "the of and"}).json()["predictions"][0]["spans"])
@@ -143,7 +143,7 @@ def test_span_feedback_is_checked_against_the_answer_and_the_kind(client) -> Non
 # ---------------------------------------------------------------- units
 
 
-def test_spans_align_to_sub_word_tokens_and_back(tiny_model_dir) -> None:  # noqa: ANN001
+def test_spans_align_to_sub_word_tokens_and_back(tiny_model_dir) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -25,7 +25,7 @@ VALIDATION = [Item(t, LABELS.index(lab)) for t, lab in PAIRS[50:]]
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_model_dir: Path):  # noqa: ANN201
+def trained(tiny_model_dir: Path):
     model, tok = build_zero_shot(str(tiny_model_dir), LABELS)
     config = TrainConfig(policy=Policy(epochs=6, batch_size=8, learning_rate=3e-3, patience=6), max_len=32,
                          device="cpu")
@@ -46,7 +46,7 @@ def _answers(items: list[Item], wrong: set[int]) -> list[int]:
     return [1 - it.label if i in wrong else it.label for i, it in enumerate(items)]
 
 
-def test_promotes_a_better_candidate(trained, tiny_model_dir: Path) -> None:  # noqa: ANN001
+def test_promotes_a_better_candidate(trained, tiny_model_dir: Path) -> None:
     active, active_tok = build_zero_shot(str(tiny_model_dir), LABELS)
     candidate, tok = trained
     rows = VALIDATION + [Item(t, LABELS.index(lab), +1, source="feedback") for t, lab in PAIRS[60:70]]
@@ -62,7 +62,7 @@ def test_promotes_a_better_candidate(trained, tiny_model_dir: Path) -> None:  # 
     assert set(record["candidate"]["examples"]["recall"]) == set(LABELS)
 
 
-def test_rejects_a_worse_candidate(trained, tiny_model_dir: Path) -> None:  # noqa: ANN001
+def test_rejects_a_worse_candidate(trained, tiny_model_dir: Path) -> None:
     good, tok = trained
     worse, worse_tok = build_zero_shot(str(tiny_model_dir), LABELS)
     a = evaluate(KIND, good, tok, VALIDATION, LABELS, device=CPU, max_len=32)
@@ -136,7 +136,7 @@ def test_rejects_a_per_class_recall_drop_on_classes_with_enough_examples() -> No
     assert judge(KIND, items, candidate, active, tolerance=1.0, max_recall_drop=0.5).promote
 
 
-def test_feedback_is_scored_by_known_outcomes(trained) -> None:  # noqa: ANN001
+def test_feedback_is_scored_by_known_outcomes(trained) -> None:
     model, tok = trained
     texts = [t for t, _ in PAIRS[50:60]]
     shown = predict_targets(KIND, model, tok, texts, device=CPU, max_len=32)
@@ -149,7 +149,7 @@ def test_feedback_is_scored_by_known_outcomes(trained) -> None:  # noqa: ANN001
     assert evaluate(KIND, model, tok, corrections, LABELS, device=CPU, max_len=32).metrics["corrections"]["accuracy"] == 1.0
 
 
-def test_no_validation_data_means_no_promotion(trained) -> None:  # noqa: ANN001
+def test_no_validation_data_means_no_promotion(trained) -> None:
     model, tok = trained
     empty = evaluate(KIND, model, tok, [], LABELS, device=CPU, max_len=32)
     assert empty.metrics["score"] is None

@@ -14,7 +14,7 @@ from app.learning.losses import feedback_term
 KIND = Classification()
 
 
-def combined_loss(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - the classification kind's terms
+def combined_loss(*args, **kwargs):
     return _combined(KIND, *args, **kwargs)
 
 EMPTY_LOGITS = torch.zeros(0, 3)

@@ -33,7 +33,7 @@ def _config(**kw: object) -> TrainConfig:
     return TrainConfig(policy=Policy(**policy), **values)  # type: ignore[arg-type]
 
 
-def _p_true(model: torch.nn.Module, tokenizer, pairs) -> float:  # noqa: ANN001
+def _p_true(model: torch.nn.Module, tokenizer, pairs) -> float:
     probs = predict_proba(model, tokenizer, [t for t, _ in pairs], max_len=32, device=torch.device("cpu"))
     return sum(probs[i, LABELS.index(lab)].item() for i, (_, lab) in enumerate(pairs)) / len(pairs)
 

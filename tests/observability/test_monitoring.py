@@ -99,9 +99,9 @@ def test_worker_liveness_follows_the_workers_heartbeats(client, settings) -> Non
 
 def collector_ttl_passed(client) -> None:
     """Make the monitoring collector read the database again at the next scrape."""
-    for collector in list(client.app.state.flywheel.metrics.registry._collector_to_names):  # noqa: SLF001
+    for collector in list(client.app.state.flywheel.metrics.registry._collector_to_names):
         if hasattr(collector, "_at") and hasattr(collector, "_window"):
-            collector._at = -math.inf  # noqa: SLF001
+            collector._at = -math.inf
 
 
 # ---------------------------------------------------------------- the alert rules
@@ -163,7 +163,7 @@ def test_retention_forgets_workers_silent_for_a_day(client, settings) -> None:
         assert [w.worker_id for w in s.query(WorkerBeat)] == [worker.worker_id]
 
 
-def _plans(engine, statements: list[tuple[str, object]]) -> list[str]:  # noqa: ANN001
+def _plans(engine, statements: list[tuple[str, object]]) -> list[str]:
     """Each statement's query plan, as one string; on PostgreSQL with sequential scans made
     prohibitively expensive, so a plan names a full scan only when no index can serve it."""
     plans = []
@@ -192,7 +192,7 @@ def test_what_the_console_and_metrics_read_of_a_versions_predictions_uses_an_ind
     state = client.app.state.flywheel
     seen: list[tuple[str, object]] = []
 
-    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
         if "predictions" in statement and "model_version_id" in statement:
             seen.append((statement, parameters))
 

@@ -20,7 +20,7 @@ from support.waiting import wait_until
 NEVER = {"min_new_signals": 1_000_000, "max_interval_s": None}
 
 
-def test_cancelling_a_queued_run_over_http(client) -> None:  # noqa: ANN001
+def test_cancelling_a_queued_run_over_http(client) -> None:
     assert client.post("/v1/tasks", json={"name": "tickets", "labels": ["bank", "weather"]}).status_code == 201
     run_id = client.post("/v1/tasks/tickets/retrain").json()["run_id"]
 
@@ -37,7 +37,7 @@ def test_cancelling_a_queued_run_over_http(client) -> None:  # noqa: ANN001
     assert client.post("/v1/tasks/tickets/retrain").status_code == 202
 
 
-def test_cancelling_needs_the_admin_token(client) -> None:  # noqa: ANN001
+def test_cancelling_needs_the_admin_token(client) -> None:
     client.post("/v1/tasks", json={"name": "tickets", "labels": ["bank", "weather"]})
     run_id = client.post("/v1/tasks/tickets/retrain").json()["run_id"]
     key = client.post("/v1/clients", json={"name": "app", "tasks": ["tickets"]}).json()["key"]

@@ -257,7 +257,7 @@ def test_stopping_a_worker_mid_run_puts_the_run_back_in_the_queue(factory: sessi
     training = threading.Event()
     real_step = trainer.train_step
 
-    def step_then_hold(state, batch):  # noqa: ANN001, ANN202
+    def step_then_hold(state, batch):
         """A real training step; then the run cannot go on until the worker is asked to stop,
         so it is certainly mid-run when the stop comes (the wait's limit only prevents a hang)."""
         loss = real_step(state, batch)
@@ -321,7 +321,7 @@ def test_a_run_that_hangs_past_the_maximum_run_time_fails_and_its_worker_stops(
     stuck = threading.Event()
     real_step = trainer.train_step
 
-    def hang(state, batch):  # noqa: ANN001, ANN202
+    def hang(state, batch):
         loss = real_step(state, batch)
         stuck.set()
         wait_until(lambda: get_run(factory, run_id).status != "running", GIVE_UP_S, "the run to be failed")
@@ -378,7 +378,7 @@ def test_skip_locked_gives_concurrent_claimers_different_runs(db_url: str, facto
 # Several workers share PostgreSQL; SQLite runs one worker, so only PostgreSQL runs it.
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_two_worker_processes_never_claim_the_same_run(db_url: str, factory: sessionmaker[Session],
-                                                       settings: Settings, spawn) -> None:  # noqa: ANN001
+                                                       settings: Settings, spawn) -> None:
     # No data: each run fails fast once claimed.  One open run per task is the rule, so 24 tasks.
     task_ids = [create_task(factory, settings, name=f"t{i}", policy=NEVER) for i in range(24)]
     workers = [spawn(db_url, f"w{i}", worker_poll_s=0.02, heartbeat_s=0.5) for i in range(2)]
@@ -426,7 +426,7 @@ def test_two_worker_processes_never_claim_the_same_run(db_url: str, factory: ses
 
 
 def test_killed_worker_run_is_failed_and_requeued_once_by_another(db_url: str, factory: sessionmaker[Session],
-                                                                  settings: Settings, spawn) -> None:  # noqa: ANN001
+                                                                  settings: Settings, spawn) -> None:
     task_id = create_task(factory, settings, policy=LONG_POLICY)
     v0 = active(factory, task_id)
     add_examples(factory, task_id, synthetic(80, seed=4))

@@ -52,14 +52,14 @@ def make(rec: Recorder, **kw) -> tuple[MicroBatcher, Committer]:
     return MicroBatcher("t", rec.forward, commit, **kw), commit
 
 
-async def _wait_for(cond, what: str) -> None:  # noqa: ANN001
+async def _wait_for(cond, what: str) -> None:
     deadline = time.monotonic() + HANG
     while not cond():
         assert time.monotonic() < deadline, f"never happened: {what}"
         await asyncio.sleep(0.005)
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(asyncio.wait_for(coro, HANG))
 
 
@@ -161,7 +161,7 @@ def test_a_failed_commit_fails_its_batch_and_the_loop_goes_on() -> None:
         rec = Recorder()
         calls = {"n": 0}
 
-        async def commit(batch, results):  # noqa: ANN001, ANN202
+        async def commit(batch, results):
             calls["n"] += 1
             if calls["n"] == 1:
                 raise RuntimeError("database down")

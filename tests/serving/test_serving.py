@@ -61,7 +61,7 @@ class ForwardGate:
         real = ServedModels.forward
         gate = self
 
-        def forward(self, task, texts):  # noqa: ANN001, ANN202
+        def forward(self, task, texts):
             if gate.armed.is_set() and not gate.entered.is_set():  # one inference thread per task
                 gate.entered.set()
                 if not gate.released.wait(GIVE_UP_S):
@@ -81,7 +81,7 @@ def slow_forward(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Every forward takes at least `seconds`, so requests pile up behind it."""
     real = ServedModels.forward
 
-    def forward(self, task, texts):  # noqa: ANN001, ANN202
+    def forward(self, task, texts):
         time.sleep(seconds)
         return real(self, task, texts)
 

@@ -66,7 +66,7 @@ def postgres_or_skip(url: str | None) -> str:
                 "or set FLYWHEEL_TEST_POSTGRES=skip to run the SQLite variants only", pytrace=False)
 
 
-def scratch_pg_database(prefix: str):  # noqa: ANN201
+def scratch_pg_database(prefix: str):
     """A throw-away database on the test PostgreSQL server (see app.db.session)."""
     from app.db.session import scratch_postgres_database
 

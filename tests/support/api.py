@@ -54,7 +54,7 @@ def table_counts(client) -> dict[str, int]:
         return {m.__tablename__: s.scalar(select(func.count()).select_from(m)) for m in TABLES}
 
 
-def rows(client, model, *where) -> list:  # noqa: ANN001
+def rows(client, model, *where) -> list:
     with client.app.state.flywheel.sessions() as s:
         return list(s.scalars(select(model).where(*where)))
 

@@ -48,7 +48,7 @@ class Beside:
     def _run(self, fn: Callable[[], Any]) -> None:
         try:
             self._result.append(fn())
-        except Exception as exc:  # noqa: BLE001 - the outcome the test inspects
+        except Exception as exc:
             self._result.append(exc)
 
     def done(self) -> bool:
