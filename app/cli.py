@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Optional
+from typing import Optional, TypedDict
 
 import typer
 from pydantic import ValidationError
@@ -47,7 +47,12 @@ def check_bind(settings: Settings, host: str) -> None:
                       "token act as admin (development mode).[/yellow]")
 
 
-def connection_limits(settings: Settings) -> dict[str, int]:
+class ConnectionLimits(TypedDict):
+    limit_concurrency: int
+    timeout_keep_alive: int
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
     """What uvicorn is told about connections, by `serve` and by the tests' live server: at most
     FLYWHEEL_MAX_CONNECTIONS open connections or requests in progress (uvicorn answers 503 past
     it, so slow clients cannot hold unbounded memory), and an idle keep-alive connection closed

@@ -21,7 +21,7 @@ async def predict(task: TaskName, body: PredictRequest, caller: CallerDep, state
     The answer is built by the commit step from values we made ourselves, so it is written
     as JSON directly instead of being validated again against `PredictResponse`."""
     single = body.text is not None
-    texts = [body.text] if single else list(body.texts or [])
+    texts = [body.text] if body.text is not None else list(body.texts or [])
     answer = await predict_texts(state, task=task, texts=texts, single=single, caller=caller, user_id=body.user_id)
     return Response(json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")),
                     media_type="application/json")

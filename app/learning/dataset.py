@@ -14,20 +14,31 @@ from app.core.policy import Policy
 from app.core.texts import split_for, text_hash
 
 
+# The rows are read, never written: read-only members, so frozen dataclasses (app/db/training_rows.py) fit.
 class ExampleLike(Protocol):
-    text: str
-    label: str
-    split: str
+    @property
+    def text(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def split(self) -> str: ...
 
 
 class FeedbackLike(Protocol):
-    id: int
-    client_id: int | None
-    signal: int
-    correction: str | None
-    text: str
-    shown: str
-    propensity: float | None
+    @property
+    def id(self) -> int: ...
+    @property
+    def client_id(self) -> int | None: ...
+    @property
+    def signal(self) -> int: ...
+    @property
+    def correction(self) -> str | None: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def shown(self) -> str: ...
+    @property
+    def propensity(self) -> float | None: ...
 
 
 # ---------------------------------------------------------------- what the trainer and gate get
@@ -57,7 +68,7 @@ class TaskDataset:
     labels: list[str]
     train: list[Item]
     validation: list[Item]
-    counts: dict[str, int]
+    counts: dict[str, Any]  # rows of each kind used and left out (a run adds the noise report it trained under)
     watermark: dict[str, int]
     reliability: dict[str, dict[str, Any]] = field(default_factory=dict)  # per client id: evidence and weight
 
@@ -303,8 +314,8 @@ def build_dataset(
     for (key, _client, part), vote in latest.items():
         by_text.setdefault((key, part), []).append(vote)
     kept: list[Vote] = []
-    for key in sorted(by_text, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
-        votes, dropped = resolve(by_text[key], same)
+    for text_part in sorted(by_text, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
+        votes, dropped = resolve(by_text[text_part], same)
         kept.extend(votes)
         counts["conflicts_dropped"] += dropped
 

@@ -180,9 +180,9 @@ def _evidence(votes: Sequence[_Vote], gold: Mapping[str, str], trusted: set[int 
             if v.client is None:
                 continue  # the admin's word is the reference, not a client to estimate
             refs: list[tuple[str, float, bool]] = []  # (kind, e, the shown answer is right)
-            known = [(o.order, _says(o, v.shown, same)) for o in group
-                     if (o.client is None or o.client in trusted) and o.client != v.client]
-            known = [(order, says) for order, says in known if says is not None]
+            opinions = [(o.order, _says(o, v.shown, same)) for o in group
+                        if (o.client is None or o.client in trusted) and o.client != v.client]
+            known = [(order, says) for order, says in opinions if says is not None]
             if known:
                 refs.append(("known", 0.0, max(known)[1]))
             elif key[1] is None and key[0] in gold:  # a whole-answer label says nothing of one part
@@ -190,9 +190,9 @@ def _evidence(votes: Sequence[_Vote], gold: Mapping[str, str], trusted: set[int 
             if v.propensity is not None and v.propensity >= ANCHOR_PROPENSITY:
                 refs.append(("anchors", 1.0 - v.propensity, True))
             if pooled is not None:
-                peers = [_says(o, v.shown, same) for o in group
-                         if o.client is not None and o.client not in trusted and o.client != v.client]
-                peers = [p for p in peers if p is not None]
+                said = [_says(o, v.shown, same) for o in group
+                        if o.client is not None and o.client not in trusted and o.client != v.client]
+                peers = [p for p in said if p is not None]
                 yes = sum(peers)
                 if peers and 2 * yes != len(peers):
                     refs.append(("peers", _majority_wrong(len(peers), pooled), 2 * yes > len(peers)))

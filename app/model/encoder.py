@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoModel, AutoTokenizer
+
+if TYPE_CHECKING:  # a type only: importing it for real loads transformers' modelling code, seconds at start-up
+    from transformers import PreTrainedModel
 
 
 def resolve_device(preference: str = "auto") -> torch.device:

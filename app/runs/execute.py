@@ -126,7 +126,7 @@ class RunContext:
 def start(factory: sessionmaker[Session], ctx: RunContext) -> None:
     with transaction(factory) as s:
         run = owned(s, ctx.run_id, ctx.worker_id)
-        task = s.get(Task, run.task_id)
+        task = s.get_one(Task, run.task_id)
         ctx.task_id, ctx.task_name = task.id, task.name
         parent = active_version(s, task.id)
         if parent is None:
@@ -134,12 +134,13 @@ def start(factory: sessionmaker[Session], ctx: RunContext) -> None:
         s.expunge(task)
         ctx.task, ctx.parent_id, ctx.parent_path = task, parent.id, Path(parent.path)
         ctx.parent_sha256 = parent.sha256
-    ctx.kind = get_kind(ctx.task.kind)
-    ctx.policy = Policy.from_stored(ctx.task.policy)
+    ctx.kind = get_kind(task.kind)
+    ctx.policy = Policy.from_stored(task.policy)
     worker_metrics.RUNS.labels(ctx.task_name, "started").inc()
 
 
 def gather(factory: sessionmaker[Session], ctx: RunContext, max_rows: int | None = None) -> TaskDataset:
+    assert ctx.task is not None
     with factory() as s:
         dataset = gather_dataset(s, ctx.task, ctx.policy, holdout_salt=f"run-{ctx.run_id}", max_rows=max_rows)
     examples, feedback = dataset.counts["examples_left_out"], dataset.counts["feedback_left_out"]
@@ -166,7 +167,8 @@ class Fitted:
 
 def fit(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dataset: TaskDataset,
         control: RunControl) -> Fitted:
-    task = ctx.task
+    task, kind = ctx.task, ctx.kind
+    assert task is not None and kind is not None
     device = resolve_device(settings.device)
     try:  # a candidate trained from corrupt weights would be judged against them too: stop here
         verify_version(ctx.parent_path, ctx.parent_sha256, f"the active version of task {ctx.task_name!r}")
@@ -175,7 +177,7 @@ def fit(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dat
     model, tokenizer, parent_meta = load_version(ctx.parent_path, device=device,
                                                  trainable_lora=task.finetune == "lora")
     config = train_config_for(task, ctx.policy, settings, parent_meta.max_seq_len)
-    active = evaluate(ctx.kind, model, tokenizer, dataset.validation, dataset.labels, device=device,
+    active = evaluate(kind, model, tokenizer, dataset.validation, dataset.labels, device=device,
                       max_len=config.max_len)
     grown = 0
     if ctx.policy.grow_vocab and task.finetune == "full":  # (LoRA shares its base's embeddings: not grown)
@@ -201,7 +203,7 @@ def fit(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, dat
             if not update_owned(factory, ctx.run_id, ctx.worker_id, loss_curve=list(curve)):
                 control.lost.set()
 
-    result = train(ctx.kind, model, tokenizer, dataset.train, dataset.validation, config,
+    result = train(kind, model, tokenizer, dataset.train, dataset.validation, config,
                    on_progress=on_progress, on_epoch=on_epoch, should_stop=control.should_stop)
     return Fitted(model, tokenizer, parent_meta, config, device, active, result, grown)
 
@@ -216,7 +218,7 @@ def store(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, f
                                    extra={"training_run_id": ctx.run_id, "parent_version_id": ctx.parent_id})
     with transaction(factory) as s:
         owned(s, ctx.run_id, ctx.worker_id)
-        version = register_version(s, task=s.get(Task, ctx.task_id), path=ctx.candidate_path, sha256=sha,
+        version = register_version(s, task=s.get_one(Task, ctx.task_id), path=ctx.candidate_path, sha256=sha,
                                    version=next_version_number(s, ctx.task_id), status=VersionStatus.CANDIDATE,
                                    parent_id=ctx.parent_id, training_run_id=ctx.run_id, data_counts=counts)
         ctx.candidate_id = version.id
@@ -224,6 +226,7 @@ def store(factory: sessionmaker[Session], settings: Settings, ctx: RunContext, f
 
 
 def judge(ctx: RunContext, fitted: Fitted, dataset: TaskDataset) -> Verdict:
+    assert ctx.kind is not None
     candidate = evaluate(ctx.kind, fitted.model, fitted.tokenizer, dataset.validation, dataset.labels,
                          device=fitted.device, max_len=fitted.config.max_len)
     p = ctx.policy
@@ -254,6 +257,7 @@ def second_look(factory: sessionmaker[Session], settings: Settings, ctx: RunCont
     rows neither it nor the active has trained on: the ones held out in its run and every
     signal that arrived after it.  At the confidence `look_confidence` asks for its next look;
     None when there is none to look at (or it has had MAX_LOOKS)."""
+    assert ctx.task is not None and ctx.kind is not None
     with factory() as s:
         prev = s.scalar(select(ModelVersion).where(
             ModelVersion.task_id == ctx.task_id, ModelVersion.parent_id == ctx.parent_id,
@@ -282,7 +286,6 @@ def second_look(factory: sessionmaker[Session], settings: Settings, ctx: RunCont
     except (CorruptVersion, FileNotFoundError) as exc:
         log.warning("run %s: no second look at v%s: %s", ctx.run_id, number, exc)
         return None
-    assert ctx.kind is not None
     evaluations = []
     for where in (path, ctx.parent_path):
         model, tokenizer, meta = load_version(where, device=device)
@@ -317,7 +320,8 @@ def finish(factory: sessionmaker[Session], ctx: RunContext, fitted: Fitted, data
     with transaction(factory) as s:
         run = owned(s, ctx.run_id, ctx.worker_id)  # the run's row first, then the task's, as the reaper does
         lock_task(s, ctx.task_id)  # a rollback or activation waits, or has committed: `current` is the truth
-        version = s.get(ModelVersion, ctx.candidate_id)
+        assert ctx.candidate_id is not None
+        version = s.get_one(ModelVersion, ctx.candidate_id)
         current = active_version(s, ctx.task_id)
         moved = current is None or current.id != ctx.parent_id
         if verdict.promote and moved:

@@ -20,7 +20,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.paging import Page, cut, paged
-from app.db.session import is_postgres, transaction
+from app.db.session import is_postgres, rowcount, transaction
 from app.db.tables import ModelVersion, Task, TrainingRun, utcnow
 from app.db.versions import lock_task, path_in_use
 from app.core.errors import Conflict, NotFound
@@ -95,7 +95,7 @@ def claim_next(session: Session, worker_id: str) -> int | None:
         .values(status=RunStatus.RUNNING, worker_id=worker_id, started_at=now, heartbeat_at=now,
                 attempts=TrainingRun.attempts + 1, error=None)
     )
-    return run_id if res.rowcount == 1 else None
+    return run_id if rowcount(res) == 1 else None
 
 
 def owned(session: Session, run_id: int, worker_id: str) -> TrainingRun:
@@ -115,7 +115,7 @@ def update_owned(factory: sessionmaker[Session], run_id: int, worker_id: str, **
                    TrainingRun.worker_id == worker_id)
             .values(**values)
         )
-        return res.rowcount == 1
+        return rowcount(res) == 1
 
 
 # ---------------------------------------------------------------- endings other than the verdict
@@ -187,7 +187,7 @@ def reap_stale_runs(factory: sessionmaker[Session], *, timeout_s: float, now: da
                           .values(status=VersionStatus.REJECTED, reason="its run's worker went silent"))
             s.flush()
             if run.attempts < MAX_ATTEMPTS:
-                again, created = enqueue_run(s, s.get(Task, run.task_id), trigger=Trigger.REQUEUE)
+                again, created = enqueue_run(s, s.get_one(Task, run.task_id), trigger=Trigger.REQUEUE)
                 if created:
                     again.attempts = run.attempts
                     again.requeued_from = run.id

@@ -23,13 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.erasures import forget_old_records
-from app.db.session import is_postgres, transaction
+from app.db.session import is_postgres, rowcount, transaction
 from app.db.tables import Feedback, ModelVersion, Prediction, Task, utcnow
 from app.db.versions import lock_task
 from app.db.workers import forget_silent
@@ -37,6 +37,8 @@ from app.model.store import META_FILE, dir_bytes
 from app.core.statuses import VersionStatus
 
 log = logging.getLogger(__name__)
+
+Ids = TypeVar("Ids", bound=Sequence[Any])  # one batch's keys, as picked and as removed
 
 STALE_TMP_S = 3600.0  # a save takes seconds; an hour-old temporary directory is a crash's
 PREDICTION_BATCH = 5000  # rows deleted per transaction, so one pass never holds a long lock
@@ -146,12 +148,12 @@ def unlabelled_before(session: Session, cutoff: datetime) -> list[str]:
 def delete_unlabelled(session: Session, ids: list[str]) -> int:
     """Delete those of `ids` that still have no feedback: feedback committed since they were
     chosen keeps its prediction (the cascade would delete an acknowledged signal)."""
-    return session.execute(delete(Prediction).where(
-        Prediction.id.in_(ids), ~exists().where(Feedback.prediction_id == Prediction.id))).rowcount
+    return rowcount(session.execute(delete(Prediction).where(
+        Prediction.id.in_(ids), ~exists().where(Feedback.prediction_id == Prediction.id))))
 
 
-def _in_batches(factory: sessionmaker[Session], pick: Callable[[Session], Sequence[Any]],
-                remove: Callable[[Session, Sequence[Any]], int]) -> int:
+def _in_batches(factory: sessionmaker[Session], pick: Callable[[Session], Ids],
+                remove: Callable[[Session, Ids], int]) -> int:
     """Delete in transactions of one batch each (picked, then removed) until none is left; how many."""
     total = 0
     while True:
@@ -180,7 +182,7 @@ def delete_old_feedback(factory: sessionmaker[Session], *, feedback_days: float,
     return _in_batches(
         factory,
         lambda s: s.scalars(select(Feedback.id).where(Feedback.created_at < cutoff).limit(PREDICTION_BATCH)).all(),
-        lambda s, ids: s.execute(delete(Feedback).where(Feedback.id.in_(ids))).rowcount)
+        lambda s, ids: rowcount(s.execute(delete(Feedback).where(Feedback.id.in_(ids)))))
 
 
 def apply_retention(factory: sessionmaker[Session], models_dir: Path, *, keep_versions: int, rejected_days: float,

@@ -59,7 +59,9 @@ def schedule_due_runs(factory: sessionmaker[Session]) -> list[int]:
     for task_id in task_ids:
         with transaction(factory) as s:
             task = s.get(Task, task_id)
-            reason = retrain_due(s, task) if task is not None else None
+            if task is None:
+                continue
+            reason = retrain_due(s, task)
             if reason is None:
                 continue
             run, new = enqueue_run(s, task, trigger=Trigger.SCHEDULE)

@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.erasures import CLOCK_SKEW_S, lock_users, record_erasure
-from app.db.session import transaction
+from app.db.session import rowcount, transaction
 from app.db.tables import Client, Feedback, Prediction
 from app.db.threads import in_db_thread
 from app.core.errors import Conflict, NotFound
@@ -38,13 +38,13 @@ def _delete_user_rows(sessions: sessionmaker[Session], *, user_id: str, client_i
         record_erasure(s, user_hash=current, client_id=client_id)
         same_client_fb = Feedback.client_id.is_(None) if client_id is None else Feedback.client_id == client_id
         same_client_p = Prediction.client_id.is_(None) if client_id is None else Prediction.client_id == client_id
-        fb = s.execute(delete(Feedback).where(
-            or_(Feedback.user_hash == current, and_(Feedback.user_hash == legacy, same_client_fb)))).rowcount
+        fb = rowcount(s.execute(delete(Feedback).where(
+            or_(Feedback.user_hash == current, and_(Feedback.user_hash == legacy, same_client_fb)))))
         theirs = select(Prediction.id).where(
             or_(Prediction.user_hash == current, and_(Prediction.user_hash == legacy, same_client_p)))
         # Feedback that others gave on this user's predictions goes with those predictions.
-        fb += s.execute(delete(Feedback).where(Feedback.prediction_id.in_(theirs))).rowcount
-        preds = s.execute(delete(Prediction).where(Prediction.id.in_(theirs))).rowcount
+        fb += rowcount(s.execute(delete(Feedback).where(Feedback.prediction_id.in_(theirs))))
+        preds = rowcount(s.execute(delete(Prediction).where(Prediction.id.in_(theirs))))
     return {"deleted_predictions": preds, "deleted_feedback": fb}
 
 

@@ -103,8 +103,8 @@ def choose(record: dict[str, Any], setting: str, device: torch.device, quantize:
                 return name, "FLYWHEEL_ENGINE=onnx"
         return default, "no ONNX engine passed parity: " + "; ".join(
             f"{n}: {c.get('why')}" for n, c in record.get("candidates", {}).items() if n.startswith("onnx"))
-    chosen = record.get("chosen")
-    if chosen in passed:
+    chosen: str | None = record.get("chosen")
+    if chosen is not None and chosen in passed:
         return chosen, "the fastest engine that passed parity"
     return default, "no engine passed parity"
 
