@@ -94,7 +94,12 @@ def test_postgres_outage_under_load_is_503_then_recovers_without_restart(proxied
     assert fresh.status_code == 503 and fresh.json()["type"].endswith("database-unavailable"), fresh.text
     assert after.status_code == 200, after.text
     assert seen[200] + seen[201] > recovered_at  # the load kept going after the database came back
-    assert counts["predictions"] == seen[200] + 1 and counts["feedback"]["total"] == seen[201]
+    # Nothing acknowledged is lost.  A commit under way when the cut came is in doubt: PostgreSQL may
+    # have committed it while its answer was lost with the connection, so the caller got a 503 for
+    # a stored row; at most one such row per load thread.
+    in_doubt = len(workers)
+    assert seen[200] + 1 <= counts["predictions"] <= seen[200] + 1 + in_doubt, (counts, seen)
+    assert seen[201] <= counts["feedback"]["total"] <= seen[201] + in_doubt, (counts, seen)
 
 
 def test_a_database_error_never_carries_the_texts_it_was_given(db_url: str) -> None:
