@@ -108,7 +108,7 @@ def csrf_for(state: AppState, request: Request) -> Csrf:
     """This browser's CSRF cookie and the token its forms carry: a MAC of that cookie and of the
     session cookie it came with (none before login), so a token does not outlive its session
     nor work in another one."""
-    cookie = request.cookies.get(CSRF_COOKIE)
+    cookie = request.cookies.get(CSRF_COOKIE, "")
     new = not cookie
     if new:
         cookie = secrets.token_urlsafe(32)

@@ -133,12 +133,13 @@ class KindModel(ABC):
         """Targets of a batch as one tensor (first dimension: rows)."""
 
     @abstractmethod
-    def data_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-row loss on labelled rows (examples, corrections).  (N, ...) -> (N,)."""
+    def data_losses(self, outputs: torch.Tensor, targets: torch.Tensor, /) -> torch.Tensor:
+        """Per-row loss on labelled rows (examples, corrections).  (N, ...) -> (N,).  Arguments by
+        position: a kind may plug in a module function whose parameters it names its own way."""
 
     @abstractmethod
     def feedback_losses(self, outputs: torch.Tensor, shown: torch.Tensor, signals: torch.Tensor,
-                        variant: str) -> torch.Tensor:
+                        variant: str, /) -> torch.Tensor:
         """Per-row loss for a ±1 signal on the answer that was shown.  -> (N,)."""
 
     def right_log_probs(self, outputs: torch.Tensor, shown: torch.Tensor

@@ -23,7 +23,7 @@ from torch import nn
 
 from app.core.errors import Invalid
 from app.kinds.base import Answer, MetricNames, TaskKind, TaskSpec, UserMetrics
-from app.model.encoder import Encoded, EncoderWithHead, load_base, tokenize
+from app.model.encoder import Encoded, EncoderWithHead, hidden_size, load_base, tokenize
 from app.model.store import VersionMeta
 
 ZERO_SHOT_SCALE = 20.0
@@ -50,7 +50,7 @@ class CosineHead(nn.Module):
 
 def classifier(encoder: nn.Module, num_labels: int) -> EncoderWithHead:
     """Encoder + mean pooling + cosine head.  forward(ids, mask) -> logits (B, C)."""
-    return EncoderWithHead(encoder, CosineHead(int(encoder.config.hidden_size), num_labels))
+    return EncoderWithHead(encoder, CosineHead(hidden_size(encoder), num_labels))
 
 
 def label_prompt(label: str, description: str | None = None) -> str:
@@ -67,8 +67,10 @@ def build_zero_shot(base_model: str, labels: Sequence[str], descriptions: dict[s
     model.eval()
     descriptions = descriptions or {}
     emb = model.embed_texts(tokenizer, [label_prompt(lab, descriptions.get(lab)) for lab in labels])
+    head = model.head
+    assert isinstance(head, CosineHead)
     with torch.no_grad():
-        model.head.weight.copy_(F.normalize(emb, dim=-1))
+        head.weight.copy_(F.normalize(emb, dim=-1))
     return model, tokenizer
 
 

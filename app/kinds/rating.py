@@ -65,7 +65,7 @@ from torch import nn
 from app.core.errors import Invalid
 from app.core.texts import storable
 from app.kinds.base import Answer, MetricNames, TaskKind, TaskOption, TaskSpec, UserMetrics
-from app.model.encoder import Encoded, EncoderWithHead, load_base
+from app.model.encoder import Encoded, EncoderWithHead, hidden_size, load_base
 from app.model.store import VersionMeta
 
 ZERO_SHOT_SCALE = 20.0
@@ -129,6 +129,8 @@ def parse_score(labels: Sequence[str], value: Any, *, field: str) -> float:
 class ScaleHead(nn.Module):
     """Kernel regression over prototypes pinned to points of the scale (fractions `values`)."""
 
+    values: torch.Tensor  # a buffer (moves with the module, not trained)
+
     def __init__(self, hidden: int, values: Sequence[float], scale: float = ZERO_SHOT_SCALE) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(len(values), hidden) * 0.02)
@@ -146,7 +148,7 @@ class ScaleHead(nn.Module):
 
 def regressor(encoder: nn.Module, labels: Sequence[str]) -> EncoderWithHead:
     values = [to_fraction(labels, float(v)) for v in labels]
-    return EncoderWithHead(encoder, ScaleHead(int(encoder.config.hidden_size), values))
+    return EncoderWithHead(encoder, ScaleHead(hidden_size(encoder), values))
 
 
 def build_zero_shot(base_model: str, labels: Sequence[str], anchors: dict[str, str]) -> tuple[EncoderWithHead, Any]:
@@ -154,14 +156,16 @@ def build_zero_shot(base_model: str, labels: Sequence[str], anchors: dict[str, s
     model = regressor(encoder, labels)
     model.eval()
     anchored = [i for i, lab in enumerate(labels) if anchors.get(lab)]
+    head = model.head
+    assert isinstance(head, ScaleHead)
     with torch.no_grad():
         if not anchored:  # every prototype alike: equal weights, the middle of the range
-            model.head.weight.copy_(model.head.weight[:1].expand_as(model.head.weight))
+            head.weight.copy_(head.weight[:1].expand_as(head.weight))
             return model, tokenizer
         emb = F.normalize(model.embed_texts(tokenizer, [anchors[labels[i]] for i in anchored]), dim=-1)
         for k in range(len(labels)):
             nearest = min(range(len(anchored)), key=lambda j: abs(anchored[j] - k))
-            model.head.weight[k].copy_(emb[nearest])
+            head.weight[k].copy_(emb[nearest])
     return model, tokenizer
 
 
@@ -410,10 +414,10 @@ class Rating(TaskKind):
         metrics: dict[str, Any] = {"n": len(items), "tolerance": TOLERANCE * width}
         examples = [(it.label, p) for it, p in zip(items, predicted) if it.source == "example"]
         if examples:
-            metrics["examples"] = score_metrics(*map(list, zip(*examples)), width)
+            metrics["examples"] = score_metrics([t for t, _ in examples], [p for _, p in examples], width)
         corrections = [(it.label, p) for it, p in zip(items, predicted) if it.source == "correction"]
         if corrections:
-            metrics["corrections"] = score_metrics(*map(list, zip(*corrections)), width)
+            metrics["corrections"] = score_metrics([t for t, _ in corrections], [p for _, p in corrections], width)
         pos = [abs(p - it.label) for it, p in zip(items, predicted) if it.signal > 0]
         neg = [abs(p - it.label) for it, p in zip(items, predicted) if it.signal < 0]
         if pos or neg:

@@ -34,7 +34,7 @@ from torch import nn
 from app.core.errors import Invalid
 from app.kinds.base import Answer, MetricNames, TaskKind, TaskSpec, UserMetrics
 from app.kinds.classification import label_prompt
-from app.model.encoder import Encoded, TokenTagger, load_base
+from app.model.encoder import Encoded, TokenTagger, hidden_size, load_base
 from app.model.store import VersionMeta
 
 ZERO_SHOT_SCALE = 20.0
@@ -135,8 +135,8 @@ def spans_of(tags: Sequence[int], offsets: Sequence[tuple[int, int]], probs: Seq
              ) -> list[tuple[int, int, int, float]]:
     """BIO tags per token -> (start, end, label index, mean token probability).  An I-x continues
     an open x; a B-x continues it only inside the same word (a sub-word piece); else it opens."""
-    out: list[tuple[int, int, int, float]] = []
-    cur: list[Any] | None = None  # [start, end, label, probs]
+    out: list[list[Any]] = []  # [start, end, label, probs] per span, lists while `cur` may still grow one
+    cur: list[Any] | None = None
     for k, (tag, (s, e)) in enumerate(zip(tags, offsets)):
         if e <= s:
             continue
@@ -150,7 +150,7 @@ def spans_of(tags: Sequence[int], offsets: Sequence[tuple[int, int]], probs: Seq
             cur[3].append(p)
             continue
         cur = [s, e, label, [p]]
-        out.append(cur)  # type: ignore[arg-type]
+        out.append(cur)
     return [(s, e, j, sum(ps) / len(ps)) for s, e, j, ps in out]
 
 
@@ -172,7 +172,7 @@ class TagHead(nn.Module):
 
 
 def tagger(encoder: nn.Module, labels: Sequence[str]) -> TokenTagger:
-    return TokenTagger(encoder, TagHead(int(encoder.config.hidden_size), tag_count(labels)))
+    return TokenTagger(encoder, TagHead(hidden_size(encoder), tag_count(labels)))
 
 
 def build_zero_shot(base_model: str, labels: Sequence[str], descriptions: dict[str, str]) -> tuple[TokenTagger, Any]:
@@ -180,12 +180,14 @@ def build_zero_shot(base_model: str, labels: Sequence[str], descriptions: dict[s
     model = tagger(encoder, labels)
     model.eval()
     emb = F.normalize(model.embed_texts(tokenizer, [label_prompt(lab, descriptions.get(lab)) for lab in labels]), dim=-1)
+    head = model.head
+    assert isinstance(head, TagHead)
     with torch.no_grad():
         for j in range(len(labels)):
-            model.head.weight[1 + 2 * j].copy_(emb[j])
-            model.head.weight[2 + 2 * j].copy_(emb[j])
-            model.head.bias[2 + 2 * j] = -0.01  # a tie opens a span rather than continuing one
-        model.head.bias[0] = ZERO_SHOT_SCALE * ZERO_SHOT_THRESHOLD
+            head.weight[1 + 2 * j].copy_(emb[j])
+            head.weight[2 + 2 * j].copy_(emb[j])
+            head.bias[2 + 2 * j] = -0.01  # a tie opens a span rather than continuing one
+        head.bias[0] = ZERO_SHOT_SCALE * ZERO_SHOT_THRESHOLD
     return model, tokenizer
 
 
@@ -377,7 +379,8 @@ class Tagging(TaskKind):
         neg = [self.outcome(it, p) for it, p in zip(items, predicted) if it.signal < 0]
         if pos or neg:
             metrics["feedback"] = {"n_positive": len(pos), "n_negative": len(neg),
-                                   "kept_positive": sum(pos) / len(pos) if pos else None,
+                                   # (a +1 row's outcome is always known)
+                                   "kept_positive": sum(o for o in pos if o is not None) / len(pos) if pos else None,
                                    "kept_negative": sum(o == 0.0 for o in neg) / len(neg) if neg else None,
                                    "unknown_negative": sum(o is None for o in neg)}
         return {**metrics, **self.known_score(items, predicted)}

@@ -47,6 +47,12 @@ def load_base(base_model: str) -> tuple[PreTrainedModel, Any]:
     return auto_encoder(base_model), tokenizer
 
 
+def hidden_size(encoder: nn.Module) -> int:
+    """The width of an encoder's token vectors: the size a kind's head reads."""
+    config: Any = encoder.config  # a Hugging Face config, under a PeftModel too (nn.Module types it loosely)
+    return int(config.hidden_size)
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average of the token vectors that are not padding.  hidden (B,T,H), mask (B,T) -> (B,H)."""
     m = mask.unsqueeze(-1).to(hidden.dtype)
@@ -71,7 +77,7 @@ class EncoderWithHead(nn.Module):
 
     @property
     def hidden_size(self) -> int:
-        return int(self.encoder.config.hidden_size)
+        return hidden_size(self.encoder)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)

@@ -65,7 +65,7 @@ def task_detail(sessions: sessionmaker[Session], settings: Settings, *, caller: 
         t = load_task(s, task)
         versions = s.scalars(select(ModelVersion).where(ModelVersion.task_id == t.id)
                              .order_by(ModelVersion.version.desc())).all()
-        number_of = {v.id: v.version for v in versions}
+        number_of: dict[int | None, int] = {v.id: v.version for v in versions}
         run_ids = [v.training_run_id for v in versions if v.training_run_id is not None]
         runs = {r.id: r for r in s.scalars(select(TrainingRun).where(TrainingRun.id.in_(run_ids)))} if run_ids else {}
         shown = []

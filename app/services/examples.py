@@ -82,16 +82,16 @@ def validate_rows(rows: list[Row], *, kind: TaskKind, spec: TaskSpec, max_chars:
             storable(r.text)
         except ValueError as exc:
             raise _row_problem(r, "text", f"text {exc}") from None
+        field = r.field or kind.value_field
         if isinstance(r.value, str):
             try:
                 storable(r.value)
             except ValueError as exc:
-                raise _row_problem(r, r.field, f"{r.field} {exc}") from None
+                raise _row_problem(r, field, f"{field} {exc}") from None
         if not r.text.strip():
             raise _row_problem(r, "text", "text is empty")
         if len(r.text) > max_chars:
             raise _row_problem(r, "text", f"text has {len(r.text)} characters; the limit is {max_chars}")
-        field = r.field or kind.value_field
         if r.value is None:
             raise _row_problem(r, field, f"{field} is missing (a {kind.name} task's examples carry "
                                          f"'{kind.value_field}')")

@@ -61,7 +61,7 @@ async def explain_text(state: AppState, *, task: str, text: str, caller: Caller)
     return await _explain(state, task, text, caller)
 
 
-def _stored(sessions: sessionmaker[Session], prediction_id: str) -> Row[Any] | None:
+def _stored(sessions: sessionmaker[Session], prediction_id: str) -> Row[str, int | None, str, int] | None:
     with sessions() as s:
         return s.execute(select(Prediction.text, Prediction.client_id, Task.name, ModelVersion.version)
                          .join(Task, Task.id == Prediction.task_id)

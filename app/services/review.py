@@ -32,12 +32,13 @@ def labelled_counts(session: Session, task_id: int) -> dict[str, int]:
         select(Example.label, func.count()).where(Example.task_id == task_id).group_by(Example.label)
     ):
         counts[label] = counts.get(label, 0) + int(n)
-    for label, n in session.execute(
+    for correction, n in session.execute(
         select(Feedback.correction, func.count())
         .where(Feedback.task_id == task_id, Feedback.correction.is_not(None))
         .group_by(Feedback.correction)
     ):
-        counts[label] = counts.get(label, 0) + int(n)
+        if correction is not None:  # always (the query asks for corrections); said for the type checker
+            counts[correction] = counts.get(correction, 0) + int(n)
     return counts
 
 

@@ -43,7 +43,8 @@ async def new_task(request: Request, state: StateDep, caller: ConsoleAdmin,
     check_csrf(state, request, csrf)
     names = [x.strip() for x in labels.replace(",", "\n").splitlines() if x.strip()]
     value_range = [low, high] if low is not None and high is not None else None
-    body = TaskCreate(name=name.strip(), kind=kind, labels=names, range=value_range)
+    # validated as a dict: the kinds' options (range) are fields only the runtime model has
+    body = TaskCreate.model_validate({"name": name.strip(), "kind": kind, "labels": names, "range": value_range})
     await run_in_threadpool(
         create_task, state.sessions, state.settings, name=body.name, kind=body.kind, labels=body.labels,
         descriptions=body.descriptions, options=body.options(), lambda_data=body.lambda_data,

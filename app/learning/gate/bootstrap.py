@@ -82,6 +82,14 @@ def compare(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active
     )
 
 
+def _known_terms(kind: TaskKind, item: Item, predicted: Any) -> tuple[float, float]:
+    """`ratio_terms` of a row whose truth is known (the only rows `compare_ratio` is given)."""
+    terms = kind.ratio_terms(item, predicted)
+    if terms is None:
+        raise TypeError(f"compare_ratio needs rows whose truth is known; {kind.name} knows none for this one")
+    return terms
+
+
 def compare_ratio(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, active: Evaluation, *,
                   confidence: float, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> Comparison:
     """The paired comparison of a ratio metric (`TaskKind.ratio_terms`, e.g. entity F1) on rows
@@ -89,7 +97,7 @@ def compare_ratio(kind: TaskKind, items: Sequence[Item], candidate: Evaluation, 
     over rows (weighted as in training).  Every row is known; a ratio with nothing to find and
     nothing found counts as perfect."""
     n = len(items)
-    terms = np.array([[*kind.ratio_terms(it, c), *kind.ratio_terms(it, a)]  # type: ignore[misc]
+    terms = np.array([[*_known_terms(kind, it, c), *_known_terms(kind, it, a)]
                       for it, c, a in zip(items, candidate.predicted, active.predicted)], dtype=float).reshape(n, 4)
     w = np.array([it.weight for it in items], dtype=float)
 

@@ -64,6 +64,12 @@ class Run:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
+    def main_server(self) -> tuple[LocalService, FlywheelClient]:
+        """The first server and its client, for the parts that run while it is up."""
+        if self.srv is None or self.api is None:
+            raise RuntimeError("this part runs on the first server, which is not up")
+        return self.srv, self.api
+
 
 # ---------------------------------------------------------------- the parts
 
@@ -75,20 +81,23 @@ def in_process(run: Run, want: set[str]) -> dict[str, Any]:
 
 def http(run: Run, want: set[str]) -> dict[str, Any]:
     """Predict over HTTP at each concurrency."""
-    return {"http": [http_run(run.srv, run.api, run.items, run.auth, c, run.requests, run.log) for c in CONCURRENCY]}
+    srv, api = run.main_server()
+    return {"http": [http_run(srv, api, run.items, run.auth, c, run.requests, run.log) for c in CONCURRENCY]}
 
 
 def swap(run: Run, want: set[str]) -> dict[str, Any]:
     """Activate a new version and roll back under load."""
     run.log("hot swap: activate a new version and roll back under c=32 load")
-    return {"swap": swap_under_load(run.api, run.srv.url, run.items, run.auth, run.sqlite_url, run.data_dir / "models",
+    srv, api = run.main_server()
+    return {"swap": swap_under_load(api, srv.url, run.items, run.auth, run.sqlite_url, run.data_dir / "models",
                                     run.row.version, run.swap_steady_s)}
 
 
 def feedback_sqlite(run: Run, want: set[str]) -> dict[str, Any]:
     """Feedback ingest on the first server's SQLite database."""
     run.log(f"feedback ingest on SQLite: {run.feedback_requests} requests at c=32")
-    return {"feedback_sqlite": feedback_run(run.srv, run.sqlite_url, run.key, run.labels, run.feedback_requests)}
+    srv, _ = run.main_server()
+    return {"feedback_sqlite": feedback_run(srv, run.sqlite_url, run.key, run.labels, run.feedback_requests)}
 
 
 def naive(run: Run, want: set[str]) -> dict[str, Any]:

@@ -136,7 +136,8 @@ def prepare_engines(run: Run, threads: int) -> dict[str, Any]:
     """The active version's engines prepared as the worker does, and the one the server moved to."""
     run.log("engines: export, parity and timing, as the worker does before a version serves")
     record = prepare_active_engines(run.sqlite_url, run.data_dir, run.server_env["FLYWHEEL_BASE_MODEL"], threads)
-    served = wait_served_engine(run.api, record)
+    _, api = run.main_server()
+    served = wait_served_engine(api, record)
     run.log(f"the server now serves {served} (chosen: {record.get('chosen')})")
     return {"engine_record": record, "served_engine": served}
 

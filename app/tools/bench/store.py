@@ -133,8 +133,11 @@ def bare_feedback_inserts(db_url: str, ids: list[str], labels: list[str], *, con
     url = make_url(db_url)
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn) as conn:
-        task_id = conn.execute("SELECT id FROM tasks WHERE name = %s", (TASK,)).fetchone()[0]
-        client_id = conn.execute("SELECT client_id FROM predictions WHERE id = %s", (ids[0],)).fetchone()[0]
+        task_row = conn.execute("SELECT id FROM tasks WHERE name = %s", (TASK,)).fetchone()
+        prediction_row = conn.execute("SELECT client_id FROM predictions WHERE id = %s", (ids[0],)).fetchone()
+    if task_row is None or prediction_row is None:
+        raise RuntimeError(f"the bench's task {TASK!r} or its first prediction is missing from {url.database}")
+    task_id, client_id = task_row[0], prediction_row[0]
     chunks = [ids[i::concurrency] for i in range(concurrency)]
     barrier = threading.Barrier(concurrency + 1)
 
