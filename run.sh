@@ -44,6 +44,8 @@ case "$cmd" in
     "$VENV/bin/lint-imports" --no-cache
     echo "==> linting (ruff)"
     "$VENV/bin/ruff" check --quiet .
+    echo "==> type checking (mypy: app/, strict on the core packages)"
+    "$VENV/bin/mypy" app
     set +e
     "$VENV/bin/python" -m pytest "$@"
     rc=$?
