@@ -5,6 +5,7 @@ where serving expects a PyTorch module (`OrtModel(input_ids=…, attention_mask=
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from pathlib import Path
 
@@ -39,13 +40,26 @@ def quantize_onnx(src: Path, dst: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # it advises pre-processing on the root logger, every time
+    quiet = _QuietThisThread()  # it advises pre-processing on the root logger, every time
+    root.addFilter(quiet)
     try:
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
     finally:
-        root.setLevel(level)
+        root.removeFilter(quiet)
     return dst
+
+
+class _QuietThisThread(logging.Filter):
+    """Drops the root logger's records below ERROR from the thread that made it, and nothing else:
+    lowering the root logger's level instead silenced every other thread's INFO lines meanwhile
+    (a worker's "claimed run" among them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread or record.levelno >= logging.ERROR
 
 
 def providers_for(device: torch.device) -> list[str]:

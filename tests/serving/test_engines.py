@@ -176,3 +176,24 @@ def test_the_api_shows_each_versions_engines(client) -> None:
     client.post("/v1/tasks", json={"name": "tickets", "labels": ["a", "b"]})
     [v0] = client.get("/v1/tasks/tickets/models").json()
     assert v0["engines"] == {}  # prepared by the worker, none runs in this test
+
+
+def test_quantising_quiets_only_its_own_threads_advice_on_the_root_logger() -> None:
+    """onnxruntime's quantiser warns on the root logger at every call; what silences it must not
+    silence another thread's lines (a worker's 'claimed run' was lost that way)."""
+    import logging
+    import threading
+
+    from app.serving.onnx import _QuietThisThread
+
+    quiet = _QuietThisThread()
+    mine = logging.LogRecord("root", logging.WARNING, __file__, 1, "pre-process first", None, None)
+    error = logging.LogRecord("root", logging.ERROR, __file__, 1, "failed", None, None)
+    theirs: list[logging.LogRecord] = []
+    other = threading.Thread(target=lambda: theirs.append(
+        logging.LogRecord("root", logging.INFO, __file__, 1, "claimed run 7", None, None)))
+    other.start()
+    other.join()
+    assert not quiet.filter(mine)
+    assert quiet.filter(error)
+    assert quiet.filter(theirs[0])
