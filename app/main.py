@@ -46,7 +46,7 @@ def build_state(settings: Settings, worker: WorkerSupervisor | None = None) -> A
 
     engines: dict[str, str] = {}
 
-    def on_swap(loaded) -> None:  # noqa: ANN001
+    def on_swap(loaded) -> None:
         metrics.model_version.labels(loaded.task).set(loaded.version)
         metrics.swaps.labels(loaded.task).inc()
         before = engines.get(loaded.task)

@@ -46,7 +46,7 @@ class GroupCommit(Generic[T, R]):
             results: Sequence[R | Exception]
             try:
                 results = await in_db_thread(self._commit, [item for item, _ in group])
-            except Exception as exc:  # noqa: BLE001 - nothing committed: every caller in the group hears it
+            except Exception as exc:
                 log.warning("group commit of %d items failed: %r", len(group), exc)
                 results = [exc] * len(group)
             for (_, fut), result in zip(group, results):

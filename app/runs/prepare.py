@@ -66,7 +66,7 @@ def engines_for(settings: Settings, version_dir: Path, texts: Sequence[str]) -> 
     try:
         return prepare_engines(version_dir, texts=texts, device=device, max_len=settings.max_seq_len,
                                chunk=settings.max_batch_size)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log.exception("could not prepare engines for %s", version_dir)
         return {"device": device.type, "chosen": None, "candidates": {}, "error": f"{type(exc).__name__}: {exc}"[:300]}
     finally:

@@ -75,7 +75,7 @@ def _insert(sessions: sessionmaker[Session], rows: list[dict], asking: Asking | 
     return left_out
 
 
-def make_commit(sessions: sessionmaker[Session], asking: Asking | None = None):  # noqa: ANN201 - the batcher's commit
+def make_commit(sessions: sessionmaker[Session], asking: Asking | None = None):
     """The batcher's commit step: store every prediction of the batch, then answer each request,
     each answer with its `feedback_wanted` (decided by `asking`, the task's budget in this
     process; its stats are read once per TTL on the insert's trip to the database)."""

@@ -244,7 +244,7 @@ class MicroBatcher(Generic[R]):
                 return
             try:
                 await self._process(batch)
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one batch
+            except Exception as exc:
                 log.exception("batch on %s failed unexpectedly", self.name)
                 for p in batch:
                     _set(p.future, exc=exc)
@@ -279,7 +279,7 @@ class MicroBatcher(Generic[R]):
                 flat = await loop.run_in_executor(self._executor, self._forward, p.texts)
                 ok_results.append(_split(flat, [p])[0])
                 ok.append(p)
-            except Exception as exc:  # noqa: BLE001 - handed to the caller that sent it
+            except Exception as exc:
                 _set(p.future, exc=exc)
         return ok_results, ok
 

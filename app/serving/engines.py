@@ -176,7 +176,7 @@ def load_for_serving(row: ActiveRow, *, device: torch.device, max_len: int, engi
     wanted, why = choose(row.engines, engine, device, row.quantize)
     try:
         loaded = load_engine(row, wanted, device=device, max_len=max_len)
-    except Exception as exc:  # noqa: BLE001 - any engine that will not load falls back to PyTorch
+    except Exception as exc:
         fallback = torch_default(device, row.quantize)
         log.error("task %s version %d: engine %s cannot be loaded (%s); serving %s", row.task, row.version, wanted,
                   exc, fallback)
@@ -235,7 +235,7 @@ def prepare_engines(version_dir: Path, *, texts: Sequence[str], device: torch.de
             else:
                 entry["why"] = (f"parity: confident agreement {p.confident_agreement:.3f} (needs "
                                 f"{MIN_CONFIDENT_AGREEMENT}), mean gap {p.mean_gap:.4f} (at most {MAX_MEAN_GAP})")
-        except Exception as exc:  # noqa: BLE001 - an engine that cannot be made is recorded, not fatal
+        except Exception as exc:
             entry["why"] = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("engine %s for %s: %s", name, version_dir.name, entry["why"])
     for r in range(TIMING_ROUNDS):  # alternate the order: the machine's noise falls on every engine alike

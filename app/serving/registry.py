@@ -116,7 +116,7 @@ class ServedModels:
         started = time.perf_counter()
         try:
             loaded = load_for_serving(row, device=self.device, max_len=self.max_len, engine=self.engine)
-        except Exception as exc:  # noqa: BLE001 - any failure makes the version unservable here
+        except Exception as exc:
             self.unloadable[row.version_id] = f"version {row.version}: {exc}"[:500]
             log.error("could not load version %d of task %s (%s); it will not be retried", row.version, row.task,
                       exc)

@@ -29,8 +29,8 @@ async def clients_page(request: Request, state: StateDep, caller: ConsoleAdmin) 
 @router.post("/clients")
 async def create(request: Request, state: StateDep, caller: ConsoleAdmin,
                  name: Annotated[str, Form(min_length=1, max_length=128)],
-                 tasks: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies defaults
-                 scopes: Annotated[list[str], Form()] = [], csrf: Csrf = "") -> Response:  # noqa: B006
+                 tasks: Annotated[list[str], Form()] = [],
+                 scopes: Annotated[list[str], Form()] = [], csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
     client, key = await run_in_threadpool(lambda: create_client(state.sessions, name=name, tasks=tasks,
                                                                 scopes=scopes))

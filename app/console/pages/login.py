@@ -17,7 +17,7 @@ router = page_router()
 
 
 @router.get("/login")
-def login_page(request: Request, state: StateDep, next: str = "/ui") -> Response:  # noqa: A002
+def login_page(request: Request, state: StateDep, next: str = "/ui") -> Response:
     return render(request, state, "login.html", {"next": next, "error": None}, caller=None)
 
 
@@ -29,7 +29,7 @@ def _local(path: str) -> str:
 
 @router.post("/login")
 async def login(request: Request, state: StateDep, token: Annotated[str, Form(max_length=512)] = "",
-                next: Annotated[str, Form(max_length=2048)] = "/ui", csrf: Csrf = "") -> Response:  # noqa: A002
+                next: Annotated[str, Form(max_length=2048)] = "/ui", csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
     caller = await authenticate(state, token.strip(), request.client.host if request.client else "unknown") \
         if token.strip() else None

@@ -83,7 +83,7 @@ def drive_until_stopped(url: str, items: list[list[str]], *, concurrency: int,
 
 
 @contextmanager
-def _spec_file(url: str, items, concurrency, count, warmup, headers) -> Iterator[Path]:  # noqa: ANN001
+def _spec_file(url: str, items, concurrency, count, warmup, headers) -> Iterator[Path]:
     host, port = url.removeprefix("http://").split(":")
     fd, name = tempfile.mkstemp(suffix=".json", prefix="flywheel-loadgen-")
     with os.fdopen(fd, "w") as fh:

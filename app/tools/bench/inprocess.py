@@ -25,7 +25,7 @@ def setting_default(name: str) -> Any:
     return Settings.model_fields[name].default
 
 
-def ceiling(loaded, texts: list[str], sizes: tuple[int, ...], *,  # noqa: ANN001
+def ceiling(loaded, texts: list[str], sizes: tuple[int, ...], *,
             bs1_texts: int) -> tuple[dict[int, float], dict[int, float]]:
     """texts/s and CPU ms per text of the server's own forward (`score_texts`) on consecutive
     groups of the texts (arrival order, as a full micro-batch would see them)."""
@@ -43,7 +43,7 @@ def ceiling(loaded, texts: list[str], sizes: tuple[int, ...], *,  # noqa: ANN001
     return wall, cpu
 
 
-def one_forward_ms(loaded, texts: list[str], n: int) -> float:  # noqa: ANN001
+def one_forward_ms(loaded, texts: list[str], n: int) -> float:
     """Median wall time of one single-text forward (the bare cost a c=1 request cannot avoid)."""
     from app.serving.scoring import score_texts
 
@@ -55,7 +55,7 @@ def one_forward_ms(loaded, texts: list[str], n: int) -> float:  # noqa: ANN001
     return statistics.median(times)
 
 
-def accuracy(loaded, rows: list[Record], bs: int = 64) -> tuple[float, float]:  # noqa: ANN001
+def accuracy(loaded, rows: list[Record], bs: int = 64) -> tuple[float, float]:
     """(accuracy in points, texts/s) of zero-shot predictions against the file's labels."""
     from app.serving.scoring import score_texts
 
@@ -69,7 +69,7 @@ def accuracy(loaded, rows: list[Record], bs: int = 64) -> tuple[float, float]:  
     return 100.0 * sum(g == r.value for g, r in zip(got, rows)) / len(rows), speed
 
 
-def model_parts(row, rows: list[Record], want: set[str], log: Callable[[str], None]) -> dict[str, Any]:  # noqa: ANN001
+def model_parts(row, rows: list[Record], want: set[str], log: Callable[[str], None]) -> dict[str, Any]:
     """Every engine's in-process forward (the best one's is the ceiling: wall and CPU time per
     text, one forward) and accuracy, and torch int8 against fp32, in this process."""
     from dataclasses import replace
@@ -100,7 +100,7 @@ def model_parts(row, rows: list[Record], want: set[str], log: Callable[[str], No
             log(f"engine {name}: in-process forward at batch sizes 1 and 32, accuracy")
             try:
                 lm = load_engine(row, name, device=dev, max_len=max_len)
-            except Exception as exc:  # noqa: BLE001 - an engine that cannot be loaded is reported
+            except Exception as exc:
                 engines[name] = {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
                 continue
             wall, _ = infer.submit(ceiling, lm, texts, (1, 32), bs1_texts=min(len(texts), 200)).result()
@@ -176,7 +176,7 @@ def trainer_vs_bare(path: Path, rows: list[Record], labels: list[str], reps: int
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-        def step(b) -> None:  # noqa: ANN001
+        def step(b) -> None:
             b = b.to(dev)
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
                 logits = model(b.input_ids, b.attention_mask)

@@ -124,7 +124,7 @@ def postgres(run: Run, want: set[str]) -> dict[str, Any]:
             run.log(f"bare psycopg inserts of the same rows at c=32: {n}")
             out["feedback_bare_postgres"] = bare_feedback_inserts(
                 pg_url, prefill_predictions(pg_url, pg_key, n), run.labels, concurrency=32)
-    except Exception as exc:  # noqa: BLE001 - reported; the rest of the run stands
+    except Exception as exc:
         run.log(f"PostgreSQL part skipped: {exc!r}"[:500])
         out["feedback_postgres"] = {"skipped": repr(exc)[:500]}
     return out
@@ -194,7 +194,7 @@ def http_run(srv: LocalService, api: FlywheelClient, items: list[list[str]], aut
     return s
 
 
-def swap_under_load(api: FlywheelClient, url: str, items, auth, db_url: str, models_dir: Path,  # noqa: ANN001
+def swap_under_load(api: FlywheelClient, url: str, items, auth, db_url: str, models_dir: Path,
                     old_version: int, steady_s: float) -> dict[str, Any]:
     new_version = register_copy_of_active(db_url, models_dir)
     windows = []

@@ -11,7 +11,7 @@ from app.tools.bench.driving import TASK
 from app.core.statuses import VersionStatus
 
 
-def db_sessions(url: str):  # noqa: ANN201
+def db_sessions(url: str):
     from app.db.session import make_engine, make_sessionmaker
 
     engine = make_engine(url)
@@ -54,7 +54,7 @@ def feedback_items(ids: list[str], labels: list[str]) -> list[list[str]]:
     return items
 
 
-def postgres_database(admin_url: str):  # noqa: ANN201 - a context manager of the URL
+def postgres_database(admin_url: str):
     """A fresh database on the server of `admin_url`, dropped afterwards."""
     from app.db.session import scratch_postgres_database
 
@@ -64,7 +64,7 @@ def postgres_database(admin_url: str):  # noqa: ANN201 - a context manager of th
 # ---------------------------------------------------------------- in-process model work
 
 
-def active_row(db_url: str):  # noqa: ANN201
+def active_row(db_url: str):
     from app.db.versions import active_rows
 
     engine, sessions = db_sessions(db_url)
