@@ -5,7 +5,7 @@ Activation is one transaction: the old active version becomes `retired`, the new
 `active`; a partial unique index guarantees there is never more than one active version
 per task.  It holds the task's lock (`lock_task`), as a run's promotion and retention's
 pruning do, so none of them decides on a state another is changing.  API processes notice
-the change and swap (see `serving/served.py`).
+the change and swap (see `serving/registry.py`).
 """
 
 from __future__ import annotations
