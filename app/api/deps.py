@@ -40,7 +40,7 @@ async def get_caller(request: Request, state: StateDep) -> Caller:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("The Authorization header must be 'Bearer <key>'.")
-    caller = await authenticate(state, token, request.client.host if request.client else "unknown")
+    caller = await authenticate(state, token=token, address=request.client.host if request.client else "unknown")
     if caller is None:
         raise _unauthorized("Unknown or revoked API key.")
     return caller

@@ -103,7 +103,6 @@ async def upload_examples(task: TaskName, request: Request, _: AdminDep, state: 
     # anonymous upload is refused before a byte of it is read; the limit and the shared budget
     # still count every byte read below.
     rows = await rows_from_request(request, state.settings.max_upload_bytes)
-    counts = await run_in_threadpool(import_examples, state.sessions, task=task, rows=rows,
-                                     max_chars=state.settings.max_text_chars)
+    counts = await run_in_threadpool(import_examples, state, task=task, rows=rows)
     return ExamplesOut(**counts)
 

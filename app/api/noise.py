@@ -16,5 +16,4 @@ def noise(task: TaskName, caller: CallerDep, state: StateDep) -> NoiseResponse:
     """How often each client's ±1 is flipped: the estimate, its 90 % interval and the evidence
     behind it (known truth, anchor points the model was sure of, other clients on the same texts).
     The admin sees every client; a key (`read` scope) sees its own row."""
-    return NoiseResponse.model_validate(task_noise(state.sessions, task=task, caller=caller,
-                                                   max_rows=state.settings.max_training_rows))
+    return NoiseResponse.model_validate(task_noise(state, task=task, caller=caller))

@@ -18,4 +18,4 @@ def review(task: TaskName, caller: CallerDep, state: StateDep,
     """The predictions where a person's correction is worth most, best first: −1s without a
     correction (most recent first), then the rest by value (uncertainty, boosted for rare labels).
     A client sees its own predictions; the admin sees all."""
-    return ReviewResponse.model_validate(review_queue(state.sessions, task=task, caller=caller, limit=limit))
+    return ReviewResponse.model_validate(review_queue(state, task=task, caller=caller, limit=limit))

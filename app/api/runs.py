@@ -38,20 +38,19 @@ class RunOut(BaseModel):
 @router.post("/v1/tasks/{task}/retrain", status_code=status.HTTP_202_ACCEPTED)
 def retrain(task: TaskName, _: AdminDep, state: StateDep) -> dict[str, object]:
     """Queue a training run; a worker picks it up.  One open run per task at a time (409 names it)."""
-    run = runs.retrain(state.sessions, task=task)
-    return {"run_id": run.id, "status": run.status}
+    return runs.retrain(state, task=task)
 
 
 @router.get("/v1/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: RowId, _: AdminDep, state: StateDep) -> RunOut:
-    return RunOut.model_validate(runs.get_run(state.sessions, run_id=run_id))
+    return RunOut.model_validate(runs.get_run(state, run_id=run_id))
 
 
 @router.get("/v1/tasks/{task}/runs", response_model=list[RunOut])
 def list_runs(task: TaskName, _: AdminDep, state: StateDep, page: PageDep, request: Request,
               response: Response) -> list[RunOut]:
     """Newest first, a page at a time (`Link: rel="next"` while more follow)."""
-    items, after = runs.runs_of(state.sessions, task=task, page=page)
+    items, after = runs.runs_of(state, task=task, page=page)
     link_next(request, response, after)
     return [RunOut.model_validate(r) for r in items]
 
@@ -60,4 +59,4 @@ def list_runs(task: TaskName, _: AdminDep, state: StateDep, page: PageDep, reque
 def cancel_run(run_id: RowId, _: AdminDep, state: StateDep) -> RunOut:
     """Stop a queued or running run; it ends `failed` ("cancelled …") and its candidate is never
     promoted.  409 if it has already ended."""
-    return RunOut.model_validate(runs.cancel(state.sessions, run_id=run_id))
+    return RunOut.model_validate(runs.cancel(state, run_id=run_id))

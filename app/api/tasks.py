@@ -16,11 +16,11 @@ router = APIRouter(tags=["tasks"])
 async def create(body: TaskCreate, _: AdminDep, state: StateDep) -> TaskOut:
     """Create a task and its zero-shot version 0 (built from the label names), ready to predict."""
     created = await run_in_threadpool(
-        tasks.create_task, state.sessions, state.settings, name=body.name, kind=body.kind, labels=body.labels,
+        tasks.create_task, state, name=body.name, kind=body.kind, labels=body.labels,
         descriptions=body.descriptions, options=body.options(), lambda_data=body.lambda_data,
         feedback_loss=body.feedback_loss, finetune=body.finetune, quantize=body.quantize, policy=body.policy)
     await state.served.ensure(body.name)
-    return TaskOut.model_validate(created, from_attributes=True)
+    return TaskOut.model_validate(created)
 
 
 @router.get("/v1/tasks", response_model=list[TaskOut], response_model_by_alias=True)
@@ -28,11 +28,11 @@ def list_tasks(caller: CallerDep, state: StateDep, page: PageDep, request: Reque
                ) -> list[TaskOut]:
     """The tasks this key may use (every task for the admin), oldest first, a page at a time
     (`Link: rel="next"` while more follow)."""
-    items, after = tasks.list_tasks(state.sessions, caller=caller, page=page)
+    items, after = tasks.list_tasks(state, caller=caller, page=page)
     link_next(request, response, after)
-    return [TaskOut.model_validate(t, from_attributes=True) for t in items]
+    return [TaskOut.model_validate(t) for t in items]
 
 
 @router.get("/v1/tasks/{task}", response_model=TaskOut, response_model_by_alias=True)
 def get_task(task: TaskName, caller: CallerDep, state: StateDep) -> TaskOut:
-    return TaskOut.model_validate(tasks.get_task(state.sessions, name=task, caller=caller), from_attributes=True)
+    return TaskOut.model_validate(tasks.get_task(state, name=task, caller=caller))

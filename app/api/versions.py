@@ -15,12 +15,12 @@ router = APIRouter(tags=["models"])
 def list_versions(task: TaskName, _: AdminDep, state: StateDep, page: PageDep, request: Request,
                   response: Response) -> list[VersionOut]:
     """Oldest first, a page at a time (`Link: rel="next"` while more follow; the cursor is a version number)."""
-    items, after = versions_of(state.sessions, task=task, page=page)
+    items, after = versions_of(state, task=task, page=page)
     link_next(request, response, after)
-    return [VersionOut.model_validate(v, from_attributes=True) for v in items]
+    return [VersionOut.model_validate(v) for v in items]
 
 
 @router.post("/v1/tasks/{task}/models/{version}/activate", response_model=VersionOut)
 def activate_version(task: TaskName, version: RowId, _: AdminDep, state: StateDep) -> VersionOut:
     """Serve this version from now on; API processes swap to it within FLYWHEEL_WATCH_INTERVAL_S."""
-    return VersionOut.model_validate(activate(state.sessions, task=task, version=version), from_attributes=True)
+    return VersionOut.model_validate(activate(state, task=task, version=version))

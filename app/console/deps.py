@@ -17,7 +17,7 @@ from app.services.clients import Caller, spend_request
 async def get_console_caller(request: Request, state: StateDep) -> Caller:
     """The session's caller, within the same request rate as the key's API calls."""
     caller = await console_caller(state, request)
-    spend_request(state, caller)
+    spend_request(state, caller=caller)
     return caller
 
 

@@ -89,7 +89,7 @@ async def console_caller(state: AppState, request: Request) -> Caller:
         return ADMIN
     if kind != "client":
         raise LoginRequired(here)
-    caller = await caller_for_key_hash(state.sessions, ident)
+    caller = await caller_for_key_hash(state, key_hash=ident)
     if caller is None:
         raise LoginRequired(here)
     return caller

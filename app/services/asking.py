@@ -114,14 +114,15 @@ class AskStats:
     boosts: dict[str, float]
 
 
-def read_ask_stats(session: Session, task_id: int) -> AskStats | None:
+def read_ask_stats(session: Session, *, task_id: int) -> AskStats | None:
     """The task's feedback budget and label boosts now; None if the task is gone."""
     row = session.execute(select(Task.policy, Task.labels).where(Task.id == task_id)).one_or_none()
     if row is None:
         return None
     policy, labels = row
     budget = Policy.from_stored(policy).feedback_budget
-    return AskStats(budget=budget, boosts=rarity_boosts([str(x) for x in labels], labelled_counts(session, task_id)))
+    boosts = rarity_boosts([str(x) for x in labels], labelled_counts(session, task_id=task_id))
+    return AskStats(budget=budget, boosts=boosts)
 
 
 @dataclass
@@ -146,14 +147,16 @@ class Asking:
 
     def refresh(self, sessions: sessionmaker[Session], task_ids: Sequence[int]) -> None:
         """Blocking: read the stats of these tasks (on the DB thread).  A failure keeps the old
-        stats (none: nothing is asked) and is retried after the TTL."""
+        stats (none: nothing is asked) and is retried after the TTL.  It takes the sessionmaker
+        because the batcher's commit step (`predictions.make_commit`, which holds no AppState)
+        calls it on its own trip to the database."""
         now = time.monotonic()
         for task_id in task_ids:
             t = self._tasks.setdefault(task_id, _TaskAsk())
             t.fetched_at = now
             try:
                 with sessions() as s:
-                    stats = read_ask_stats(s, task_id)
+                    stats = read_ask_stats(s, task_id=task_id)
             except Exception:
                 log.exception("could not read the feedback budget of task id %d; keeping the last one", task_id)
                 continue

@@ -2,7 +2,7 @@
 calling: the admin, or a client identified by its key.
 
 A key is scoped: to the tasks it was given (any other task answers as if it did not exist)
-and to what it may do there (`SCOPES`).  Services call `allow(caller, scope, task)` before
+and to what it may do there (`SCOPES`).  Services call `allow(caller, scope=..., task=...)` before
 they touch a task on a caller's behalf.
 
 A client key's lookup is remembered for `KEY_CACHE_TTL_S` seconds, so the hot paths (predict,
@@ -52,7 +52,7 @@ class Caller:
 ADMIN = Caller(is_admin=True, client_id=None, name="admin")
 
 
-def allow(caller: Caller, scope: str, task: str | None = None) -> None:
+def allow(caller: Caller, *, scope: str, task: str | None = None) -> None:
     """NotFound for a task outside the caller's (as if it did not exist, so a key cannot probe
     for other teams' tasks), Forbidden for a scope it lacks on one of its own."""
     if task is not None and not caller.sees(task):
@@ -62,12 +62,12 @@ def allow(caller: Caller, scope: str, task: str | None = None) -> None:
                         field="Authorization", slug="missing-scope", title="Missing scope")
 
 
-def create_client(sessions: sessionmaker[Session], *, name: str, tasks: list[str],
-                  scopes: list[str], trusted: bool = False) -> tuple[dict[str, Any], str]:
+def create_client(state: AppState, *, name: str, tasks: list[str], scopes: list[str], trusted: bool = False
+                  ) -> tuple[dict[str, Any], str]:
     """A new client scoped to `tasks` and `scopes`, and its key; the key exists only in this
     return value, its hash is stored.  Every task must exist (422 names the missing ones)."""
     key = new_api_key()
-    with transaction(sessions) as s:
+    with transaction(state.sessions) as s:
         found = dict(s.execute(select(Task.name, Task.id).where(Task.name.in_(tasks))).all())
         missing = [t for t in tasks if t not in found]
         if missing:
@@ -78,11 +78,11 @@ def create_client(sessions: sessionmaker[Session], *, name: str, tasks: list[str
         s.add(client)
         s.flush()
         s.add_all(ClientTask(client_id=client.id, task_id=found[t]) for t in dict.fromkeys(tasks))
-        shown = describe_client(s, client)
+        shown = describe_client(s, client=client)
     return shown, key
 
 
-def describe_client(session: Session, client: Client) -> dict[str, Any]:
+def describe_client(session: Session, *, client: Client) -> dict[str, Any]:
     """A client as the API shows it: its key's prefix, scopes and task names, never its hash."""
     names = session.scalars(select(Task.name).join(ClientTask, ClientTask.task_id == Task.id)
                             .where(ClientTask.client_id == client.id).order_by(Task.name)).all()
@@ -91,14 +91,14 @@ def describe_client(session: Session, client: Client) -> dict[str, Any]:
             "revoked_at": client.revoked_at}
 
 
-def set_trusted(sessions: sessionmaker[Session], *, client_id: int, trusted: bool) -> dict[str, Any]:
+def set_trusted(state: AppState, *, client_id: int, trusted: bool) -> dict[str, Any]:
     """Vouch for a key's feedback (its votes become known truth for the noise model), or stop."""
-    with transaction(sessions) as s:
+    with transaction(state.sessions) as s:
         client = s.get(Client, client_id)
         if client is None:
             raise _unknown_client(client_id)
         client.trusted = trusted
-        return describe_client(s, client)
+        return describe_client(s, client=client)
 
 
 def _unknown_client(client_id: int) -> NotFound:
@@ -106,25 +106,25 @@ def _unknown_client(client_id: int) -> NotFound:
                     title="Unknown client")
 
 
-def revoke_client(sessions: sessionmaker[Session], *, client_id: int, purge: bool = False) -> dict[str, Any]:
+def revoke_client(state: AppState, *, client_id: int, purge: bool = False) -> dict[str, Any]:
     """Revoke a key at once.  With `purge`, its feedback is deleted too, so no future training
     run or gate sees it (versions already trained on it keep what they learnt); the answer
     says how many signals went."""
-    with transaction(sessions) as s:
+    with transaction(state.sessions) as s:
         client = s.get(Client, client_id)
         if client is None:
             raise _unknown_client(client_id)
         if client.revoked_at is None:
             client.revoked_at = utcnow()
         purged = rowcount(s.execute(delete(Feedback).where(Feedback.client_id == client_id))) if purge else 0
-        return {**describe_client(s, client), "purged_feedback": purged}
+        return {**describe_client(s, client=client), "purged_feedback": purged}
 
 
-def list_clients(sessions: sessionmaker[Session], page: Page = Page()) -> tuple[list[dict[str, Any]], int | None]:
+def list_clients(state: AppState, *, page: Page = Page()) -> tuple[list[dict[str, Any]], int | None]:
     """A page of the clients, oldest first, and the next page's cursor."""
-    with sessions() as s:
+    with state.sessions() as s:
         rows, after = cut(s.scalars(paged(select(Client), Client.id, page)).all(), page, lambda c: c.id)
-        return [describe_client(s, c) for c in rows], after
+        return [describe_client(s, client=c) for c in rows], after
 
 
 # ---------------------------------------------------------------- who is calling
@@ -165,13 +165,15 @@ def _lookup_client(sessions: sessionmaker[Session], key_hash: str) -> Caller | N
                   tasks=frozenset(tasks))
 
 
-async def caller_for_token(sessions: sessionmaker[Session], token: str, *, admin_token: str | None,
-                           before_lookup: Callable[[], None] | None = None) -> Caller | None:
+async def caller_for_token(state: AppState, *, token: str, before_lookup: Callable[[], None] | None = None
+                           ) -> Caller | None:
     """The admin (the admin token), a live client (its key), or None for an unknown or revoked key.
     `before_lookup` runs only when the answer is not cached and the database must be asked about
     a key not known to be good (one found live within KNOWN_GOOD_TTL_S is asked about without it)."""
+    admin_token = state.settings.admin_token
     if admin_token is not None and same_secret(token, admin_token):
         return ADMIN
+    sessions = state.sessions
     key_hash = hash_api_key(token)
     now = time.monotonic()
     hit = _key_cache.get(key_hash)
@@ -200,13 +202,13 @@ async def caller_for_token(sessions: sessionmaker[Session], token: str, *, admin
     return caller
 
 
-async def caller_for_key_hash(sessions: sessionmaker[Session], key_hash: str) -> Caller | None:
+async def caller_for_key_hash(state: AppState, *, key_hash: str) -> Caller | None:
     """The live client whose key hashes to `key_hash` (a console session keeps the hash, never
     the key); None once the key is revoked."""
-    return await in_db_thread(_lookup_client, sessions, key_hash)
+    return await in_db_thread(_lookup_client, state.sessions, key_hash)
 
 
-async def authenticate(state: AppState, token: str, address: str) -> Caller | None:
+async def authenticate(state: AppState, *, token: str, address: str) -> Caller | None:
     """Who `token` belongs to, within the limits: an address that keeps failing gets 429 without
     a key lookup (a flood of bogus keys costs no database work), and a client key past its rate
     gets 429 (RateLimited, with the seconds to wait).  None: an unknown or revoked key."""
@@ -219,16 +221,15 @@ async def authenticate(state: AppState, token: str, address: str) -> Caller | No
             raise RateLimited(f"Too many failed authentications from {address}; retry in {math.ceil(wait)}s.",
                               retry_after_s=math.ceil(wait), field="Authorization")
 
-    caller = await caller_for_token(state.sessions, token, admin_token=state.settings.admin_token,
-                                    before_lookup=within_failure_budget)
+    caller = await caller_for_token(state, token=token, before_lookup=within_failure_budget)
     if caller is None:
         failures.take(address)
         return None
-    spend_request(state, caller)
+    spend_request(state, caller=caller)
     return caller
 
 
-def spend_request(state: AppState, caller: Caller) -> None:
+def spend_request(state: AppState, *, caller: Caller) -> None:
     """One request from a client key's rate (429 past it); the admin is not limited.  The API
     spends it when a key authenticates, the console on every page or action of a key's session."""
     if caller.is_admin:

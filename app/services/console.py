@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.config import Settings
 from app.db.paging import Page
 from app.db.tables import ModelVersion, Prediction, Task, TrainingRun
 from app.db.threads import in_db_thread
@@ -43,26 +42,27 @@ def _recent_runs(session: Session, task_id: int, n: int) -> list[dict[str, Any]]
     return [_run_view(r) for r in rows]
 
 
-def overview(sessions: sessionmaker[Session], settings: Settings, *, caller: Caller) -> dict[str, Any]:
+def overview(state: AppState, *, caller: Caller) -> dict[str, Any]:
     """The Tasks page: every task the caller may see with its active version, daily traffic,
     −1 share, drift and (for the admin) its last runs; and whether a worker is alive."""
-    items, _ = list_tasks(sessions, caller=caller, page=Page(limit=200))
+    settings = state.settings
+    items, _ = list_tasks(state, caller=caller, page=Page(limit=200))
     out = []
-    with sessions() as s:
+    with state.sessions() as s:
         for item in items:
-            task = load_task(s, item["name"])
+            task = load_task(s, name=item["name"])
             out.append({**item, "watch": watch_task(s, task, settings.drift_window), "days": daily_counts(s, task.id),
                         "runs": _recent_runs(s, task.id, RECENT_RUNS) if caller.is_admin else []})
         alive = workers(s, settings.heartbeat_timeout_s)
     return {"tasks": out, "workers": alive}
 
 
-def task_detail(sessions: sessionmaker[Session], settings: Settings, *, caller: Caller, task: str) -> dict[str, Any]:
+def task_detail(state: AppState, *, caller: Caller, task: str) -> dict[str, Any]:
     """The Versions page: a task and its versions, newest first, each with its parent, its gate
     metrics against that parent, its run's loss curve and data counts."""
-    allow(caller, "read", task)
-    with sessions() as s:
-        t = load_task(s, task)
+    allow(caller, scope="read", task=task)
+    with state.sessions() as s:
+        t = load_task(s, name=task)
         versions = s.scalars(select(ModelVersion).where(ModelVersion.task_id == t.id)
                              .order_by(ModelVersion.version.desc())).all()
         number_of: dict[int | None, int] = {v.id: v.version for v in versions}
@@ -76,46 +76,47 @@ def task_detail(sessions: sessionmaker[Session], settings: Settings, *, caller: 
                           "data_counts": v.data_counts or {}, "reason": v.reason,
                           "engine": (v.engines or {}).get("chosen"),
                           "run": _run_view(run) if run is not None else None})
-        return {"task": describe(s, t), "watch": watch_task(s, t, settings.drift_window), "versions": shown}
+        return {"task": describe(s, task=t), "watch": watch_task(s, t, state.settings.drift_window),
+                "versions": shown}
 
 
-def runs_page(sessions: sessionmaker[Session], *, caller: Caller, task: str) -> dict[str, Any]:
+def runs_page(state: AppState, *, caller: Caller, task: str) -> dict[str, Any]:
     """The Runs page: the task's latest runs, newest first, with the gate's verdict in words."""
-    allow(caller, "read", task)
-    with sessions() as s:
-        t = load_task(s, task)
-        return {"task": describe(s, t), "runs": _recent_runs(s, t.id, RUNS_SHOWN)}
+    allow(caller, scope="read", task=task)
+    with state.sessions() as s:
+        t = load_task(s, name=task)
+        return {"task": describe(s, task=t), "runs": _recent_runs(s, t.id, RUNS_SHOWN)}
 
 
-def run_status(sessions: sessionmaker[Session], *, caller: Caller, run_id: int) -> dict[str, Any]:
+def run_status(state: AppState, *, caller: Caller, run_id: int) -> dict[str, Any]:
     """One run as the Runs page refreshes it while it trains."""
-    with sessions() as s:
+    with state.sessions() as s:
         run, task = lifecycle.get_run(s, run_id)
-        allow(caller, "read", task)
+        allow(caller, scope="read", task=task)
         view = _run_view(run)
     return {"task": task, **{k: view[k] for k in ("id", "status", "progress", "verdict", "reason", "loss_curve")}}
 
 
-def task_info(sessions: sessionmaker[Session], *, caller: Caller, task: str) -> dict[str, Any]:
+def task_info(state: AppState, *, caller: Caller, task: str) -> dict[str, Any]:
     """A task as the Try-it page heads it."""
-    allow(caller, "read", task)
-    with sessions() as s:
-        return describe(s, load_task(s, task))
+    allow(caller, scope="read", task=task)
+    with state.sessions() as s:
+        return describe(s, task=load_task(s, name=task))
 
 
-def task_names(sessions: sessionmaker[Session]) -> list[str]:
+def task_names(state: AppState) -> list[str]:
     """Every task's name, for the form that scopes a new key."""
-    with sessions() as s:
+    with state.sessions() as s:
         return list(s.scalars(select(Task.name).order_by(Task.name)))
 
 
-def review_page(sessions: sessionmaker[Session], *, caller: Caller, task: str, limit: int = 25) -> dict[str, Any]:
+def review_page(state: AppState, *, caller: Caller, task: str, limit: int = 25) -> dict[str, Any]:
     """The Review page: the queue (the predictions a label is worth most for), the task's labels,
     and its feedback counts (they change as a person labels)."""
-    queue = review_queue(sessions, task=task, caller=caller, limit=limit)
-    with sessions() as s:
-        t = load_task(s, task)
-        info = describe(s, t)
+    queue = review_queue(state, task=task, caller=caller, limit=limit)
+    with state.sessions() as s:
+        t = load_task(s, name=task)
+        info = describe(s, task=t)
     kind = get_kind(t.kind)
     for item in queue["items"]:
         item["shown"] = kind.answer_value(item["label"])

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from app.db.session import transaction
 from app.db.tables import Example, Task
 from app.core.errors import Invalid
 from app.kinds import KINDS, TaskKind, TaskSpec, get_kind
+from app.process.state import AppState
 from app.services.tasks import load_task
 from app.core.texts import split_for, storable, text_hash
 
@@ -126,10 +127,11 @@ def _upsert(session: Session, *, task: Task, rows: list[tuple[str, str]]) -> dic
     return {"imported": len(values), "train": train, "validation": len(values) - train}
 
 
-def import_examples(sessions: sessionmaker[Session], *, task: str, rows: list[Row], max_chars: int
-                    ) -> dict[str, int]:
-    """All rows valid and imported in one transaction, or nothing imported (the bad row named)."""
-    with transaction(sessions) as s:
-        t = load_task(s, task)
-        checked = validate_rows(rows, kind=get_kind(t.kind), spec=TaskSpec.of(t), max_chars=max_chars)
+def import_examples(state: AppState, *, task: str, rows: list[Row]) -> dict[str, int]:
+    """All rows valid (texts within FLYWHEEL_MAX_TEXT_CHARS) and imported in one transaction, or
+    nothing imported (the bad row named)."""
+    with transaction(state.sessions) as s:
+        t = load_task(s, name=task)
+        checked = validate_rows(rows, kind=get_kind(t.kind), spec=TaskSpec.of(t),
+                                max_chars=state.settings.max_text_chars)
         return _upsert(s, task=t, rows=checked)

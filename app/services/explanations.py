@@ -36,7 +36,7 @@ def _spend_budget(state: AppState, caller: Caller) -> None:
 
 
 async def _explain(state: AppState, task: str, text: str, caller: Caller) -> dict[str, Any]:
-    served = await served_model(state, task)
+    served = await served_model(state, task=task)
     if not served.kind.explainable:
         raise Invalid("task", f"Explanations are for {EXPLAINABLE} tasks; {task!r} is a {served.kind.name} task.",
                       slug="not-explainable")
@@ -56,7 +56,7 @@ async def _explain(state: AppState, task: str, text: str, caller: Caller) -> dic
 async def explain_text(state: AppState, *, task: str, text: str, caller: Caller) -> dict[str, Any]:
     """The served version's answer to `text` and each token's attribution towards it; for a kind
     that is `explainable` (one label per text: a score or a set of spans is not one label to attribute)."""
-    allow(caller, "predict", task)
+    allow(caller, scope="predict", task=task)
     check_texts([text], single=True, max_chars=state.settings.max_text_chars, max_texts=1)
     return await _explain(state, task, text, caller)
 
@@ -75,6 +75,6 @@ async def explain_prediction(state: AppState, *, prediction_id: str, caller: Cal
     row = await in_db_thread(_stored, state.sessions, prediction_id)
     if row is None or not caller.sees(row.name) or (not caller.is_admin and row.client_id != caller.client_id):
         raise unknown_prediction(prediction_id)
-    allow(caller, "read", row.name)
+    allow(caller, scope="read", task=row.name)
     out = await _explain(state, row.name, row.text, caller)
     return {"prediction_id": prediction_id, "prediction_version": row.version, "text": row.text, **out}

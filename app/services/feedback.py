@@ -73,7 +73,7 @@ def _record(sessions: sessionmaker[Session], signals: Sequence[Signal]) -> list[
                     raise user_erased(gone[sig.user_hash])
                 if row is None or not sig.caller.sees(row.name):  # another team's: as if it did not exist
                     raise unknown_prediction(sig.prediction_id)
-                allow(sig.caller, "feedback", row.name)
+                allow(sig.caller, scope="feedback", task=row.name)
                 if not sig.caller.is_admin and row.client_id != sig.caller.client_id:
                     raise Forbidden("This prediction was made for another client; feedback is only taken on your "
                                     "own.", field="prediction_id", slug="not-your-prediction")
@@ -104,7 +104,12 @@ def _record(sessions: sessionmaker[Session], signals: Sequence[Signal]) -> list[
 
 def record_signals(sessions: sessionmaker[Session], signals: Sequence[Signal]) -> list[Recorded | Exception]:
     """Commit the signals together; if the database refuses the group, each one alone, so a row
-    it refuses fails only its own request."""
+    it refuses fails only its own request.
+
+    An exception to the services' rule (app/services/__init__.py): this is the group commit's
+    step, one transaction for many requests' signals, which `GroupCommit` calls with a batch and
+    nothing else, so it takes the sessionmaker and the batch, and tests drive it on a database of
+    their own without an app."""
     try:
         return _record(sessions, signals)
     except Exception:

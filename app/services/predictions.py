@@ -75,10 +75,14 @@ def _insert(sessions: sessionmaker[Session], rows: list[dict], asking: Asking | 
     return left_out
 
 
-def make_commit(sessions: sessionmaker[Session], asking: Asking | None = None):
+def make_commit(sessions: sessionmaker[Session], *, asking: Asking | None = None):
     """The batcher's commit step: store every prediction of the batch, then answer each request,
     each answer with its `feedback_wanted` (decided by `asking`, the task's budget in this
-    process; its stats are read once per TTL on the insert's trip to the database)."""
+    process; its stats are read once per TTL on the insert's trip to the database).
+
+    An exception to the services' rule (app/services/__init__.py): the step is the
+    `MicroBatcher`'s callback, one transaction for many requests at once, run by machinery that
+    holds no AppState, so it is built over the sessionmaker alone."""
     asking = asking if asking is not None else Asking()
 
     async def commit(batch: list[Pending], results: list[list[Scored]]) -> list[tuple[int, list[dict]] | Exception]:
@@ -112,7 +116,7 @@ def make_commit(sessions: sessionmaker[Session], asking: Asking | None = None):
     return commit
 
 
-def batcher_for(state: AppState, task: str) -> MicroBatcher:
+def batcher_for(state: AppState, *, task: str) -> MicroBatcher:
     """The task's micro-batcher, made on first use."""
     b = state.batchers.get(task)
     if b is None:
@@ -126,7 +130,7 @@ def batcher_for(state: AppState, task: str) -> MicroBatcher:
         b = MicroBatcher(
             task,
             lambda texts: state.served.forward(task, texts),
-            make_commit(state.sessions, Asking()),
+            make_commit(state.sessions, asking=Asking()),
             max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms,
             max_queue=s.max_queue,
@@ -140,10 +144,10 @@ def batcher_for(state: AppState, task: str) -> MicroBatcher:
 
 def _task_exists(sessions: sessionmaker[Session], name: str) -> None:
     with sessions() as s:
-        load_task(s, name)
+        load_task(s, name=name)
 
 
-async def served_model(state: AppState, task: str) -> LoadedModel:
+async def served_model(state: AppState, *, task: str) -> LoadedModel:
     """The task's model in this process, loaded now if need be; NotFound for a task that does
     not exist, Unavailable for one whose model is not loaded yet."""
     loaded = await state.served.ensure(task)
@@ -159,16 +163,16 @@ async def predict(state: AppState, *, task: str, texts: list[str], single: bool,
     """Predict one text or a list; every prediction is stored before this returns.
     {"model_version", "predictions": [{"id", …the kind's answer, "feedback_wanted"}]}."""
     accepted_at = utcnow()
-    allow(caller, "predict", task)
+    allow(caller, scope="predict", task=task)
     s = state.settings
     check_texts(texts, single=single, max_chars=s.max_text_chars, max_texts=s.max_texts_per_request)
-    loaded = await served_model(state, task)
+    loaded = await served_model(state, task=task)
     user_hash = (hash_user_id(user_id, s.resolved_user_hash_key, user_namespace(caller.client_id))
                  if user_id else None)
     ctx = PredictContext(task_id=loaded.task_id, client_id=caller.client_id, user_hash=user_hash,
                          accepted_at=accepted_at)
     try:
-        version, predictions = await batcher_for(state, task).submit(texts, ctx, owner=caller.client_id)
+        version, predictions = await batcher_for(state, task=task).submit(texts, ctx, owner=caller.client_id)
     except OwnerQueueFull:
         state.metrics.rate_limited.labels("queue").inc()
         raise RateLimited(f"This client already has {s.max_queue_per_client} texts waiting on task {task!r} "

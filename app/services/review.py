@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import exists, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from app.core.errors import Invalid
 from app.db.tables import Example, Feedback, Prediction
 from app.kinds import Answer, get_kind
 from app.learning.value import rarity_boosts, value_of
+from app.process.state import AppState
 from app.services.clients import Caller, allow
 from app.services.tasks import load_task
 
@@ -25,7 +26,7 @@ UNCERTAIN = "uncertain"
 RARE = "rare label"
 
 
-def labelled_counts(session: Session, task_id: int) -> dict[str, int]:
+def labelled_counts(session: Session, *, task_id: int) -> dict[str, int]:
     """Labelled rows per label: examples (both splits) plus corrections given as feedback."""
     counts: dict[str, int] = {}
     for label, n in session.execute(
@@ -42,7 +43,7 @@ def labelled_counts(session: Session, task_id: int) -> dict[str, int]:
     return counts
 
 
-def review_queue(sessions: sessionmaker[Session], *, task: str, caller: Caller, limit: int) -> dict[str, Any]:
+def review_queue(state: AppState, *, task: str, caller: Caller, limit: int) -> dict[str, Any]:
     """The caller's predictions of `task` where a correction is worth most, best first:
     those whose latest signal is −1 and that have no correction (most recent first), then the
     rest by value.  Corrected predictions, and those whose latest signal is +1 (their label is
@@ -50,11 +51,11 @@ def review_queue(sessions: sessionmaker[Session], *, task: str, caller: Caller, 
     considered.  A client sees its own predictions; the admin sees all."""
     if not 1 <= limit <= REVIEW_MAX_LIMIT:
         raise Invalid("limit", f"limit must be between 1 and {REVIEW_MAX_LIMIT}; got {limit}.")
-    allow(caller, "read", task)
-    with sessions() as s:
-        t = load_task(s, task)
+    allow(caller, scope="read", task=task)
+    with state.sessions() as s:
+        t = load_task(s, name=task)
         kind = get_kind(t.kind)
-        boosts = rarity_boosts([str(x) for x in t.labels], labelled_counts(s, t.id))
+        boosts = rarity_boosts([str(x) for x in t.labels], labelled_counts(s, task_id=t.id))
         corrected = exists().where(Feedback.prediction_id == Prediction.id, Feedback.correction.is_not(None))
         latest_signal = (
             select(Feedback.signal).where(Feedback.prediction_id == Prediction.id)

@@ -1,4 +1,5 @@
-"""Tasks: create one (with its version 0, built by the task's kind), find one, describe them."""
+"""Tasks: create one (with its version 0, built by the task's kind), find one, describe them
+(and a version as the API shows it: a task's description embeds its active one)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,23 @@ from typing import Any, Mapping
 
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from app.core.config import Settings
 from app.db.paging import Page, cut, paged
 from app.db.session import transaction
-from app.db.tables import Example, Feedback, Prediction, Task
+from app.db.tables import Example, Feedback, ModelVersion, Prediction, Task
 from app.db.versions import active_version, path_in_use, register_version
 from app.core.errors import Conflict, NotFound
 from app.kinds import TaskSpec, define_task, get_kind
 from app.model.store import VersionMeta, save_version
 from app.core.policy import Policy
+from app.process.state import AppState
 from app.services.clients import ADMIN, Caller, allow
 from app.core.statuses import VersionStatus
 
 
-def load_task(session: Session, name: str) -> Task:
+def load_task(session: Session, *, name: str) -> Task:
+    """The task named `name`, in the caller's session; NotFound if there is none."""
     task = session.scalar(select(Task).where(Task.name == name))
     if task is None:
         raise NotFound.of("task", name, field="task", detail=f"No task named {name!r}.")
@@ -45,8 +47,7 @@ def build_version_zero(task: Task, *, base_model: str, models_dir: Path, max_seq
 
 
 def create_task(
-    sessions: sessionmaker[Session],
-    settings: Settings,
+    state: AppState,
     *,
     name: str,
     kind: str,
@@ -62,6 +63,7 @@ def create_task(
     """Build version 0 first (slow, no transaction open), then insert task + version at once.
     What the labels are (names, or points a kind derives from its own `options`) is the kind's."""
     labels, descriptions = define_task(kind, labels=labels, descriptions=descriptions, options=options or {})
+    sessions, settings = state.sessions, state.settings
     with sessions() as s:
         if s.scalar(select(Task.id).where(Task.name == name)) is not None:
             raise _duplicate(name)
@@ -81,10 +83,11 @@ def create_task(
         if orphan:
             shutil.rmtree(path, ignore_errors=True)
         raise _duplicate(name) from None
-    return get_task(sessions, name=name)
+    return get_task(state, name=name)
 
 
-def counts(session: Session, task_id: int) -> dict[str, Any]:
+def counts(session: Session, *, task_id: int) -> dict[str, Any]:
+    """The task's predictions, feedback (+1, −1, corrections) and examples (per split)."""
     predictions = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.task_id == task_id))
     fb = session.execute(
         select(
@@ -106,8 +109,14 @@ def counts(session: Session, task_id: int) -> dict[str, Any]:
     }
 
 
-def describe(session: Session, task: Task) -> dict[str, Any]:
+def describe_version(version: ModelVersion) -> dict[str, Any]:
+    """A version as the API shows it: every column but where its files lie on the server."""
+    return {c.key: getattr(version, c.key) for c in ModelVersion.__table__.columns if c.key != "path"}
+
+
+def describe(session: Session, *, task: Task) -> dict[str, Any]:
     """A task as the API shows it: its settings, active version and counts."""
+    active = active_version(session, task.id)
     return {
         "name": task.name,
         "kind": task.kind,
@@ -119,25 +128,26 @@ def describe(session: Session, task: Task) -> dict[str, Any]:
         "finetune": task.finetune,
         "quantize": task.quantize,
         "policy": task.policy,
-        "active_version": active_version(session, task.id),
-        "counts": counts(session, task.id),
+        "active_version": None if active is None else describe_version(active),
+        "counts": counts(session, task_id=task.id),
         "created_at": task.created_at,
     }
 
 
-def get_task(sessions: sessionmaker[Session], *, name: str, caller: Caller = ADMIN) -> dict[str, Any]:
-    allow(caller, "read", name)
-    with sessions() as s:
-        return describe(s, load_task(s, name))
+def get_task(state: AppState, *, name: str, caller: Caller = ADMIN) -> dict[str, Any]:
+    """The task as the API shows it (`describe`), if the caller may read it."""
+    allow(caller, scope="read", task=name)
+    with state.sessions() as s:
+        return describe(s, task=load_task(s, name=name))
 
 
-def list_tasks(sessions: sessionmaker[Session], *, caller: Caller = ADMIN, page: Page = Page()
+def list_tasks(state: AppState, *, caller: Caller = ADMIN, page: Page = Page()
                ) -> tuple[list[dict[str, Any]], int | None]:
     """A page of the tasks the caller may see, and the next page's cursor."""
-    allow(caller, "read")
-    with sessions() as s:
+    allow(caller, scope="read")
+    with state.sessions() as s:
         q = select(Task)
         if caller.tasks is not None:
             q = q.where(Task.name.in_(caller.tasks))
         rows, after = cut(s.scalars(paged(q, Task.id, page)).all(), page, lambda t: t.id)
-        return [describe(s, t) for t in rows], after
+        return [describe(s, task=t) for t in rows], after

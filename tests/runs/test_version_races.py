@@ -26,7 +26,7 @@ from app.core.statuses import VersionStatus
 from app.process.worker import Worker
 from support.learning import (FAST_POLICY, active, add_examples, add_feedback, create_task, synthetic,
                               versions)
-from support.racing import beside, impatient
+from support.racing import beside, impatient_state
 
 
 def _retired_copy(factory: sessionmaker[Session], settings: Settings, task_id: int, number: int,
@@ -70,11 +70,12 @@ def test_an_activation_while_retention_decides_is_not_pruned_under_it(db_url: st
     stays active with its files; never an acknowledged activation of a pruned version."""
     _, old, old_path = _prunable(factory, settings)
     real_kept, racing = retention._kept, {}
+    admin = impatient_state(db_url, settings)
 
     def decided_then_activate(*args, **kwargs):
         keep = real_kept(*args, **kwargs)
         assert old not in keep
-        racing["activation"] = beside(db_url, lambda: activate_version(impatient(db_url), task="intent", version=1))
+        racing["activation"] = beside(db_url, lambda: activate_version(admin, task="intent", version=1))
         return keep
 
     monkeypatch.setattr(retention, "_kept", decided_then_activate)
@@ -104,13 +105,14 @@ def test_a_rollback_while_a_run_finishes_is_not_overridden_by_its_promotion(db_u
     with transaction(factory) as s:
         enqueue_run(s, s.get(Task, task_id))
     real_active, racing = execute.active_version, {}
+    admin = impatient_state(db_url, settings)
 
     def read_then_rollback(session, task):
         current = real_active(session, task)
         judging = session.scalar(select(ModelVersion.id).where(ModelVersion.status == VersionStatus.CANDIDATE))
         if judging is not None and "rollback" not in racing:  # in finish(), having read the parent as active
             assert current.id == v0.id
-            racing["rollback"] = beside(db_url, lambda: activate_version(impatient(db_url), task="intent", version=1))
+            racing["rollback"] = beside(db_url, lambda: activate_version(admin, task="intent", version=1))
         return current
 
     monkeypatch.setattr(execute, "active_version", read_then_rollback)

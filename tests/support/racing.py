@@ -16,7 +16,11 @@ from typing import Any
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.config import Settings
 from app.db.session import make_sessionmaker
+from app.observability.metrics import Metrics
+from app.process.state import AppState
+from app.serving.registry import ServedModels
 from support.waiting import wait_until
 
 GIVE_UP_S = 60.0
@@ -35,6 +39,14 @@ def impatient(db_url: str) -> sessionmaker[Session]:
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
 
     return make_sessionmaker(engine)
+
+
+def impatient_state(db_url: str, settings: Settings) -> AppState:
+    """What a service function takes (app/services/__init__.py), over `impatient` sessions: the
+    racing party calls a service as an API process would."""
+    sessions = impatient(db_url)
+    return AppState(settings=settings, engine=sessions.kw["bind"], sessions=sessions,
+                    served=ServedModels(sessions, device=settings.device), metrics=Metrics())
 
 
 class Beside:

@@ -20,8 +20,8 @@ router = page_router()
 
 @router.get("/clients")
 async def clients_page(request: Request, state: StateDep, caller: ConsoleAdmin) -> Response:
-    items, _ = await run_in_threadpool(list_clients, state.sessions, Page(limit=500))
-    tasks = await run_in_threadpool(page_data.task_names, state.sessions)
+    items, _ = await run_in_threadpool(list_clients, state, page=Page(limit=500))
+    tasks = await run_in_threadpool(page_data.task_names, state)
     return render(request, state, "clients.html", {"clients": items, "tasks": tasks, "scopes": SCOPES,
                                                    "created": None}, caller=caller)
 
@@ -32,10 +32,9 @@ async def create(request: Request, state: StateDep, caller: ConsoleAdmin,
                  tasks: Annotated[list[str], Form()] = [],
                  scopes: Annotated[list[str], Form()] = [], csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
-    client, key = await run_in_threadpool(lambda: create_client(state.sessions, name=name, tasks=tasks,
-                                                                scopes=scopes))
-    items, _ = await run_in_threadpool(list_clients, state.sessions, Page(limit=500))
-    names = await run_in_threadpool(page_data.task_names, state.sessions)
+    client, key = await run_in_threadpool(create_client, state, name=name, tasks=tasks, scopes=scopes)
+    items, _ = await run_in_threadpool(list_clients, state, page=Page(limit=500))
+    names = await run_in_threadpool(page_data.task_names, state)
     return render(request, state, "clients.html", {"clients": items, "tasks": names, "scopes": SCOPES,
                                                    "created": {**client, "key": key}}, caller=caller,
                   status_code=201)
@@ -45,7 +44,7 @@ async def create(request: Request, state: StateDep, caller: ConsoleAdmin,
 async def revoke(request: Request, client_id: RowId, state: StateDep, caller: ConsoleAdmin,
                  csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
-    await run_in_threadpool(lambda: revoke_client(state.sessions, client_id=client_id))
+    await run_in_threadpool(revoke_client, state, client_id=client_id)
     return back_to("/ui/clients")
 
 
@@ -54,5 +53,5 @@ async def trust(request: Request, client_id: RowId, state: StateDep, caller: Con
                 trusted: Annotated[bool, Form()], csrf: Csrf = "") -> Response:
     """Vouch for a key's feedback (the noise model takes it as known truth), or stop."""
     check_csrf(state, request, csrf)
-    await run_in_threadpool(lambda: set_trusted(state.sessions, client_id=client_id, trusted=trusted))
+    await run_in_threadpool(set_trusted, state, client_id=client_id, trusted=trusted)
     return back_to("/ui/clients")

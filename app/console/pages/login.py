@@ -31,8 +31,8 @@ def _local(path: str) -> str:
 async def login(request: Request, state: StateDep, token: Annotated[str, Form(max_length=512)] = "",
                 next: Annotated[str, Form(max_length=2048)] = "/ui", csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
-    caller = await authenticate(state, token.strip(), request.client.host if request.client else "unknown") \
-        if token.strip() else None
+    address = request.client.host if request.client else "unknown"
+    caller = await authenticate(state, token=token.strip(), address=address) if token.strip() else None
     if caller is None:
         return render(request, state, "login.html", {"next": next, "error": "Unknown or revoked key or token."},
                       caller=None, status_code=401)

@@ -24,7 +24,7 @@ router = page_router()
 @router.get("/tasks/{task}/review")
 async def review_page(request: Request, task: TaskName, state: StateDep, caller: ConsoleCaller,
                       saved: str | None = None) -> Response:
-    data = await run_in_threadpool(page_data.review_page, state.sessions, caller=caller, task=task)
+    data = await run_in_threadpool(page_data.review_page, state, caller=caller, task=task)
     return render(request, state, "review.html", {**data, "saved": saved}, caller=caller)
 
 
@@ -39,7 +39,7 @@ async def give_label(request: Request, task: TaskName, state: StateDep, caller: 
 
 @router.get("/tasks/{task}/try")
 async def try_page(request: Request, task: TaskName, state: StateDep, caller: ConsoleCaller) -> Response:
-    info = await run_in_threadpool(lambda: page_data.task_info(state.sessions, caller=caller, task=task))
+    info = await run_in_threadpool(page_data.task_info, state, caller=caller, task=task)
     return render(request, state, "try.html", {"task": info, "text": "", "result": None,
                                                "explanation": None, "why_not": None}, caller=caller)
 
@@ -54,7 +54,7 @@ async def try_text(request: Request, task: TaskName, state: StateDep, caller: Co
         explanation = await explain_text(state, task=task, text=text, caller=caller)
     except DomainError as exc:  # a kind whose answers are not explained: the answer is shown without one
         why_not = exc.detail
-    info = await run_in_threadpool(lambda: page_data.task_info(state.sessions, caller=caller, task=task))
+    info = await run_in_threadpool(page_data.task_info, state, caller=caller, task=task)
     return render(request, state, "try.html", {"task": info, "text": text, "result": result,
                                                "explanation": explanation, "why_not": why_not}, caller=caller)
 

@@ -27,7 +27,7 @@ router = page_router()
 
 @router.get("")
 async def tasks_page(request: Request, state: StateDep, caller: ConsoleCaller) -> Response:
-    data = await run_in_threadpool(page_data.overview, state.sessions, state.settings, caller=caller)
+    data = await run_in_threadpool(page_data.overview, state, caller=caller)
     return render(request, state, "tasks.html", data, caller=caller)
 
 
@@ -46,7 +46,7 @@ async def new_task(request: Request, state: StateDep, caller: ConsoleAdmin,
     # validated as a dict: the kinds' options (range) are fields only the runtime model has
     body = TaskCreate.model_validate({"name": name.strip(), "kind": kind, "labels": names, "range": value_range})
     await run_in_threadpool(
-        create_task, state.sessions, state.settings, name=body.name, kind=body.kind, labels=body.labels,
+        create_task, state, name=body.name, kind=body.kind, labels=body.labels,
         descriptions=body.descriptions, options=body.options(), lambda_data=body.lambda_data,
         feedback_loss=body.feedback_loss, finetune=body.finetune, quantize=body.quantize, policy=body.policy)
     await state.served.ensure(body.name)
@@ -58,17 +58,15 @@ async def add_examples(request: Request, task: TaskName, state: StateDep, caller
                        csv: Annotated[str, Form(max_length=2_000_000)], csrf: Csrf = "") -> Response:
     """Labelled examples pasted as CSV with a header (text,label or text,score), as the API takes them."""
     check_csrf(state, request, csrf)
-    done = await run_in_threadpool(lambda: import_examples(state.sessions, task=task, rows=parse_csv(csv.encode()),
-                                                           max_chars=state.settings.max_text_chars))
+    done = await run_in_threadpool(lambda: import_examples(state, task=task, rows=parse_csv(csv.encode())))
     return back_to(f"/ui/tasks/{quote(task)}", imported=done["imported"])
 
 
 @router.get("/tasks/{task}")
 async def versions_page(request: Request, task: TaskName, state: StateDep, caller: ConsoleAdmin,
                         activated: int | None = None, imported: int | None = None) -> Response:
-    data = await run_in_threadpool(page_data.task_detail, state.sessions, state.settings, caller=caller, task=task)
-    noise = await run_in_threadpool(lambda: task_noise(state.sessions, task=task, caller=caller,
-                                                       max_rows=state.settings.max_training_rows))
+    data = await run_in_threadpool(page_data.task_detail, state, caller=caller, task=task)
+    noise = await run_in_threadpool(task_noise, state, task=task, caller=caller)
     return render(request, state, "versions.html", {**data, "noise": noise, "activated": activated,
                                                     "imported": imported}, caller=caller)
 
@@ -77,14 +75,14 @@ async def versions_page(request: Request, task: TaskName, state: StateDep, calle
 async def activate(request: Request, task: TaskName, version: RowId, state: StateDep, caller: ConsoleAdmin,
                    csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
-    await run_in_threadpool(activate_version, state.sessions, task=task, version=version)
+    await run_in_threadpool(activate_version, state, task=task, version=version)
     return back_to(f"/ui/tasks/{quote(task)}", activated=version)
 
 
 @router.get("/tasks/{task}/runs")
 async def runs_page(request: Request, task: TaskName, state: StateDep, caller: ConsoleAdmin,
                     queued: int | None = None) -> Response:
-    data = await run_in_threadpool(page_data.runs_page, state.sessions, caller=caller, task=task)
+    data = await run_in_threadpool(page_data.runs_page, state, caller=caller, task=task)
     return render(request, state, "runs.html", {**data, "queued": queued}, caller=caller)
 
 
@@ -92,12 +90,12 @@ async def runs_page(request: Request, task: TaskName, state: StateDep, caller: C
 async def queue_run(request: Request, task: TaskName, state: StateDep, caller: ConsoleAdmin,
                     csrf: Csrf = "") -> Response:
     check_csrf(state, request, csrf)
-    run = await run_in_threadpool(retrain, state.sessions, task=task)
-    return back_to(f"/ui/tasks/{quote(task)}/runs", queued=run.id)
+    run = await run_in_threadpool(retrain, state, task=task)
+    return back_to(f"/ui/tasks/{quote(task)}/runs", queued=run["run_id"])
 
 
 @router.get("/runs/{run_id}/status")
 async def run_status(run_id: RowId, state: StateDep, caller: ConsoleAdmin) -> Response:
     """What the Runs page polls while a run trains (JSON)."""
-    data = await run_in_threadpool(page_data.run_status, state.sessions, caller=caller, run_id=run_id)
+    data = await run_in_threadpool(page_data.run_status, state, caller=caller, run_id=run_id)
     return JSONResponse(data, headers={"Cache-Control": "no-store"})
