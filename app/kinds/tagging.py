@@ -183,6 +183,10 @@ def build_zero_shot(base_model: str, labels: Sequence[str], descriptions: dict[s
     head = model.head
     assert isinstance(head, TagHead)
     with torch.no_grad():
+        # the O row is the one the label names do not set: drawn from a fixed seed, so version 0
+        # is the same for the same task in any process, whatever the process drew before
+        fixed = torch.Generator().manual_seed(0)
+        head.weight[0].copy_(torch.randn(head.weight.shape[1], generator=fixed) * 0.02)
         for j in range(len(labels)):
             head.weight[1 + 2 * j].copy_(emb[j])
             head.weight[2 + 2 * j].copy_(emb[j])
