@@ -10,6 +10,10 @@ holds the answer:
   spans (character offsets into the text, `end` exclusive), sorted by position.
 
 The shape says nothing of what a task does with the answers; a kind says which shape it reads.
+
+Recommendation data comes in two other files, read here too (`read_baskets`, `read_catalogue`):
+an interaction log (`customer_id,invoice,item_id,time,...`, one bought item a row) becomes each
+customer's baskets in time order, and an item catalogue (`item_id,text`) each item's text.
 """
 
 from __future__ import annotations
@@ -61,6 +65,67 @@ def read_records(path: Path) -> list[Record]:
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
+
+
+@dataclass(frozen=True)
+class Basket:
+    """One visit of one customer: the invoice, its time as written (ISO, so it sorts), and the
+    distinct items bought, in the order the log first lists them."""
+
+    invoice: str
+    time: str
+    items: tuple[str, ...]
+
+
+def read_baskets(path: Path) -> dict[str, list[Basket]]:
+    """Each customer's baskets in time order (ties kept in file order), from an interaction log
+    with the columns `customer_id,invoice,item_id,time`; rows with any of them blank are skipped.
+    Customers appear in the order of their first row; DataError for a missing column or no rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    needed = {"customer_id", "invoice", "item_id", "time"}
+    groups: dict[str, dict[str, tuple[str, dict[str, None]]]] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = needed - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{path}: needs the columns {', '.join(sorted(needed))} "
+                            f"(missing {', '.join(sorted(missing))})")
+        for r in reader:
+            customer, invoice, item, time = ((r.get(c) or "").strip() for c in
+                                             ("customer_id", "invoice", "item_id", "time"))
+            if not (customer and invoice and item and time):
+                continue
+            invoices = groups.setdefault(customer, {})
+            # an invoice keeps its first row's time; a dict keeps first-seen order and drops repeats
+            invoices.setdefault(invoice, (time, {}))[1][item] = None
+    if not groups:
+        raise DataError(f"{path}: no rows")
+    return {customer: sorted((Basket(inv, t, tuple(items)) for inv, (t, items) in invoices.items()),
+                             key=lambda b: b.time)
+            for customer, invoices in groups.items()}
+
+
+def read_catalogue(path: Path) -> dict[str, str]:
+    """Each item's text by its id, from a CSV with the columns `item_id,text` (stripped; rows with
+    either blank skipped; a repeated id keeps its last text); DataError when unreadable or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"item_id", "text"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{path}: needs the columns item_id,text (missing {', '.join(sorted(missing))})")
+        items = {}
+        for r in reader:
+            item, text = (r.get("item_id") or "").strip(), (r.get("text") or "").strip()
+            if item and text:
+                items[item] = text
+    if not items:
+        raise DataError(f"{path}: no rows")
+    return items
 
 
 def find_shared(*parts: str) -> Path | None:
