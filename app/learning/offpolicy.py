@@ -64,7 +64,7 @@ def importance_weights(target: np.ndarray, logging: np.ndarray) -> np.ndarray:
     """w = π / μ for the logged item of each slot; μ must be positive (it was shown)."""
     if np.any(logging <= 0):
         raise ValueError("a logged item with logging probability 0: its propensity was not logged right")
-    return target / logging
+    return np.asarray(target / logging)
 
 
 def _estimate(method: str, row_values: Callable[[np.ndarray], np.ndarray], rows: int, *,
@@ -93,7 +93,7 @@ def snips(target: np.ndarray, logging: np.ndarray, reward: np.ndarray, *, confid
     wr = w * reward
 
     def per_resample(idx: np.ndarray) -> np.ndarray:  # idx (R, N) → (R,)
-        return (wr[idx].sum(axis=1) / np.maximum(w[idx].sum(axis=1), 1e-12)).sum(axis=-1)
+        return np.asarray((wr[idx].sum(axis=1) / np.maximum(w[idx].sum(axis=1), 1e-12)).sum(axis=-1))
 
     return _estimate("snips", per_resample, len(w), confidence=confidence, samples=samples, seed=seed)
 
