@@ -4,6 +4,8 @@ when an engine file is missing or corrupt, without a failed request."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from app.kinds import get_kind
 from app.kinds.base import Answer
 from app.model.store import ENGINES_DIR, directory_sha256
 from app.runs.prepare import PROBE_TEXTS, backfill_engines
+from app.serving.onnx import _QuietThisThread
 from app.serving.engines import ONNX_FILES, choose, file_sha256, parity, prepare_engines
 from app.serving.registry import ServedModels
 from support.learning import active, create_task
@@ -181,11 +184,6 @@ def test_the_api_shows_each_versions_engines(client) -> None:
 def test_quantising_quiets_only_its_own_threads_advice_on_the_root_logger() -> None:
     """onnxruntime's quantiser warns on the root logger at every call; what silences it must not
     silence another thread's lines (a worker's 'claimed run' was lost that way)."""
-    import logging
-    import threading
-
-    from app.serving.onnx import _QuietThisThread
-
     quiet = _QuietThisThread()
     mine = logging.LogRecord("root", logging.WARNING, __file__, 1, "pre-process first", None, None)
     error = logging.LogRecord("root", logging.ERROR, __file__, 1, "failed", None, None)
